@@ -1,0 +1,84 @@
+"""`toolkit lab`: a local rehearsal cluster of real Debian 12 systemd hosts under podman."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from toolkit import lab
+from toolkit.paths import project_dir
+
+app = typer.Typer(
+    help=(
+        "A local rehearsal lab: real Debian 12 systemd containers under podman, each with its own sshd "
+        "and address. [bold]lab up[/bold] writes [cyan]inventory/lab/hosts.yml[/cyan] for "
+        "[bold]toolkit cluster up -i inventory/lab[/bold]."
+    ),
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.command()
+def up(
+    *,
+    hosts: Annotated[int, typer.Option("--hosts", "-n", help="Number of hosts in the lab.")] = 3,
+    servers: Annotated[int, typer.Option(help="How many of them are k3s servers (odd).")] = 1,
+    subnet: Annotated[
+        str, typer.Option(help="Address range of the lab network.", envvar="TOOLKIT_LAB_SUBNET")
+    ] = lab.DEFAULT_SUBNET,
+) -> None:
+    """Start the lab (or grow it to --hosts), then write its inventory and SSH key.
+
+    The host image is built once from Debian packages and cached. A failed start removes what it made.
+    """
+    console = Console()
+    project = project_dir()
+    with console.status("starting the lab") as status:
+        made = lab.up(project, status.update, count=hosts, servers=servers, subnet=subnet)
+    paths = lab.LabPaths.for_project(project)
+    console.print(f"lab is up: {len(made)} hosts; inventory [cyan]{paths.hosts_file.relative_to(project)}[/cyan]")
+    console.print("next: [bold]toolkit cluster up -i inventory/lab[/bold]")
+
+
+@app.command()
+def down(
+    *,
+    image: Annotated[bool, typer.Option("--image", help="Also remove the cached host image.")] = False,
+) -> None:
+    """Remove the lab's containers, network, inventory and key. Nothing else is left behind."""
+    console = Console()
+    with console.status("removing the lab") as status:
+        lab.down(project_dir(), status.update, remove_image=image)
+    console.print("lab is down")
+
+
+@app.command()
+def status() -> None:
+    """Show each lab host: container state, address and whether sshd answers."""
+    rows = lab.status()
+    console = Console()
+    if not rows:
+        console.print("no lab is running: [bold]toolkit lab up[/bold]")
+        raise typer.Exit(1)
+    table = Table("host", "container", "address", "state", "ssh")
+    for row in rows:
+        table.add_row(row.name, row.container, row.address, row.state, "yes" if row.ssh else "[red]no[/red]")
+    console.print(table)
+
+
+@app.command()
+def image(
+    *,
+    rebuild: Annotated[bool, typer.Option(help="Build again even if the image is cached.")] = False,
+) -> None:
+    """Build the lab host image (also the platform of every molecule scenario)."""
+    console = Console()
+    project = project_dir()
+    with console.status("lab image") as status:
+        built = lab.build_image(project, lab.LabPaths.for_project(project), status.update, rebuild=rebuild)
+    console.print(f"{lab.LAB_IMAGE} {'built' if built else 'is cached (use --rebuild to build again)'}")
