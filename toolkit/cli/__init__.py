@@ -1,0 +1,1 @@
+"""The `toolkit` command line: commands parse arguments and present results; logic lives elsewhere."""

@@ -1,0 +1,41 @@
+"""Entry point of the `toolkit` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from toolkit.cli import cluster, lab
+from toolkit.errors import ToolkitError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+app = typer.Typer(
+    name="toolkit",
+    help=(
+        "Turn bare-metal NVIDIA H100 hosts into a k3s GPU cluster, and give each user a GPU shell on it.\n\n"
+        "Operators describe their hosts in an inventory and run [bold]toolkit cluster up[/bold]. "
+        "[bold]toolkit lab up[/bold] makes a local rehearsal cluster of real systemd hosts."
+    ),
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(cluster.app, name="cluster")
+app.add_typer(lab.app, name="lab")
+
+
+def run() -> None:
+    """Console script: user errors end in one line on stderr and their exit code, never a traceback."""
+    try:
+        app()
+    except ToolkitError as error:
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        for line in str(error).splitlines():
+            err.print(f"[bold red]error:[/bold red] {line}", markup=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,262 @@
+"""Running playbooks through ansible-runner, and following their progress from its events."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASK_FAILED, EXIT_UNREACHABLE, BadInputError
+
+# A role's meta/argument_specs.yml rejecting a variable: the input is wrong, not the host.
+ARGUMENT_CHECK_ACTIONS = ("validate_argument_spec", "ansible.builtin.validate_argument_spec")
+
+Event = Mapping[str, Any]
+
+
+@dataclass
+class HostCounts:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A failed or unreachable task, told in one line. `kind` is failed, unreachable or bad-input."""
+
+    host: str
+    task: str
+    message: str
+    kind: str
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _result_message(result: Mapping[str, Any]) -> str:
+    argument_errors = result.get("argument_errors")
+    if isinstance(argument_errors, list) and argument_errors:
+        return _first_line(str(argument_errors[0]))
+    for key in ("msg", "stderr", "reason", "module_stderr", "stdout"):
+        value = result.get(key)
+        if isinstance(value, str) and value.strip():
+            return _first_line(value)
+    return "failed"
+
+
+@dataclass
+class RunTracker:
+    """State of a playbook run, built only from ansible-runner's events.
+
+    Live counts come from the per-task events. When the run ends, `playbook_on_stats` replaces
+    them with Ansible's own recap, so the final numbers are exactly those Ansible reports.
+    """
+
+    play: str = ""
+    task: str = ""
+    hosts: dict[str, HostCounts] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    finished: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+
+    def _host(self, name: str) -> HostCounts:
+        return self.hosts.setdefault(name, HostCounts())
+
+    def handle(self, event: Event) -> bool:
+        """ansible-runner's event_handler. Returns True so runner keeps the event in its artifacts."""
+        kind = event.get("event", "")
+        data: Mapping[str, Any] = event.get("event_data") or {}
+        host = data.get("host", "")
+        result: Mapping[str, Any] = data.get("res") or {}
+        if kind == "playbook_on_play_start":
+            self.play = data.get("play", "")
+        elif kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            self.task = data.get("task", "")
+        elif kind == "runner_on_ok":
+            counts = self._host(host)
+            counts.ok += 1
+            counts.changed += bool(result.get("changed"))
+            self._collect_notice(data, result)
+        elif kind == "runner_on_failed":
+            counts = self._host(host)
+            if data.get("ignore_errors"):
+                counts.ignored += 1
+            else:
+                counts.failed += 1
+                kind = "bad-input" if data.get("task_action") in ARGUMENT_CHECK_ACTIONS else "failed"
+                self.problems.append(Problem(host, data.get("task", ""), _result_message(result), kind))
+        elif kind == "runner_on_unreachable":
+            self._host(host).unreachable += 1
+            self.problems.append(Problem(host, data.get("task", ""), _result_message(result), "unreachable"))
+        elif kind == "runner_on_skipped":
+            self._host(host).skipped += 1
+        elif kind == "playbook_on_stats":
+            self._apply_stats(data)
+        return True
+
+    def _collect_notice(self, data: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        """A role says something an operator must read (a stand-in in use, a step skipped) with a
+        debug task whose message starts with 'NOTE:'. Each distinct note is shown once."""
+        if data.get("task_action") not in ("debug", "ansible.builtin.debug"):
+            return
+        message = result.get("msg")
+        if isinstance(message, str) and message.startswith("NOTE:"):
+            note = message.removeprefix("NOTE:").strip()
+            if note not in self.notices:
+                self.notices.append(note)
+
+    def _apply_stats(self, data: Mapping[str, Any]) -> None:
+        columns = {
+            "ok": "ok",
+            "changed": "changed",
+            "failures": "failed",
+            "dark": "unreachable",
+            "skipped": "skipped",
+            "rescued": "rescued",
+            "ignored": "ignored",
+        }
+        final: dict[str, HostCounts] = {name: HostCounts() for name in data.get("processed", {})}
+        for stat, attribute in columns.items():
+            for name, value in (data.get(stat) or {}).items():
+                setattr(final.setdefault(name, HostCounts()), attribute, int(value))
+        self.hosts = final
+        self.finished = True
+
+    @property
+    def unreachable_hosts(self) -> list[str]:
+        return sorted(name for name, counts in self.hosts.items() if counts.unreachable)
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return sorted(name for name, counts in self.hosts.items() if counts.failed)
+
+    def exit_code(self, runner_rc: int) -> int:
+        """0 success, 1 a task failed, 2 a host was unreachable, 3 a variable was rejected.
+
+        A rejected variable wins: it is the operator's to fix, and no host was touched for it.
+        Then an unreachable host, which is more urgent than a failed task.
+        """
+        if any(problem.kind == "bad-input" for problem in self.problems):
+            return EXIT_BAD_INPUT
+        if self.unreachable_hosts:
+            return EXIT_UNREACHABLE
+        if self.failed_hosts or runner_rc != 0:
+            return EXIT_TASK_FAILED
+        return EXIT_OK
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    playbook: Path
+    inventory: Path
+    limit: str | None = None
+    tags: str | None = None
+    skip_tags: str | None = None
+    extra_vars: tuple[str, ...] = ()
+    check: bool = False
+    diff: bool = False
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    tracker: RunTracker
+    runner_rc: int
+    status: str
+    artifacts: Path
+
+    @property
+    def exit_code(self) -> int:
+        return self.tracker.exit_code(self.runner_rc)
+
+
+def validate_extra_vars(values: tuple[str, ...]) -> None:
+    """`-e` takes what ansible-playbook takes: key=value pairs, a JSON/YAML mapping, or @FILE."""
+    for value in values:
+        if value.startswith("@"):
+            path = Path(value[1:])
+            if not path.is_file():
+                raise BadInputError(f"-e {value}: no such file {path}")
+        elif value.lstrip().startswith("{"):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as error:
+                raise BadInputError(f"-e {value!r} is not valid JSON: {error.msg}") from None
+        else:
+            for pair in shlex.split(value):
+                key, sep, _ = pair.partition("=")
+                if not sep or not key.isidentifier():
+                    raise BadInputError(f"-e {pair!r}: expected key=value, a JSON mapping or @FILE")
+
+
+def build_cmdline(request: RunRequest) -> str:
+    args: list[str] = []
+    for value in request.extra_vars:
+        if value.startswith("@"):
+            value = "@" + str(Path(value[1:]).resolve())
+        args += ["-e", value]
+    if request.check:
+        args.append("--check")
+    if request.diff:
+        args.append("--diff")
+    return shlex.join(args)
+
+
+def run_playbook(
+    project: Path,
+    request: RunRequest,
+    tracker: RunTracker,
+    on_event: Callable[[], None] | None = None,
+) -> RunOutcome:
+    """Run one playbook of the project. Progress flows into `tracker`; `on_event` redraws."""
+    import ansible_runner  # heavy: keep `toolkit --help` fast
+
+    private_data_dir = project / ".cache" / "runner"
+    private_data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir.chmod(0o700)
+    ident = f"{time.strftime('%Y%m%d-%H%M%S')}-{request.playbook.stem}"
+
+    def handle(event: Event) -> bool:
+        keep = tracker.handle(event)
+        if on_event is not None:
+            on_event()
+        return keep
+
+    runner = ansible_runner.run(
+        private_data_dir=str(private_data_dir),
+        project_dir=str(project),
+        playbook=str(request.playbook),
+        inventory=str(request.inventory.resolve()),
+        ident=ident,
+        limit=request.limit,
+        tags=request.tags,
+        skip_tags=request.skip_tags,
+        cmdline=build_cmdline(request) or None,
+        envvars={
+            "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
+            # ansible-playbook lives beside this interpreter, also when its venv is not activated.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        },
+        event_handler=handle,
+        quiet=True,
+        rotate_artifacts=30,
+    )
+    return RunOutcome(
+        tracker=tracker,
+        runner_rc=int(runner.rc),
+        status=str(runner.status),
+        artifacts=Path(runner.config.artifact_dir),
+    )
