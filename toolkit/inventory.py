@@ -94,7 +94,9 @@ def problems(inventory: Inventory) -> list[str]:
     for group in REQUIRED_GROUPS[1:]:
         for host in inventory.hosts(group):
             if "cluster" in inventory.groups and host not in members:
-                found.append(f"inventory {inventory.source}: host '{host}' of '{group}' is not under 'cluster'")
+                found.append(
+                    f"inventory {inventory.source}: host '{host}' of '{group}' is not under 'cluster'"
+                )
     return found
 
 

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
 
 LAB_IMAGE = "localhost/toolkit-lab-host:bookworm"
@@ -98,9 +96,7 @@ def plan_hosts(count: int, servers: int, subnet: str) -> list[LabHost]:
         raise BadInputError(f"--subnet {subnet} is too small: use a /26 or larger")
     base = network.network_address
     hosts = [LabHost(f"lab-server-{i + 1}", str(base + 11 + i), "k3s_servers") for i in range(servers)]
-    hosts += [
-        LabHost(f"lab-agent-{i + 1}", str(base + 31 + i), "k3s_agents") for i in range(count - servers)
-    ]
+    hosts += [LabHost(f"lab-agent-{i + 1}", str(base + 31 + i), "k3s_agents") for i in range(count - servers)]
     return hosts
 
 
@@ -153,7 +149,7 @@ def build_image(project: Path, paths: LabPaths, report: Report, *, rebuild: bool
             # Keep apt's lists, so roles' `cache_valid_time` does not skip the update and miss packages.
             "--skip=cleanup/apt/lists",
             f"--include={','.join(packages)}",
-            f"--customize-hook=sh {recipe / 'customize.sh'} \"$1\"",
+            f'--customize-hook=sh {recipe / "customize.sh"} "$1"',
             "bookworm",
             str(tarball),
             mirror,
@@ -164,9 +160,12 @@ def build_image(project: Path, paths: LabPaths, report: Report, *, rebuild: bool
             raise ToolkitError(f"mmdebstrap failed (exit {result.returncode}); see {paths.image_build_log}")
         _podman(
             "import",
-            "--change", 'CMD ["/sbin/init"]',
-            "--change", "ENV container=podman",
-            "--change", "STOPSIGNAL SIGRTMIN+3",
+            "--change",
+            'CMD ["/sbin/init"]',
+            "--change",
+            "ENV container=podman",
+            "--change",
+            "STOPSIGNAL SIGRTMIN+3",
             str(tarball),
             LAB_IMAGE,
         )
@@ -186,7 +185,9 @@ def _ensure_key(paths: LabPaths) -> str:
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     paths.state_dir.chmod(0o700)
     if not paths.private_key.exists():
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "toolkit-lab", "-f", str(paths.private_key)])
+        _run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "toolkit-lab", "-f", str(paths.private_key)]
+        )
     return paths.private_key.with_suffix(".pub").read_text()
 
 
@@ -198,7 +199,9 @@ def _wait_for_systemd(container: str) -> None:
         if state in ("running", "degraded"):
             return
         time.sleep(0.3)
-    raise ToolkitError(f"{container}: systemd did not finish booting in {SYSTEMD_BOOT_TIMEOUT_S:.0f}s ({state})")
+    raise ToolkitError(
+        f"{container}: systemd did not finish booting in {SYSTEMD_BOOT_TIMEOUT_S:.0f}s ({state})"
+    )
 
 
 def _host_key(container: str) -> str:
@@ -216,21 +219,32 @@ def _host_key(container: str) -> str:
 
 def _start_host(host: LabHost, network: str, authorized_key: str) -> str:
     _podman(
-        "run", "--detach",
-        "--name", host.container,
-        "--hostname", host.name,
-        "--network", network,
-        "--ip", host.address,
+        "run",
+        "--detach",
+        "--name",
+        host.container,
+        "--hostname",
+        host.name,
+        "--network",
+        network,
+        "--ip",
+        host.address,
         "--privileged",
         "--systemd=always",
-        "--label", f"{LAB_LABEL}={network}",
-        "--label", f"{LAB_LABEL}.group={host.group}",
+        "--label",
+        f"{LAB_LABEL}={network}",
+        "--label",
+        f"{LAB_LABEL}.group={host.group}",
         LAB_IMAGE,
         "/sbin/init",
     )
     _wait_for_systemd(host.container)
     _podman(
-        "exec", "-i", host.container, "sh", "-c",
+        "exec",
+        "-i",
+        host.container,
+        "sh",
+        "-c",
         "umask 077 && cat > /root/.ssh/authorized_keys",
         input_text=authorized_key,
     )
@@ -244,6 +258,8 @@ def lab_containers(network: str = DEFAULT_NETWORK) -> list[str]:
 
 def render_inventory(hosts: list[LabHost], paths: LabPaths) -> str:
     """The lab's hosts.yml: the groups a real site has, and how to reach each host."""
+    import yaml
+
     servers = {h.name: {"ansible_host": h.address} for h in hosts if h.group == "k3s_servers"}
     agents = {h.name: {"ansible_host": h.address} for h in hosts if h.group == "k3s_agents"}
     inventory = {
@@ -326,7 +342,9 @@ def up(
     return hosts
 
 
-def down(project: Path, report: Report, *, network: str = DEFAULT_NETWORK, remove_image: bool = False) -> None:
+def down(
+    project: Path, report: Report, *, network: str = DEFAULT_NETWORK, remove_image: bool = False
+) -> None:
     """Remove the lab's containers, network, inventory and keys. The cached image stays unless asked."""
     require_tool("podman", "podman runc")
     for container in lab_containers(network):
@@ -338,6 +356,9 @@ def down(project: Path, report: Report, *, network: str = DEFAULT_NETWORK, remov
     paths = LabPaths.for_project(project)
     paths.hosts_file.unlink(missing_ok=True)
     shutil.rmtree(paths.state_dir, ignore_errors=True)
+    # Cached facts of lab hosts would describe the removed containers to the next lab's first run.
+    for cached in (project / ".cache" / "facts").glob("lab-*"):
+        cached.unlink()
     if remove_image and image_exists():
         report(f"removing image {LAB_IMAGE}")
         _podman("rmi", "--force", LAB_IMAGE)
@@ -348,12 +369,16 @@ def status(network: str = DEFAULT_NETWORK) -> list[HostStatus]:
     rows = []
     for container in lab_containers(network):
         inspect = _podman(
-            "container", "inspect", "--format",
+            "container",
+            "inspect",
+            "--format",
             "{{.Config.Hostname}}|{{.State.Status}}|{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
             container,
         ).strip()
         hostname, state, address = inspect.split("|")
-        rows.append(HostStatus(hostname, container, address, state, state == "running" and _ssh_open(address)))
+        rows.append(
+            HostStatus(hostname, container, address, state, state == "running" and _ssh_open(address))
+        )
     return rows
 
 

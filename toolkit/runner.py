@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -215,6 +216,26 @@ def build_cmdline(request: RunRequest) -> str:
     return shlex.join(args)
 
 
+KEEP_RUNS = 30
+
+
+def _new_run_dir(project: Path, playbook: Path) -> Path:
+    """A private data dir of its own for each run, 0700, the oldest pruned beyond KEEP_RUNS.
+
+    ansible-runner stores a run's command line in `env/cmdline` under its private data dir and
+    reads it back on later runs that pass none, so a shared dir would leak one run's `-e` into
+    the next.
+    """
+    runs = project / ".cache" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for old in sorted(p for p in runs.iterdir() if p.is_dir())[: -KEEP_RUNS + 1]:
+        shutil.rmtree(old, ignore_errors=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = runs / f"{stamp}-{time.monotonic_ns() % 10**6:06d}-{playbook.stem}"
+    run_dir.mkdir(mode=0o700)
+    return run_dir
+
+
 def run_playbook(
     project: Path,
     request: RunRequest,
@@ -224,10 +245,7 @@ def run_playbook(
     """Run one playbook of the project. Progress flows into `tracker`; `on_event` redraws."""
     import ansible_runner  # heavy: keep `toolkit --help` fast
 
-    private_data_dir = project / ".cache" / "runner"
-    private_data_dir.mkdir(parents=True, exist_ok=True)
-    private_data_dir.chmod(0o700)
-    ident = f"{time.strftime('%Y%m%d-%H%M%S')}-{request.playbook.stem}"
+    run_dir = _new_run_dir(project, request.playbook)
 
     def handle(event: Event) -> bool:
         keep = tracker.handle(event)
@@ -236,11 +254,11 @@ def run_playbook(
         return keep
 
     runner = ansible_runner.run(
-        private_data_dir=str(private_data_dir),
+        private_data_dir=str(run_dir),
         project_dir=str(project),
         playbook=str(request.playbook),
         inventory=str(request.inventory.resolve()),
-        ident=ident,
+        ident="run",
         limit=request.limit,
         tags=request.tags,
         skip_tags=request.skip_tags,
@@ -252,7 +270,6 @@ def run_playbook(
         },
         event_handler=handle,
         quiet=True,
-        rotate_artifacts=30,
     )
     return RunOutcome(
         tracker=tracker,

@@ -6,13 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.live import Live
-
-from toolkit import inventory
-from toolkit.cli.display import LiveView, PlainProgress, print_recap
-from toolkit.paths import project_dir
-from toolkit.runner import RunRequest, RunTracker, run_playbook, validate_extra_vars
 
 app = typer.Typer(
     help="Build and change the cluster described by an inventory.",
@@ -24,7 +17,8 @@ app = typer.Typer(
 InventoryOption = Annotated[
     Path,
     typer.Option(
-        "--inventory", "-i",
+        "--inventory",
+        "-i",
         help="Inventory file or directory (see inventory/example/).",
         envvar="TOOLKIT_INVENTORY",
         show_default=False,
@@ -49,6 +43,15 @@ def _run_site(
     check: bool,
     diff: bool,
 ) -> None:
+    # Imported here so `toolkit --help` does not pay for Ansible, rich's live display and YAML.
+    from rich.console import Console
+    from rich.live import Live
+
+    from toolkit import inventory
+    from toolkit.cli.display import LiveView, PlainProgress, print_recap
+    from toolkit.paths import project_dir
+    from toolkit.runner import RunRequest, RunTracker, run_playbook, validate_extra_vars
+
     project = project_dir()
     inventory.load_and_check(inventory_path)
     extras = tuple(extra_vars or ())
@@ -91,8 +94,13 @@ def up(
     A second run on a converged cluster reports no changes.
     """
     _run_site(
-        inventory_path, limit=limit, tags=tags, skip_tags=skip_tags,
-        extra_vars=extra_vars, check=check, diff=diff,
+        inventory_path,
+        limit=limit,
+        tags=tags,
+        skip_tags=skip_tags,
+        extra_vars=extra_vars,
+        check=check,
+        diff=diff,
     )
 
 
@@ -107,6 +115,11 @@ def plan(
 ) -> None:
     """Show what `cluster up` would change, changing nothing (check mode with diffs)."""
     _run_site(
-        inventory_path, limit=limit, tags=tags, skip_tags=skip_tags,
-        extra_vars=extra_vars, check=True, diff=True,
+        inventory_path,
+        limit=limit,
+        tags=tags,
+        skip_tags=skip_tags,
+        extra_vars=extra_vars,
+        check=True,
+        diff=True,
     )

@@ -38,8 +38,10 @@ class LiveView:
     def __rich__(self) -> RenderableType:
         elapsed = time.monotonic() - self.tracker.started_at
         heading = Text.assemble(
-            ("play ", "dim"), (self.tracker.play or "…", "bold"),
-            ("  task ", "dim"), (self.tracker.task or "…", "cyan"),
+            ("play ", "dim"),
+            (self.tracker.play or "…", "bold"),
+            ("  task ", "dim"),
+            (self.tracker.task or "…", "cyan"),
             (f"  {elapsed:5.0f}s", "dim"),
         )
         return Group(heading, _counts_table(self.tracker))
@@ -69,7 +71,9 @@ def print_recap(console: Console, outcome: RunOutcome) -> None:
         console.print(f"[blue]note:[/blue] {note}")
     console.print(_counts_table(tracker, title="recap"))
     for problem in tracker.problems:
-        console.print(f"[bold red]{problem.kind}:[/bold red] {problem.host}: {problem.task}: {problem.message}")
+        console.print(
+            f"[bold red]{problem.kind}:[/bold red] {problem.host}: {problem.task}: {problem.message}"
+        )
     if not tracker.finished:
         stdout = outcome.artifacts / "stdout"
         lines = stdout.read_text(errors="replace").strip().splitlines() if stdout.exists() else []

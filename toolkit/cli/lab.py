@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from toolkit import lab
 from toolkit.paths import project_dir
@@ -41,7 +40,9 @@ def up(
     with console.status("starting the lab") as status:
         made = lab.up(project, status.update, count=hosts, servers=servers, subnet=subnet)
     paths = lab.LabPaths.for_project(project)
-    console.print(f"lab is up: {len(made)} hosts; inventory [cyan]{paths.hosts_file.relative_to(project)}[/cyan]")
+    console.print(
+        f"lab is up: {len(made)} hosts; inventory [cyan]{paths.hosts_file.relative_to(project)}[/cyan]"
+    )
     console.print("next: [bold]toolkit cluster up -i inventory/lab[/bold]")
 
 
@@ -60,6 +61,8 @@ def down(
 @app.command()
 def status() -> None:
     """Show each lab host: container state, address and whether sshd answers."""
+    from rich.table import Table
+
     rows = lab.status()
     console = Console()
     if not rows:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from toolkit.cli import cluster, lab
 from toolkit.errors import ToolkitError
@@ -24,6 +24,27 @@ app = typer.Typer(
     context_settings=CONTEXT,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"toolkit {version('toolkit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    *,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Turn bare-metal NVIDIA H100 hosts into a k3s GPU cluster, and give each user a GPU shell on it."""
+
+
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(lab.app, name="lab")
 
@@ -33,6 +54,8 @@ def run() -> None:
     try:
         app()
     except ToolkitError as error:
+        from rich.console import Console
+
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         for line in str(error).splitlines():
             err.print(f"[bold red]error:[/bold red] {line}", markup=True)

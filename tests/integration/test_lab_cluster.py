@@ -1,0 +1,146 @@
+"""The foundation end to end: a real two-host lab, `cluster up` twice, failures, teardown.
+
+The tests run in file order on one lab, like an operator's session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import PROJECT, toolkit
+
+pytestmark = pytest.mark.lab
+
+
+def podman(*args: str) -> str:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=True).stdout
+
+
+def final_stats(output: str) -> dict[str, dict[str, int]]:
+    """Ansible's own recap of the run, read from ansible-runner's artifacts named in the output."""
+    match = re.search(r"full log: (\S+)/stdout", output)
+    assert match, output
+    events = sorted(
+        Path(match.group(1), "job_events").glob("*.json"), key=lambda p: int(p.name.split("-")[0])
+    )
+    stats = next(json.loads(p.read_text()) for p in reversed(events) if "playbook_on_stats" in p.read_text())[
+        "event_data"
+    ]
+    return {key: stats[key] for key in ("ok", "changed", "failures", "dark")}
+
+
+@pytest.fixture(scope="module")
+def lab(lab_image: str) -> None:
+    existing = podman("ps", "--all", "--filter", "label=io.toolkit.lab", "--format", "{{.Names}}").split()
+    if existing:
+        pytest.fail(f"a lab is already running ({', '.join(existing)}): run `toolkit lab down` first")
+    result = toolkit("lab", "up", "--hosts", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield
+    toolkit("lab", "down")
+
+
+def test_lab_up_starts_two_reachable_hosts(lab: None) -> None:
+    status = toolkit("lab", "status")
+    assert status.returncode == 0, status.stderr
+    rows = [line for line in status.stdout.splitlines() if "toolkit-lab-" in line]
+    assert len(rows) == 2
+    assert all("running" in row and "yes" in row for row in rows)
+    assert (PROJECT / "inventory" / "lab" / "hosts.yml").is_file()
+
+
+def test_cluster_up_converges_the_lab(lab: None) -> None:
+    result = toolkit("cluster", "up", "-i", "inventory/lab")
+    assert result.returncode == 0, result.stdout + result.stderr
+    stats = final_stats(result.stdout)
+    assert set(stats["ok"]) == {"lab-server-1", "lab-agent-1"}
+    assert not stats["failures"] and not stats["dark"]
+    assert "PLAY Prepare every cluster host" in result.stdout
+    assert "note: kernel has no loadable-module support" in result.stdout
+
+
+def test_second_cluster_up_changes_nothing(lab: None) -> None:
+    result = toolkit("cluster", "up", "-i", "inventory/lab")
+    assert result.returncode == 0, result.stdout + result.stderr
+    stats = final_stats(result.stdout)
+    assert set(stats["ok"]) == {"lab-server-1", "lab-agent-1"}
+    assert stats["changed"] == {}, f"second run changed: {stats['changed']}"
+
+
+def test_plan_reports_and_changes_nothing(lab: None) -> None:
+    podman("exec", "toolkit-lab-agent-1", "rm", "/etc/modules-load.d/toolkit-kubernetes.conf")
+    result = toolkit("cluster", "plan", "-i", "inventory/lab", "--limit", "lab-agent-1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert final_stats(result.stdout)["changed"] == {"lab-agent-1": 1}
+    gone = subprocess.run(
+        [
+            "podman",
+            "exec",
+            "toolkit-lab-agent-1",
+            "test",
+            "-e",
+            "/etc/modules-load.d/toolkit-kubernetes.conf",
+        ],
+        check=False,
+    )
+    assert gone.returncode == 1, "check mode must not write the file"
+    assert toolkit("cluster", "up", "-i", "inventory/lab", "--limit", "lab-agent-1").returncode == 0
+
+
+def test_missing_inventory_is_exit_3_in_one_line(lab: None) -> None:
+    result = toolkit("cluster", "up", "-i", "inventory/nowhere")
+    assert result.returncode == 3
+    assert result.stderr.strip() == "error: inventory inventory/nowhere does not exist"
+    assert "Traceback" not in result.stderr
+
+
+def test_rejected_variable_is_exit_3_and_names_it(lab: None) -> None:
+    result = toolkit("cluster", "up", "-i", "inventory/lab", "-e", "common_swap_disable=maybe")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "bad-input: lab-server-1" in result.stdout
+    assert "common_swap_disable" in result.stdout
+
+
+def test_host_stopped_mid_run_is_exit_2_and_named(lab: None) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "cluster", "up", "-i", "inventory/lab"],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "TASK Install base packages" in line:
+            podman("stop", "--time", "1", "toolkit-lab-agent-1")
+            break
+    lines += process.stdout.readlines()
+    output = "".join(lines)
+    try:
+        assert process.wait(timeout=300) == 2, output
+        assert re.search(r"unreachable: lab-agent-1: ", output), output
+        assert "lab-server-1" not in final_stats(output)["dark"]
+    finally:
+        podman("start", "toolkit-lab-agent-1")
+        time.sleep(1)
+
+
+def test_lab_down_leaves_no_container_network_or_inventory(lab: None) -> None:
+    result = toolkit("lab", "down")
+    assert result.returncode == 0, result.stderr
+    assert podman("ps", "--all", "--filter", "label=io.toolkit.lab", "--format", "{{.Names}}").strip() == ""
+    assert "toolkit-lab" not in podman("network", "ls", "--format", "{{.Name}}").split()
+    assert not (PROJECT / "inventory" / "lab" / "hosts.yml").exists()
+    assert not (PROJECT / ".cache" / "lab").exists()
+    assert (PROJECT / "inventory" / "lab" / "group_vars" / "all.yml").is_file()
