@@ -109,6 +109,13 @@ def test_rejected_variable_is_exit_3_and_names_it(lab: None) -> None:
     assert "common_swap_disable" in result.stdout
 
 
+def test_extra_vars_of_one_run_do_not_reach_the_next(lab: None) -> None:
+    # Regression: ansible-runner replays a private data dir's saved command line.
+    result = toolkit("cluster", "up", "-i", "inventory/lab")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "common_swap_disable" not in result.stdout
+
+
 def test_host_stopped_mid_run_is_exit_2_and_named(lab: None) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "toolkit", "cluster", "up", "-i", "inventory/lab"],

@@ -18,8 +18,8 @@ BIN = Path(sys.executable).parent
     [
         ["ansible-lint", "--profile", "production", "--offline"],
         ["yamllint", "--strict", "."],
-        ["ruff", "check", "toolkit", "tests", "bench"],
-        ["ruff", "format", "--check", "toolkit"],
+        ["ruff", "check", "toolkit", "tests", "bench", "library"],
+        ["ruff", "format", "--check", "toolkit", "library"],
         ["mypy", "--strict", "toolkit"],
     ],
     ids=["ansible-lint", "yamllint", "ruff", "ruff-format", "mypy"],
