@@ -18,8 +18,8 @@ BIN = Path(sys.executable).parent
     [
         ["ansible-lint", "--profile", "production", "--offline"],
         ["yamllint", "--strict", "."],
-        ["ruff", "check", "toolkit", "tests", "bench", "library"],
-        ["ruff", "format", "--check", "toolkit", "library"],
+        ["ruff", "check", "toolkit", "tests", "bench", "collections"],
+        ["ruff", "format", "--check", "toolkit", "collections"],
         ["mypy", "--strict", "toolkit"],
     ],
     ids=["ansible-lint", "yamllint", "ruff", "ruff-format", "mypy"],

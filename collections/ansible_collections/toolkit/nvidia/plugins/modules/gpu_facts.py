@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: nvidia_gpu_facts
+module: gpu_facts
 short_description: NVIDIA GPU facts from the PCI bus and nvidia-smi
 description:
   - Reads NVIDIA GPUs and NVSwitches from C(/sys/bus/pci/devices), which needs no driver.
@@ -30,11 +30,11 @@ author: toolkit
 
 EXAMPLES = r"""
 - name: Count the GPUs before the driver is installed
-  nvidia_gpu_facts:
+  toolkit.nvidia.gpu_facts:
     pci_only: true
 
 - name: Read GPU facts
-  nvidia_gpu_facts:
+  toolkit.nvidia.gpu_facts:
 - name: Show them
   ansible.builtin.debug:
     msg: "{{ ansible_facts.nvidia.gpu_count }} x {{ ansible_facts.nvidia.gpu_model }}"

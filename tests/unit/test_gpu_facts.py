@@ -1,4 +1,4 @@
-"""The nvidia_gpu_facts module, parsing real nvidia-smi and PCI outputs (tests/fixtures/nvidia)."""
+"""The toolkit.nvidia.gpu_facts module, parsing real nvidia-smi and PCI outputs (tests/fixtures/nvidia)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,19 @@ from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[2]
 NVIDIA = PROJECT / "tests" / "fixtures" / "nvidia"
-sys.path.insert(0, str(PROJECT / "library"))
+MODULE = (
+    PROJECT
+    / "collections"
+    / "ansible_collections"
+    / "toolkit"
+    / "nvidia"
+    / "plugins"
+    / "modules"
+    / "gpu_facts.py"
+)
+sys.path.insert(0, str(MODULE.parent))
 
-import nvidia_gpu_facts as facts  # noqa: E402
+import gpu_facts as facts  # noqa: E402
 
 
 def sysfs_from_lines(root: Path, lines: list[tuple[str, str, str, str]]) -> Path:
@@ -140,7 +150,7 @@ def run_module(tmp_path: Path, args: dict[str, Any], env: dict[str, str]) -> tup
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     completed = subprocess.run(
-        [sys.executable, str(PROJECT / "library" / "nvidia_gpu_facts.py"), str(args_file)],
+        [sys.executable, str(MODULE), str(args_file)],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
