@@ -267,9 +267,10 @@ def render_inventory(hosts: list[LabHost], paths: LabPaths) -> str:
             "children": {
                 "k3s_servers": {"hosts": servers},
                 "k3s_agents": {"hosts": agents} if agents else {},
-                # The lab has no GPUs and no Weka backend; the roles' stand-ins are chosen in
-                # inventory/lab/group_vars/all.yml.
-                "gpu_nodes": {},
+                # As on a real site the agents are the GPU nodes. The lab's have no GPU, so the
+                # NVIDIA roles find none on the PCI bus and say they skip those hosts.
+                "gpu_nodes": {"hosts": dict.fromkeys(agents)} if agents else {},
+                # No Weka backend: inventory/lab/group_vars/all.yml picks the stand-ins.
                 "weka_clients": {},
             },
             "vars": {

@@ -65,6 +65,9 @@ def test_cluster_up_converges_the_lab(lab: None) -> None:
     assert not stats["failures"] and not stats["dark"]
     assert "PLAY Prepare every cluster host" in result.stdout
     assert "note: kernel has no loadable-module support" in result.stdout
+    # The lab's agents are its GPU nodes; with no GPU on their PCI bus the NVIDIA roles skip them.
+    assert "PLAY NVIDIA driver and container toolkit" in result.stdout
+    assert result.stdout.count("note: no NVIDIA GPU on the PCI bus") == 2
 
 
 def test_second_cluster_up_changes_nothing(lab: None) -> None:

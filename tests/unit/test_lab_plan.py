@@ -42,6 +42,7 @@ def test_rendered_lab_inventory_has_a_sites_groups_and_strict_host_keys(tmp_path
     paths.hosts_file.write_text(lab.render_inventory(hosts, paths))
     loaded = inventory.load_and_check(paths.inventory_dir)
     assert loaded.hosts("k3s_agents") == ["lab-agent-1", "lab-agent-2"]
+    assert loaded.hosts("gpu_nodes") == ["lab-agent-1", "lab-agent-2"]
     settings = yaml.safe_load(paths.hosts_file.read_text())["cluster"]["vars"]
     assert settings["ansible_ssh_private_key_file"] == str(paths.private_key)
     assert "StrictHostKeyChecking=yes" in settings["ansible_ssh_common_args"]
