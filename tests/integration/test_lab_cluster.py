@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.integration.conftest import PROJECT, toolkit
 
@@ -68,6 +69,10 @@ def test_cluster_up_converges_the_lab(lab: None) -> None:
     # The lab's agents are its GPU nodes; with no GPU on their PCI bus the NVIDIA roles skip them.
     assert "PLAY NVIDIA driver and container toolkit" in result.stdout
     assert result.stdout.count("note: no NVIDIA GPU on the PCI bus") == 2
+    # No k3s release is reachable here: the lab installs the stand-in and the run says so once.
+    assert result.stdout.count("note: k3s is the stand-in binary") == 1
+    assert "PLAY K3s servers and agents" in result.stdout
+    assert "PLAY GPU stack on Kubernetes" in result.stdout
 
 
 def test_second_cluster_up_changes_nothing(lab: None) -> None:
@@ -96,6 +101,45 @@ def test_plan_reports_and_changes_nothing(lab: None) -> None:
     )
     assert gone.returncode == 1, "check mode must not write the file"
     assert toolkit("cluster", "up", "-i", "inventory/lab", "--limit", "lab-agent-1").returncode == 0
+
+
+def test_kubeconfig_is_written_private_and_points_at_the_endpoint(lab: None, tmp_path: Path) -> None:
+    target = tmp_path / "lab.yaml"
+    result = toolkit("cluster", "kubeconfig", "-i", "inventory/lab", "--output", str(target))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert "server: https://10.213.77.11:6443" in target.read_text()
+    assert "127.0.0.1" not in target.read_text()
+
+
+def test_kubeconfig_merges_beside_existing_contexts(lab: None, tmp_path: Path) -> None:
+    existing = tmp_path / "config"
+    existing.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: other, cluster: {server: 'https://other:6443'}}]\n"
+        "users: [{name: other, user: {token: x}}]\n"
+        "contexts: [{name: other, context: {cluster: other, user: other}}]\ncurrent-context: other\n"
+    )
+    result = toolkit(
+        "cluster", "kubeconfig", "-i", "inventory/lab", "--kubeconfig", str(existing), "--context", "lab"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    merged = yaml.safe_load(existing.read_text())
+    assert [c["name"] for c in merged["contexts"]] == ["other", "lab"]
+    assert merged["current-context"] == "lab"
+    assert oct(existing.stat().st_mode & 0o777) == "0o600"
+
+
+def test_upgrade_to_the_running_version_changes_nothing(lab: None) -> None:
+    result = toolkit("cluster", "upgrade", "-i", "inventory/lab")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert final_stats(result.stdout)["changed"] == {}
+
+
+def test_reset_without_yes_and_without_a_terminal_refuses(lab: None) -> None:
+    result = toolkit("cluster", "reset", "-i", "inventory/lab")
+    assert result.returncode == 3
+    assert "refusing to reset without --yes" in result.stderr
+    assert podman("exec", "toolkit-lab-server-1", "systemctl", "is-active", "k3s").strip() == "active"
 
 
 def test_missing_inventory_is_exit_3_in_one_line(lab: None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -33,16 +35,19 @@ ExtraVarsOption = Annotated[
 ]
 
 
-def _run_site(
+def _run(
+    playbook: str,
     inventory_path: Path,
     *,
-    limit: str | None,
-    tags: str | None,
-    skip_tags: str | None,
-    extra_vars: list[str] | None,
-    check: bool,
-    diff: bool,
-) -> None:
+    limit: str | None = None,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    extra_vars: list[str] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    quiet_recap: bool = False,
+) -> int:
+    """Validate the inventory, run one playbook with progress, print the recap; its exit code."""
     # Imported here so `toolkit --help` does not pay for Ansible, rich's live display and YAML.
     from rich.console import Console
     from rich.live import Live
@@ -57,7 +62,7 @@ def _run_site(
     extras = tuple(extra_vars or ())
     validate_extra_vars(extras)
     request = RunRequest(
-        playbook=project / "playbooks" / "site.yml",
+        playbook=project / "playbooks" / playbook,
         inventory=inventory_path,
         limit=limit,
         tags=tags,
@@ -73,8 +78,9 @@ def _run_site(
             outcome = run_playbook(project, request, tracker)
     else:
         outcome = run_playbook(project, request, tracker, on_event=PlainProgress(console, tracker))
-    print_recap(console, outcome)
-    raise typer.Exit(outcome.exit_code)
+    if not (quiet_recap and outcome.exit_code == 0):
+        print_recap(console, outcome)
+    return outcome.exit_code
 
 
 @app.command()
@@ -93,14 +99,17 @@ def up(
     Exit codes: 0 done, 1 a task failed, 2 a host was unreachable, 3 bad input (nothing ran).
     A second run on a converged cluster reports no changes.
     """
-    _run_site(
-        inventory_path,
-        limit=limit,
-        tags=tags,
-        skip_tags=skip_tags,
-        extra_vars=extra_vars,
-        check=check,
-        diff=diff,
+    raise typer.Exit(
+        _run(
+            "site.yml",
+            inventory_path,
+            limit=limit,
+            tags=tags,
+            skip_tags=skip_tags,
+            extra_vars=extra_vars,
+            check=check,
+            diff=diff,
+        )
     )
 
 
@@ -114,12 +123,103 @@ def plan(
     extra_vars: ExtraVarsOption = None,
 ) -> None:
     """Show what `cluster up` would change, changing nothing (check mode with diffs)."""
-    _run_site(
-        inventory_path,
-        limit=limit,
-        tags=tags,
-        skip_tags=skip_tags,
-        extra_vars=extra_vars,
-        check=True,
-        diff=True,
+    raise typer.Exit(
+        _run(
+            "site.yml",
+            inventory_path,
+            limit=limit,
+            tags=tags,
+            skip_tags=skip_tags,
+            extra_vars=extra_vars,
+            check=True,
+            diff=True,
+        )
     )
+
+
+@app.command()
+def upgrade(
+    *,
+    inventory_path: InventoryOption,
+    limit: LimitOption = None,
+    extra_vars: ExtraVarsOption = None,
+) -> None:
+    """Upgrade k3s to the inventory's k3s_version: servers one at a time, then agents.
+
+    Each node is drained before and uncordoned after; nodes already at that version are left alone.
+    """
+    raise typer.Exit(_run("upgrade.yml", inventory_path, limit=limit, extra_vars=extra_vars))
+
+
+@app.command()
+def reset(
+    *,
+    inventory_path: InventoryOption,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    limit: LimitOption = None,
+) -> None:
+    """Tear k3s down on every node (or --limit): services, containers, CNI, iptables, all cluster data.
+
+    Asks first, naming the hosts; --yes skips the question.
+    """
+    from toolkit import inventory
+    from toolkit.errors import BadInputError
+
+    loaded = inventory.load_and_check(inventory_path)
+    hosts = sorted(set(loaded.hosts("k3s_servers")) | set(loaded.hosts("k3s_agents")))
+    typer.echo(
+        f"This removes k3s and all cluster data (etcd, volumes in /var/lib/rancher) from: {', '.join(hosts)}"
+    )
+    if limit:
+        typer.echo(f"limited to: {limit}")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInputError("refusing to reset without --yes when no one can answer the question")
+        if not typer.confirm("Reset the cluster?", default=False):
+            typer.echo("nothing was changed")
+            raise typer.Exit(1)
+    raise typer.Exit(_run("reset.yml", inventory_path, limit=limit))
+
+
+@app.command()
+def kubeconfig(
+    *,
+    inventory_path: InventoryOption,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the kubeconfig to this file (0600) instead of merging it."
+        ),
+    ] = None,
+    context: Annotated[
+        str, typer.Option(help="Context name when merging into ~/.kube/config (or $KUBECONFIG).")
+    ] = "toolkit",
+    kubeconfig_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--kubeconfig",
+            envvar="KUBECONFIG",
+            help="The kubeconfig to merge into.",
+            show_default="~/.kube/config",
+        ),
+    ] = None,
+) -> None:
+    """Fetch the admin kubeconfig from the first server, pointed at the API endpoint.
+
+    It is written with mode 0600, to --output or merged into your kubeconfig as a named context.
+    """
+    from toolkit.kubeconfig import merge_into
+
+    with tempfile.TemporaryDirectory(prefix="toolkit-kubeconfig-") as scratch:
+        fetched = (output or Path(scratch) / "admin.yaml").resolve()
+        code = _run(
+            "kubeconfig.yml", inventory_path, extra_vars=[f"k3s_kubeconfig_dest={fetched}"], quiet_recap=True
+        )
+        if code != 0:
+            raise typer.Exit(code)
+        if output is None:
+            target = kubeconfig_path or Path.home() / ".kube" / "config"
+            merge_into(target, fetched, context)
+            typer.echo(f"merged into {target} as context '{context}' (now current)")
+        else:
+            typer.echo(f"wrote {output} (mode 0600)")
