@@ -244,6 +244,8 @@ def _start_host(host: LabHost, network: str, authorized_key: str) -> str:
         f"{LAB_LABEL}={network}",
         "--label",
         f"{LAB_LABEL}.group={host.group}",
+        # Real k3s (on a machine that can download it) wants the host's modules, as k3d gives it.
+        *(["--volume", "/lib/modules:/lib/modules:ro"] if Path("/lib/modules").is_dir() else []),
         LAB_IMAGE,
         "/sbin/init",
     )
