@@ -48,6 +48,12 @@ def _first_line(text: str) -> str:
 
 
 def _result_message(result: Mapping[str, Any]) -> str:
+    # A looped task says only "One or more items failed"; the first failed item says why.
+    items = result.get("results")
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, Mapping) and item.get("failed"):
+                return _result_message(item)
     argument_errors = result.get("argument_errors")
     if isinstance(argument_errors, list) and argument_errors:
         return _first_line(str(argument_errors[0]))

@@ -96,3 +96,16 @@ def test_ignored_failure_is_not_a_failure() -> None:
 @pytest.mark.parametrize("runner_rc", [1, 2])
 def test_runner_failure_without_events_is_a_failed_run(runner_rc: int) -> None:
     assert RunTracker().exit_code(runner_rc) == EXIT_TASK_FAILED
+
+
+def test_looped_failure_names_the_failed_item_not_the_loop() -> None:
+    tracker = RunTracker()
+    result = {
+        "msg": "One or more items failed",
+        "results": [
+            {"failed": False, "msg": "ok"},
+            {"failed": True, "msg": "host-b cannot reach the backend\nmore"},
+        ],
+    }
+    tracker.handle({"event": "runner_on_failed", "event_data": {"host": "h", "task": "Reach", "res": result}})
+    assert tracker.problems[0].message == "host-b cannot reach the backend"
