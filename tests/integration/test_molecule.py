@@ -11,6 +11,9 @@ import pytest
 
 from tests.integration.conftest import PROJECT
 
+# Passwords the scenarios set; the roles must never let them reach any output.
+SENTINEL_SECRETS = ("sentinel-weka-password-91c2", "not-a-real-password")
+
 SCENARIOS = sorted(
     (path.parents[2].name, path.parent.name) for path in PROJECT.glob("roles/*/molecule/*/molecule.yml")
 )
@@ -35,3 +38,7 @@ def test_molecule_scenario_passes(role: str, scenario: str, lab_image: str) -> N
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "idempotence" in result.stdout + result.stderr
+    for secret in SENTINEL_SECRETS:
+        assert secret not in result.stdout + result.stderr, (
+            f"{secret!r} appeared in the output of {role}/{scenario}"
+        )

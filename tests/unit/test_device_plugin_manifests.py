@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-import jinja2
 import kubernetes_validate
 import pytest
 import yaml
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "nvidia_device_plugin"
-KUBERNETES_VERSION = "1.33"
+from tests.manifests import render as render_role
+from tests.manifests import validate
 
-
-def render(template: str, **overrides: Any) -> list[dict[str, Any]]:
-    settings = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()) | overrides
-    # Ansible's template module renders with trim_blocks on.
-    environment = jinja2.Environment(
-        trim_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
-    )
-    text = environment.from_string((ROLE / "templates" / template).read_text()).render(**settings)
-    return [document for document in yaml.safe_load_all(text) if document]
-
-
-def validate(documents: list[dict[str, Any]]) -> None:
-    for document in documents:
-        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+render = partial(render_role, "nvidia_device_plugin")
 
 
 @pytest.mark.parametrize(
