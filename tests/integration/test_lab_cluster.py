@@ -73,6 +73,7 @@ def test_cluster_up_converges_the_lab(lab: None) -> None:
     assert result.stdout.count("note: k3s is the stand-in binary") == 1
     assert "PLAY K3s servers and agents" in result.stdout
     assert "PLAY GPU stack on Kubernetes" in result.stdout
+    assert result.stdout.count("note: WekaFS is off (wekafs_enabled: false)") == 1
 
 
 def test_second_cluster_up_changes_nothing(lab: None) -> None:
