@@ -123,17 +123,14 @@ def plan(
     extra_vars: ExtraVarsOption = None,
 ) -> None:
     """Show what `cluster up` would change, changing nothing (check mode with diffs)."""
-    raise typer.Exit(
-        _run(
-            "site.yml",
-            inventory_path,
-            limit=limit,
-            tags=tags,
-            skip_tags=skip_tags,
-            extra_vars=extra_vars,
-            check=True,
-            diff=True,
-        )
+    up(
+        inventory_path=inventory_path,
+        limit=limit,
+        tags=tags,
+        skip_tags=skip_tags,
+        extra_vars=extra_vars,
+        check=True,
+        diff=True,
     )
 
 
