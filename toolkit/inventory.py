@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -15,13 +16,35 @@ from toolkit.errors import BadInputError
 REQUIRED_GROUPS = ("cluster", "k3s_servers", "k3s_agents", "gpu_nodes", "weka_clients")
 
 
+# Versions a site must pin; a role's default is pinned, so only values the inventory sets are checked.
+PINNED_VERSIONS = (
+    "k3s_version",
+    "nvidia_driver_version",
+    "nvidia_container_toolkit_version",
+    "nvidia_device_plugin_version",
+    "wekafs_csi_chart_version",
+    "wekafs_client_version",
+)
+FLOATING_VERSIONS = ("", "latest", "stable", "current")
+
+
 @dataclass(frozen=True)
 class Inventory:
     source: Path
     groups: dict[str, list[str]]  # group name -> hosts in it, children included
+    host_vars: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # inventory and group_vars, untemplated
+    vars_error: str | None = None  # why host_vars could not be read (an encrypted file without a password)
 
     def hosts(self, group: str) -> list[str]:
         return self.groups.get(group, [])
+
+
+@dataclass(frozen=True)
+class Findings:
+    errors: list[str]
+    warnings: list[str]
 
 
 def resolve(path: Path) -> Path:
@@ -35,6 +58,13 @@ def resolve(path: Path) -> Path:
     return path
 
 
+class _SyntaxLoader(yaml.SafeLoader):
+    """YAML as Ansible reads it: its own tags (!vault, !unsafe) are values, not errors."""
+
+
+_SyntaxLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
 def _yaml_error(source: Path) -> str | None:
     """The first YAML syntax error among the inventory's YAML files, in one line."""
     files = [source] if source.is_file() else sorted(source.glob("*.y*ml"))
@@ -42,7 +72,7 @@ def _yaml_error(source: Path) -> str | None:
         if file.suffix not in (".yml", ".yaml"):
             continue
         try:
-            yaml.safe_load(file.read_text())
+            yaml.load(file.read_text(), Loader=_SyntaxLoader)
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark
             where = f"line {mark.line + 1}" if mark is not None else "somewhere"
@@ -61,28 +91,46 @@ def load(path: Path) -> Inventory:
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.vault import VaultSecretsContext
+    from ansible.vars.manager import VariableManager
+
+    # Reading inline !vault values needs a vault context; with no secrets they stay encrypted,
+    # which is all validation needs to know.
+    if VaultSecretsContext.current(optional=True) is None:
+        VaultSecretsContext.initialize(VaultSecretsContext(secrets=[]))
 
     # Ansible prints each plugin's parse attempt as a warning; one line of our own says it better.
     warnings = io.StringIO()
     try:
         with contextlib.redirect_stderr(warnings):
-            manager = InventoryManager(loader=DataLoader(), sources=None)
-            parsed = manager.parse_source(str(source))
-            manager.reconcile_inventory()
+            loader = DataLoader()
+            # Built with its source, as ansible-playbook builds it: group_vars/ and host_vars/
+            # beside the inventory are found through the manager's sources.
+            manager = InventoryManager(loader=loader, sources=[str(source)])
+            parsed = bool(manager.hosts)
     except AnsibleError as error:
         raise BadInputError(f"inventory {path}: {str(error).splitlines()[0]}") from None
     if not parsed:
-        raise BadInputError(f"inventory {path} could not be parsed as a YAML or INI inventory")
+        raise BadInputError(f"inventory {path} has no hosts, or is not a YAML or INI inventory")
     groups = {
         name: sorted(host.name for host in group.get_hosts())
         for name, group in manager.groups.items()
         if name not in ("all", "ungrouped")
     }
-    return Inventory(source=source, groups=groups)
+    host_vars: dict[str, dict[str, Any]] = {}
+    vars_error = None
+    try:
+        with contextlib.redirect_stderr(warnings):
+            variables = VariableManager(loader=loader, inventory=manager)
+            for host in manager.get_hosts():
+                host_vars[host.name] = dict(variables.get_vars(host=host, include_hostvars=False))
+    except AnsibleError as error:
+        vars_error = str(error).splitlines()[0]
+    return Inventory(source=source, groups=groups, host_vars=host_vars, vars_error=vars_error)
 
 
 def problems(inventory: Inventory) -> list[str]:
-    """Each problem is one line that names the group or host."""
+    """The shape problems: each one line naming the group or host."""
     found = [
         f"inventory {inventory.source}: missing group '{group}'"
         for group in REQUIRED_GROUPS
@@ -100,9 +148,64 @@ def problems(inventory: Inventory) -> list[str]:
     return found
 
 
-def load_and_check(path: Path) -> Inventory:
+def _is_encrypted(value: Any) -> bool:
+    """An inline !vault value. Anything that reads it as a string would try to decrypt it."""
+    return type(value).__name__ == "EncryptedString"
+
+
+def _setting(inventory: Inventory, host: str, name: str) -> Any:
+    return inventory.host_vars.get(host, {}).get(name)
+
+
+def check(inventory: Inventory) -> Findings:
+    """Everything `inventory validate` reports: errors stop `cluster up`, warnings do not."""
+    errors = problems(inventory)
+    warnings: list[str] = []
+    if inventory.vars_error:
+        warnings.append(f"variables were not checked: {inventory.vars_error}")
+    servers = inventory.hosts("k3s_servers")
+    if len(servers) % 2 == 0 and servers:
+        errors.append(f"k3s_servers has {len(servers)} hosts: embedded etcd needs an odd number (1, 3, 5)")
+    if len(servers) > 1 and not _setting(inventory, servers[0], "k3s_api_endpoint"):
+        errors.append(
+            f"k3s_api_endpoint is not set: with {len(servers)} servers, joiners and kubeconfigs need "
+            "a VIP or DNS name in front of them"
+        )
+    token = _setting(inventory, servers[0], "k3s_token") if servers else None
+    if token is not None and not _is_encrypted(token) and str(token) and "{{" not in str(token):
+        warnings.append("k3s_token is plain text in the inventory: keep it in ansible-vault")
+    for name in PINNED_VERSIONS:
+        for host in sorted(inventory.host_vars):
+            value = _setting(inventory, host, name)
+            if (
+                value is not None
+                and not _is_encrypted(value)
+                and str(value).strip().lower() in FLOATING_VERSIONS
+            ):
+                errors.append(f"{name} is '{value}' for {host}: pin an exact version")
+                break
+    for host in inventory.hosts("weka_clients"):
+        if _setting(inventory, host, "wekafs_enabled") is not False and not _setting(
+            inventory, host, "wekafs_client_backends"
+        ):
+            errors.append(
+                f"wekafs_client_backends is not set for Weka client '{host}' (or set wekafs_enabled: false)"
+            )
+    by_address: dict[str, list[str]] = {}
+    for host in inventory.hosts("cluster"):
+        address_setting = _setting(inventory, host, "ansible_host")
+        address = host if address_setting is None or _is_encrypted(address_setting) else str(address_setting)
+        by_address.setdefault(address, []).append(host)
+    for address, names in sorted(by_address.items()):
+        if len(names) > 1:
+            errors.append(f"hosts {', '.join(sorted(names))} are the same machine ({address})")
+    return Findings(errors=errors, warnings=warnings)
+
+
+def load_and_check(path: Path) -> tuple[Inventory, list[str]]:
+    """Load and validate; errors raise BadInputError (one line each), warnings are returned."""
     inventory = load(path)
-    found = problems(inventory)
-    if found:
-        raise BadInputError("\n".join(found))
-    return inventory
+    findings = check(inventory)
+    if findings.errors:
+        raise BadInputError("\n".join(findings.errors))
+    return inventory, findings.warnings

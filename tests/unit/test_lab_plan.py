@@ -40,7 +40,7 @@ def test_rendered_lab_inventory_has_a_sites_groups_and_strict_host_keys(tmp_path
     hosts = lab.plan_hosts(3, 1, lab.DEFAULT_SUBNET)
     paths.inventory_dir.mkdir()
     paths.hosts_file.write_text(lab.render_inventory(hosts, paths))
-    loaded = inventory.load_and_check(paths.inventory_dir)
+    loaded, _ = inventory.load_and_check(paths.inventory_dir)
     assert loaded.hosts("k3s_agents") == ["lab-agent-1", "lab-agent-2"]
     assert loaded.hosts("gpu_nodes") == ["lab-agent-1", "lab-agent-2"]
     settings = yaml.safe_load(paths.hosts_file.read_text())["cluster"]["vars"]
@@ -52,7 +52,7 @@ def test_rendered_lab_inventory_has_a_sites_groups_and_strict_host_keys(tmp_path
 def test_single_host_lab_still_has_every_group(tmp_path: Path) -> None:
     paths = lab.LabPaths(inventory_dir=tmp_path, state_dir=tmp_path / "state")
     paths.hosts_file.write_text(lab.render_inventory(lab.plan_hosts(1, 1, lab.DEFAULT_SUBNET), paths))
-    assert inventory.load_and_check(tmp_path).hosts("k3s_agents") == []
+    assert inventory.load_and_check(tmp_path)[0].hosts("k3s_agents") == []
 
 
 def test_missing_podman_is_one_line_naming_the_package(monkeypatch) -> None:

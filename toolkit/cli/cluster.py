@@ -58,7 +58,7 @@ def _run(
     from toolkit.runner import RunRequest, RunTracker, run_playbook, validate_extra_vars
 
     project = project_dir()
-    inventory.load_and_check(inventory_path)
+    _, warnings = inventory.load_and_check(inventory_path)
     extras = tuple(extra_vars or ())
     validate_extra_vars(extras)
     request = RunRequest(
@@ -72,6 +72,8 @@ def _run(
         diff=diff,
     )
     console = Console()
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     tracker = RunTracker()
     if console.is_terminal:
         with Live(LiveView(tracker), console=console, refresh_per_second=8, transient=True):
@@ -162,7 +164,7 @@ def reset(
     from toolkit import inventory
     from toolkit.errors import BadInputError
 
-    loaded = inventory.load_and_check(inventory_path)
+    loaded, _ = inventory.load_and_check(inventory_path)
     hosts = sorted(set(loaded.hosts("k3s_servers")) | set(loaded.hosts("k3s_agents")))
     typer.echo(
         f"This removes k3s and all cluster data (etcd, volumes in /var/lib/rancher) from: {', '.join(hosts)}"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli import cluster, images, lab
+from toolkit.cli import cluster, images, inventory, lab
 from toolkit.errors import ToolkitError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -48,6 +48,7 @@ def main(
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(lab.app, name="lab")
 app.add_typer(images.app, name="images")
+app.add_typer(inventory.app, name="inventory")
 
 
 def run() -> None:
