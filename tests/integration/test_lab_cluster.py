@@ -191,6 +191,60 @@ def test_host_stopped_mid_run_is_exit_2_and_named(lab: None) -> None:
         time.sleep(1)
 
 
+def lab_inventory_copy(tmp_path: Path, known_hosts: Path | None = None, extra_agent: str = "") -> Path:
+    """inventory/lab copied, optionally with its own known_hosts or one more agent."""
+    text = (PROJECT / "inventory" / "lab" / "hosts.yml").read_text()
+    if known_hosts is not None:
+        text = text.replace(str(PROJECT / ".cache" / "lab" / "known_hosts"), str(known_hosts))
+    if extra_agent:
+        text = text.replace(
+            "    k3s_agents:\n      hosts:\n", "    k3s_agents:\n      hosts:\n" + extra_agent
+        )
+    target = tmp_path / "inventory"
+    target.mkdir()
+    (target / "hosts.yml").write_text(text)
+    return target
+
+
+def test_doctor_checks_every_lab_host(lab: None) -> None:
+    result = toolkit("doctor", "-i", "inventory/lab", "--output", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    reports = {report["host"]: report for report in json.loads(result.stdout)}
+    assert set(reports) == {"lab-server-1", "lab-agent-1"}
+    for report in reports.values():
+        assert report["reachable"] is True
+        assert report["checks"]["os"] == {"status": "ok", "detail": "debian 12"}
+        assert report["checks"]["sudo"]["status"] == "ok"
+    assert reports["lab-agent-1"]["checks"]["gpus"] == {
+        "status": "warn",
+        "detail": "0 on a host in gpu_nodes",
+    }
+
+
+def test_doctor_reports_a_host_that_does_not_answer_as_a_row(lab: None, tmp_path: Path) -> None:
+    ghost = "        lab-ghost:\n          ansible_host: 10.213.77.250\n"
+    result = toolkit("doctor", "-i", str(lab_inventory_copy(tmp_path, extra_agent=ghost)), "--timeout", "2")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ lab-")}
+    assert set(rows) == {"lab-ghost", "lab-server-1", "lab-agent-1"}
+    assert "debian 12" in rows["lab-server-1"]
+    assert "debian 12" not in rows["lab-ghost"]
+
+
+def test_doctor_refuses_unknown_host_keys_unless_told_to_accept_new_ones(lab: None, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    inventory_dir = lab_inventory_copy(tmp_path, known_hosts=known_hosts)
+    strict = toolkit("doctor", "-i", str(inventory_dir), "--output", "json")
+    assert strict.returncode == 2
+    assert all("unknown host key" in report["error"] for report in json.loads(strict.stdout))
+    accepted = toolkit("doctor", "-i", str(inventory_dir), "--accept-new", "--output", "json")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert len(known_hosts.read_text().splitlines()) == 2
+    again = toolkit("doctor", "-i", str(inventory_dir), "--output", "json")
+    assert again.returncode == 0
+
+
 def test_lab_down_leaves_no_container_network_or_inventory(lab: None) -> None:
     result = toolkit("lab", "down")
     assert result.returncode == 0, result.stderr
