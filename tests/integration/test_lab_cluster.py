@@ -245,6 +245,34 @@ def test_doctor_refuses_unknown_host_keys_unless_told_to_accept_new_ones(lab: No
     assert again.returncode == 0
 
 
+def test_node_drain_and_uncordon_run_kubectl_on_the_first_server(lab: None) -> None:
+    for action in ("drain", "uncordon"):
+        result = toolkit("node", action, "lab-agent-1", "-i", "inventory/lab")
+        assert result.returncode == 0, result.stdout + result.stderr
+    log = podman(
+        "exec", "toolkit-lab-server-1", "cat", "/var/lib/rancher/k3s/standin-kubectl.log"
+    ).splitlines()
+    assert [line.split()[:2] for line in log[-2:]] == [["drain", "lab-agent-1"], ["uncordon", "lab-agent-1"]]
+
+
+def test_node_commands_refuse_a_host_not_in_the_inventory(lab: None) -> None:
+    result = toolkit("node", "add", "lab-agent-9", "-i", "inventory/lab")
+    assert result.returncode == 3
+    assert "lab-agent-9 is not a k3s server or agent" in result.stderr
+
+
+def test_node_add_grows_the_lab_from_2_to_3_hosts(lab: None) -> None:
+    grown = toolkit("lab", "up", "--hosts", "3")
+    assert grown.returncode == 0, grown.stderr
+    result = toolkit("node", "add", "lab-agent-2", "-i", "inventory/lab")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(final_stats(result.stdout)["ok"]) == {"lab-server-1", "lab-agent-2"}
+    assert podman("exec", "toolkit-lab-agent-2", "systemctl", "is-active", "k3s-agent").strip() == "active"
+    token = podman("exec", "toolkit-lab-server-1", "cat", "/var/lib/rancher/k3s/server/node-token").strip()
+    config = yaml.safe_load(podman("exec", "toolkit-lab-agent-2", "cat", "/etc/rancher/k3s/config.yaml"))
+    assert config["token"] == token
+
+
 def test_lab_down_leaves_no_container_network_or_inventory(lab: None) -> None:
     result = toolkit("lab", "down")
     assert result.returncode == 0, result.stderr

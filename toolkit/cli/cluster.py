@@ -35,7 +35,7 @@ ExtraVarsOption = Annotated[
 ]
 
 
-def _run(
+def run_playbook_command(
     playbook: str,
     inventory_path: Path,
     *,
@@ -102,7 +102,7 @@ def up(
     A second run on a converged cluster reports no changes.
     """
     raise typer.Exit(
-        _run(
+        run_playbook_command(
             "site.yml",
             inventory_path,
             limit=limit,
@@ -147,7 +147,7 @@ def upgrade(
 
     Each node is drained before and uncordoned after; nodes already at that version are left alone.
     """
-    raise typer.Exit(_run("upgrade.yml", inventory_path, limit=limit, extra_vars=extra_vars))
+    raise typer.Exit(run_playbook_command("upgrade.yml", inventory_path, limit=limit, extra_vars=extra_vars))
 
 
 @app.command()
@@ -177,7 +177,7 @@ def reset(
         if not typer.confirm("Reset the cluster?", default=False):
             typer.echo("nothing was changed")
             raise typer.Exit(1)
-    raise typer.Exit(_run("reset.yml", inventory_path, limit=limit))
+    raise typer.Exit(run_playbook_command("reset.yml", inventory_path, limit=limit))
 
 
 @app.command()
@@ -211,7 +211,7 @@ def kubeconfig(
 
     with tempfile.TemporaryDirectory(prefix="toolkit-kubeconfig-") as scratch:
         fetched = (output or Path(scratch) / "admin.yaml").resolve()
-        code = _run(
+        code = run_playbook_command(
             "kubeconfig.yml", inventory_path, extra_vars=[f"k3s_kubeconfig_dest={fetched}"], quiet_recap=True
         )
         if code != 0:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli import cluster, doctor, images, inventory, lab
+from toolkit.cli import cluster, doctor, images, inventory, lab, node
 from toolkit.errors import ToolkitError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -50,6 +50,7 @@ app.add_typer(lab.app, name="lab")
 app.add_typer(images.app, name="images")
 app.add_typer(inventory.app, name="inventory")
 app.command("doctor")(doctor.doctor)
+app.add_typer(node.app, name="node")
 
 
 def run() -> None:
