@@ -1,1 +1,14 @@
 """The `toolkit` command line: commands parse arguments and present results; logic lives elsewhere."""
+
+from __future__ import annotations
+
+import typer
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def command_group(help_text: str) -> typer.Typer:
+    """A sub-command group with the toolkit's help conventions (rich markup, -h, help when bare)."""
+    return typer.Typer(
+        help=help_text, rich_markup_mode="rich", no_args_is_help=True, context_settings=HELP_OPTIONS
+    )

@@ -9,12 +9,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(
-    help="Build and change the cluster described by an inventory.",
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+from toolkit.cli import command_group
+
+app = command_group("Build and change the cluster described by an inventory.")
 
 InventoryOption = Annotated[
     Path,

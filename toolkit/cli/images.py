@@ -7,12 +7,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(
-    help="Build the prebuilt GPU shell image (images/shell): CUDA, sshd, ttyd, ready in seconds.",
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+from toolkit.cli import command_group
+
+app = command_group("Build the prebuilt GPU shell image (images/shell): CUDA, sshd, ttyd, ready in seconds.")
 
 
 @app.command()

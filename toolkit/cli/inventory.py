@@ -8,14 +8,10 @@ from typing import Annotated
 
 import typer
 
+from toolkit.cli import command_group
 from toolkit.cli.cluster import InventoryOption
 
-app = typer.Typer(
-    help="Write a site's inventory skeleton, and validate an inventory before anything runs.",
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = command_group("Write a site's inventory skeleton, and validate an inventory before anything runs.")
 
 
 @app.command()

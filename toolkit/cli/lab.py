@@ -8,17 +8,13 @@ import typer
 from rich.console import Console
 
 from toolkit import lab
+from toolkit.cli import command_group
 from toolkit.paths import project_dir
 
-app = typer.Typer(
-    help=(
-        "A local rehearsal lab: real Debian 12 systemd containers under podman, each with its own sshd "
-        "and address. [bold]lab up[/bold] writes [cyan]inventory/lab/hosts.yml[/cyan] for "
-        "[bold]toolkit cluster up -i inventory/lab[/bold]."
-    ),
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+app = command_group(
+    "A local rehearsal lab: real Debian 12 systemd containers under podman, each with its own sshd "
+    "and address. [bold]lab up[/bold] writes [cyan]inventory/lab/hosts.yml[/cyan] for "
+    "[bold]toolkit cluster up -i inventory/lab[/bold]."
 )
 
 

@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli import cluster, doctor, images, inventory, lab, node
+from toolkit.cli import HELP_OPTIONS, cluster, doctor, images, inventory, lab, node
 from toolkit.errors import ToolkitError
-
-CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="toolkit",
@@ -21,7 +19,7 @@ app = typer.Typer(
     ),
     rich_markup_mode="rich",
     no_args_is_help=True,
-    context_settings=CONTEXT,
+    context_settings=HELP_OPTIONS,
     pretty_exceptions_enable=False,
 )
 

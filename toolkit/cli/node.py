@@ -7,14 +7,10 @@ from typing import Annotated
 
 import typer
 
+from toolkit.cli import command_group
 from toolkit.cli.cluster import InventoryOption, run_playbook_command
 
-app = typer.Typer(
-    help="Add a host to the cluster, and drain or uncordon a node.",
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = command_group("Add a host to the cluster, and drain or uncordon a node.")
 
 HostArgument = Annotated[str, typer.Argument(help="The host's name in the inventory.", show_default=False)]
 
