@@ -7,7 +7,6 @@ SSH as root with a key, strict host-key checking against a known_hosts file the 
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import shutil
@@ -318,22 +317,10 @@ def k3s_release_reachable(version: str, timeout: float = 3.0) -> bool:
 
 def lay_out_k3s_standin(project: Path, paths: LabPaths, version: str) -> dict[str, object]:
     """An air-gap directory holding the stand-in k3s (tests/standins/k3s) as release `version`,
-    with its checksum file; returns the inventory settings that make the k3s role use it."""
-    source = (project / "tests" / "standins" / "k3s").read_text()
-    binary = (
-        "\n".join(
-            f'VERSION = "{version}"' if line.startswith("VERSION = ") else line
-            for line in source.splitlines()
-        )
-        + "\n"
-    )
-    paths.k3s_standin_dir.mkdir(parents=True, exist_ok=True)
-    target = paths.k3s_standin_dir / "k3s"
-    target.write_text(binary)
-    target.chmod(0o755)
-    digest = hashlib.sha256(binary.encode()).hexdigest()
-    (paths.k3s_standin_dir / "sha256sum-amd64.txt").write_text(f"{digest}  k3s\n")
-    return {"k3s_install_source": "airgap", "k3s_airgap_dir": str(paths.k3s_standin_dir)}
+    with its checksum file, laid out by the script the k3s role's molecule scenario uses; returns
+    the inventory settings that make the k3s role use it."""
+    _run(["sh", str(project / "tests" / "standins" / "k3s-release.sh"), str(paths.k3s_standin_dir), version])
+    return {"k3s_install_source": "airgap", "k3s_airgap_dir": str(paths.k3s_standin_dir / version)}
 
 
 def _existing_hosts(paths: LabPaths) -> dict[str, str]:
