@@ -43,19 +43,26 @@ def run_playbook_command(
     check: bool = False,
     diff: bool = False,
     quiet_recap: bool = False,
+    node: str | None = None,
 ) -> int:
-    """Validate the inventory, run one playbook with progress, print the recap; its exit code."""
+    """Validate the inventory, run one playbook with progress, print the recap; its exit code.
+
+    `node`, when given, must be a k3s server or agent of the inventory.
+    """
     # Imported here so `toolkit --help` does not pay for Ansible, rich's live display and YAML.
     from rich.console import Console
     from rich.live import Live
 
     from toolkit import inventory
     from toolkit.cli.display import LiveView, PlainProgress, print_recap
+    from toolkit.errors import BadInputError
     from toolkit.paths import project_dir
     from toolkit.runner import RunRequest, RunTracker, run_playbook, validate_extra_vars
 
     project = project_dir()
-    _, warnings = inventory.load_and_check(inventory_path)
+    loaded, warnings = inventory.load_and_check(inventory_path)
+    if node is not None and node not in set(loaded.hosts("k3s_servers")) | set(loaded.hosts("k3s_agents")):
+        raise BadInputError(f"{node} is not a k3s server or agent in {inventory_path}: add it there first")
     extras = tuple(extra_vars or ())
     validate_extra_vars(extras)
     request = RunRequest(

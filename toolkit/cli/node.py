@@ -15,14 +15,12 @@ app = command_group("Add a host to the cluster, and drain or uncordon a node.")
 HostArgument = Annotated[str, typer.Argument(help="The host's name in the inventory.", show_default=False)]
 
 
-def _require_node(inventory_path: Path, host: str) -> None:
-    from toolkit import inventory
-    from toolkit.errors import BadInputError
-
-    loaded, _ = inventory.load_and_check(inventory_path)
-    nodes = set(loaded.hosts("k3s_servers")) | set(loaded.hosts("k3s_agents"))
-    if host not in nodes:
-        raise BadInputError(f"{host} is not a k3s server or agent in {inventory_path}: add it there first")
+def _node_action(action: str, host: str, inventory_path: Path) -> None:
+    raise typer.Exit(
+        run_playbook_command(
+            "node.yml", inventory_path, extra_vars=[f"node_action={action}", f"node_host={host}"], node=host
+        )
+    )
 
 
 @app.command()
@@ -31,27 +29,16 @@ def add(host: HostArgument, *, inventory_path: InventoryOption) -> None:
 
     Runs site.yml on the host and on the servers (their certificates name every server).
     """
-    _require_node(inventory_path, host)
-    raise typer.Exit(run_playbook_command("site.yml", inventory_path, limit=f"{host},k3s_servers"))
+    raise typer.Exit(run_playbook_command("site.yml", inventory_path, limit=f"{host},k3s_servers", node=host))
 
 
 @app.command()
 def drain(host: HostArgument, *, inventory_path: InventoryOption) -> None:
     """Evict the node's pods and mark it unschedulable (before maintenance)."""
-    _require_node(inventory_path, host)
-    raise typer.Exit(
-        run_playbook_command(
-            "node.yml", inventory_path, extra_vars=["node_action=drain", f"node_host={host}"]
-        )
-    )
+    _node_action("drain", host, inventory_path)
 
 
 @app.command()
 def uncordon(host: HostArgument, *, inventory_path: InventoryOption) -> None:
     """Let the node take pods again (after maintenance)."""
-    _require_node(inventory_path, host)
-    raise typer.Exit(
-        run_playbook_command(
-            "node.yml", inventory_path, extra_vars=["node_action=uncordon", f"node_host={host}"]
-        )
-    )
+    _node_action("uncordon", host, inventory_path)
