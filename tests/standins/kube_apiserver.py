@@ -2089,7 +2089,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the client closed the watch (TLS EOF, reset, broken pipe)
             pass
         self.close_connection = True
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli import HELP_OPTIONS, cluster, doctor, images, inventory, lab, node
+from toolkit.cli import HELP_OPTIONS, cluster, doctor, images, inventory, lab, node, shell, user
 from toolkit.errors import ToolkitError
 
 app = typer.Typer(
@@ -49,6 +49,8 @@ app.add_typer(images.app, name="images")
 app.add_typer(inventory.app, name="inventory")
 app.command("doctor")(doctor.doctor)
 app.add_typer(node.app, name="node")
+app.add_typer(shell.app, name="shell")
+app.add_typer(user.app, name="user")
 
 
 def run() -> None:

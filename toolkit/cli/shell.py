@@ -1,0 +1,510 @@
+"""`toolkit shell`: a user's own GPU shell on the cluster (SSH, optional web terminal)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from toolkit.cli import command_group
+
+if TYPE_CHECKING:
+    from toolkit.kube import Kube
+    from toolkit.shells import Shell
+
+app = command_group(
+    "Your own GPU shell on the cluster: SSH (and a web terminal with --web) on a persistent home.\n\n"
+    "Users run these with the kubeconfig [bold]toolkit user add[/bold] gave them; operators act for "
+    "any user with [bold]--user[/bold]."
+)
+
+NameArgument = Annotated[
+    str, typer.Argument(help="The shell's name (lowercase letters, digits, '-').", show_default=False)
+]
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        envvar="KUBECONFIG",
+        help="Kubeconfig to use (default ~/.kube/config).",
+        show_default=False,
+    ),
+]
+ContextOption = Annotated[
+    str | None, typer.Option("--context", help="Kubeconfig context (default: current).")
+]
+UserOption = Annotated[
+    str | None,
+    typer.Option("--user", "-u", help="Act for this user (operators). Users' kubeconfigs name their own."),
+]
+SshKeyOption = Annotated[
+    list[Path] | None,
+    typer.Option("--ssh-key", "-k", help="OpenSSH public key file (.pub). Repeatable.", show_default=False),
+]
+GithubOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--github", help="Use the SSH keys GitHub publishes for this user. Repeatable.", show_default=False
+    ),
+]
+GithubUrlOption = Annotated[
+    str,
+    typer.Option(
+        "--github-url",
+        envvar="TOOLKIT_GITHUB_URL",
+        help="Where USER.keys is fetched from (a mirror, or tests).",
+    ),
+]
+TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait for the shell to be ready.")]
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class Expose(StrEnum):
+    nodeport = "nodeport"
+    loadbalancer = "loadbalancer"
+
+
+def _connect(kubeconfig: Path | None, context: str | None, user: str | None) -> tuple[Kube, str]:
+    from toolkit import kube, shells
+
+    connection = kube.connect(kubeconfig, context)
+    return connection, shells.user_from_context(connection, user)
+
+
+def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _keys(ssh_keys: list[Path] | None, github: list[str] | None, github_url: str) -> list[str]:
+    from toolkit import sshkeys
+
+    return sshkeys.gather(list(ssh_keys or []), list(github or []), github_url)
+
+
+def _age(moment: datetime, now: datetime) -> str:
+    seconds = int((now - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _expiry(shell: Shell, now: datetime) -> str:
+    if shell.expires_at is None:
+        return "never"
+    left = (shell.expires_at - now).total_seconds()
+    if left <= 0:
+        return "[bold red]expired[/]"
+    text = f"in {_age(now, shell.expires_at)}"
+    return f"[yellow]{text}[/]" if left < 3600 else text
+
+
+def _phase_reporter(console, what: str):  # type: ignore[no-untyped-def]
+    """A spinner on a terminal; one line per phase otherwise (logs, CI)."""
+    status = console.status(f"{what}: scheduling") if console.is_terminal else None
+
+    def report(phase: str) -> None:
+        if status is not None:
+            status.update(f"{what}: {phase}")
+        else:
+            console.print(f"{what}: {phase}")
+
+    return status, report
+
+
+@app.command()
+def create(
+    name: NameArgument,
+    *,
+    gpus: Annotated[int, typer.Option(help="GPUs (at most the largest node's and your quota's).")] = 1,
+    cpu: Annotated[str | None, typer.Option(help="CPUs [default: the GPUs' share of the node].")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory, e.g. 64Gi [default: the GPUs' share].")] = None,
+    shm: Annotated[str | None, typer.Option(help="Size of a memory-backed /dev/shm, e.g. 16Gi.")] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Shell image [default: the cluster's, from images/shell].")
+    ] = None,
+    node_selector: Annotated[
+        list[str] | None, typer.Option("--node-selector", help="KEY=VALUE a node must have. Repeatable.")
+    ] = None,
+    gpu_type: Annotated[
+        str | None,
+        typer.Option(
+            help="GPU product, as the node label nvidia.com/gpu.product (e.g. NVIDIA-H100-80GB-HBM3)."
+        ),
+    ] = None,
+    web: Annotated[bool, typer.Option("--web", help="Also start a ttyd web terminal.")] = False,
+    hours: Annotated[
+        int | None, typer.Option(help="Hours until the shell expires [default: the cluster's].")
+    ] = None,
+    storage: Annotated[str, typer.Option(help="Size of the persistent home volume.")] = "100Gi",
+    storage_class: Annotated[
+        str | None, typer.Option(help="StorageClass of the home [default: the cluster's].")
+    ] = None,
+    expose: Annotated[Expose | None, typer.Option(help="How SSH is reached [default: nodeport].")] = None,
+    ssh_key: SshKeyOption = None,
+    github: GithubOption = None,
+    github_url: GithubUrlOption = "https://github.com",
+    identity_file: Annotated[
+        Path | None, typer.Option(help="Private key the ssh-config entry should use (IdentityFile).")
+    ] = None,
+    keep_on_failure: Annotated[
+        bool, typer.Option(help="Keep what was created when the shell fails to start.")
+    ] = False,
+    timeout: TimeoutOption = 300,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Create a GPU shell and wait until it is ready; print how to get in.
+
+    It gets a home volume kept across pauses, restarts and deletes (unless --purge), its own SSH
+    host key pinned in the toolkit's ssh config, and only your keys. On failure the cause is
+    printed in one line and everything created is removed (unless --keep-on-failure).
+    """
+    from toolkit import shells, sshconfig
+    from toolkit.errors import BadInputError
+
+    selector: dict[str, str] = {}
+    for item in node_selector or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInputError(f"--node-selector {item!r} is not KEY=VALUE")
+        selector[key] = value
+    if gpu_type:
+        selector["nvidia.com/gpu.product"] = gpu_type
+    shells.check_shell_name(name)
+    keys = _keys(ssh_key, github, github_url)
+    connection, who = _connect(kubeconfig, context, user)
+    request = shells.CreateRequest(
+        name=name,
+        user=who,
+        authorized_keys=tuple(keys),
+        gpus=gpus,
+        cpu=cpu,
+        memory=memory,
+        shm=shm,
+        image=image,
+        node_selector=selector,
+        web=web,
+        hours=hours,
+        storage=storage,
+        storage_class=storage_class,
+        expose={"nodeport": "NodePort", "loadbalancer": "LoadBalancer"}[expose.value] if expose else None,
+        timeout=timeout,
+        keep_on_failure=keep_on_failure,
+    )
+    console = _console()
+    status, report = _phase_reporter(console, f"shell {name}")
+    try:
+        if status is not None:
+            status.start()
+        created, _ = shells.create(connection, request, report)
+    finally:
+        if status is not None:
+            status.stop()
+    config_file = sshconfig.write_entry(
+        sshconfig.Entry(
+            created.user, created.name, created.ssh_host, created.ssh_port, created.host_key, identity_file
+        )
+    )
+    alias = sshconfig.Entry(created.user, created.name, "", 0, "").alias
+    expires = f"{created.expires_at:%Y-%m-%d %H:%M} UTC"
+    console.print(f"[green]shell {name} is ready[/] on {created.node}; it expires {expires}")
+    console.print(f"  ssh -F {config_file} {alias}")
+    console.print(f"  (or 'ssh {alias}' after 'toolkit shell ssh-config enable')")
+    console.print(f"  its host key is pinned in {config_file.parent / 'known_hosts'}")
+    if created.web_url:
+        console.print(f"  web terminal: {created.web_url}  user:password {created.web_credential}")
+        console.print("  [yellow]the web credential is shown only now[/]")
+
+
+@app.command("list")
+def list_(
+    *,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", "-A", help="Every user's shells (operators).")
+    ] = False,
+    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Your shells: name, user, GPUs, status, age, expiry and SSH endpoint (one API call)."""
+    from rich.table import Table
+
+    from toolkit import kube, shells
+
+    connection = kube.connect(kubeconfig, context)
+    who = None if all_users else shells.user_from_context(connection, user)
+    found = shells.list_shells(connection, who)
+    if output is Output.json:
+        typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
+        return
+    now = datetime.now(UTC)
+    table = Table("name", "user", "gpus", "status", "age", "expires", "endpoint")
+    for shell in found:
+        table.add_row(
+            shell.name,
+            shell.user,
+            str(shell.gpus),
+            shell.status,
+            _age(shell.created, now),
+            _expiry(shell, now),
+            shell.endpoint,
+        )
+    _console().print(table if found else "no shells")
+
+
+@app.command()
+def show(
+    name: NameArgument,
+    *,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Everything about one shell, as JSON."""
+    from toolkit import shells
+
+    connection, who = _connect(kubeconfig, context, user)
+    typer.echo(json.dumps(shells.get_shell(connection, who, name).as_dict(), indent=2))
+
+
+@app.command()
+def logs(
+    name: NameArgument,
+    *,
+    tail: Annotated[int, typer.Option(help="Lines from the end.")] = 200,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """The shell container's log (sshd and ttyd)."""
+    from toolkit import shells
+
+    connection, who = _connect(kubeconfig, context, user)
+    typer.echo(shells.logs(connection, who, name, tail), nl=False)
+
+
+@app.command()
+def connect(
+    name: NameArgument,
+    *,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Open an SSH session to the shell with the toolkit's ssh config (strict host keys)."""
+    import shutil
+
+    from toolkit import shells, sshconfig
+    from toolkit.errors import MissingToolError
+
+    connection, who = _connect(kubeconfig, context, user)
+    shell = shells.get_shell(connection, who, name)
+    host, _, port = shell.endpoint.rpartition(":")
+    if shell.status == "paused":
+        raise MissingToolError(f"shell {name} is paused: toolkit shell resume {name}")
+    config_file = sshconfig.write_entry(sshconfig.Entry(who, name, host, int(port), shell.host_key))
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise MissingToolError("ssh is not installed (openssh-client)")
+    alias = sshconfig.Entry(who, name, "", 0, "").alias
+    os.execv(ssh, [ssh, "-F", str(config_file), alias])
+
+
+@app.command()
+def delete(
+    name: NameArgument,
+    *,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the home volume and its files.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Delete a shell. Its home volume is kept (a new shell of the same name gets it back) unless --purge."""
+    from toolkit import shells, sshconfig
+
+    connection, who = _connect(kubeconfig, context, user)
+    shells.get_shell(connection, who, name)
+    what = "and its home volume (files are lost)" if purge else "(the home volume is kept)"
+    if not yes and not typer.confirm(f"delete {who}'s shell {name} {what}?"):
+        raise typer.Exit(1)
+    deleted = shells.delete(connection, who, name, purge)
+    sshconfig.remove_entry(who, name)
+    _console().print(f"deleted {', '.join(deleted)}")
+
+
+@app.command()
+def pause(
+    name: NameArgument,
+    *,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Stop the shell and free its GPUs; its home and keys are kept for resume."""
+    from toolkit import shells
+
+    connection, who = _connect(kubeconfig, context, user)
+    shells.pause(connection, who, name)
+    _console().print(f"shell {name} is paused; 'toolkit shell resume {name}' starts it again")
+
+
+@app.command()
+def resume(
+    name: NameArgument,
+    *,
+    timeout: TimeoutOption = 300,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Start a paused shell again and wait until it is ready."""
+    from toolkit import shells
+
+    connection, who = _connect(kubeconfig, context, user)
+    console = _console()
+    status, report = _phase_reporter(console, f"shell {name}")
+    try:
+        if status is not None:
+            status.start()
+        shells.resume(connection, who, name, report, timeout)
+    finally:
+        if status is not None:
+            status.stop()
+    console.print(f"[green]shell {name} is ready[/]")
+
+
+@app.command()
+def extend(
+    name: NameArgument,
+    *,
+    hours: Annotated[int, typer.Option(help="Hours to add to the expiry.", show_default=False)],
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Push the shell's expiry later (within the cluster's maximum)."""
+    from toolkit import shells
+
+    connection, who = _connect(kubeconfig, context, user)
+    shell = shells.extend(connection, who, name, hours)
+    assert shell.expires_at is not None
+    _console().print(f"shell {name} now expires {shell.expires_at:%Y-%m-%d %H:%M} UTC")
+
+
+@app.command("add-key")
+def add_key(
+    name: NameArgument,
+    *,
+    ssh_key: SshKeyOption = None,
+    github: GithubOption = None,
+    github_url: GithubUrlOption = "https://github.com",
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Let a collaborator in: add their public keys. The shell restarts to load them; files are kept."""
+    from toolkit import shells
+
+    keys = _keys(ssh_key, github, github_url)
+    connection, who = _connect(kubeconfig, context, user)
+    added = shells.add_keys(connection, who, name, keys)
+    if added:
+        _console().print(f"added {added} key(s) to shell {name}; it restarts to load them")
+    else:
+        _console().print(f"shell {name} already has those keys")
+
+
+@app.command()
+def avail(
+    *,
+    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+) -> None:
+    """GPUs free per node: allocatable minus what running pods request."""
+    from rich.table import Table
+
+    from toolkit import kube, shells
+
+    nodes = shells.availability(kube.connect(kubeconfig, context))
+    if output is Output.json:
+        typer.echo(json.dumps([{**vars(n), "gpus_free": n.gpus_free} for n in nodes], indent=2))
+        return
+    table = Table("node", "gpus", "used", "free", "state")
+    for node in nodes:
+        state = "ready" if node.ready and node.schedulable else "cordoned" if node.ready else "not ready"
+        table.add_row(node.name, str(node.gpus), str(node.gpus_used), str(node.gpus_free), state)
+    _console().print(table)
+    _console().print(f"{sum(n.gpus_free for n in nodes)} GPUs free")
+
+
+@app.command()
+def reap(
+    *,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", "-A", help="Every user's shells (operators).")
+    ] = True,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Pause (or delete, per the cluster's reapPolicy) the shells past their expiry. Homes are kept.
+
+    Run it periodically, e.g. from cron with the admin kubeconfig:
+    [bold]*/10 * * * * toolkit shell reap --kubeconfig /etc/rancher/k3s/k3s.yaml[/bold]
+    """
+    from toolkit import kube, shells
+
+    connection = kube.connect(kubeconfig, context)
+    who = shells.user_from_context(connection, user) if (user or not all_users) else None
+    reaped = shells.reap(connection, who, dry_run=dry_run)
+    verb = "would be" if dry_run else ""
+    for item in reaped:
+        _console().print(f"{item.shell.user}/{item.shell.name} {verb} {item.action}".replace("  ", " "))
+    _console().print(f"{len(reaped)} expired shell(s) {'found' if dry_run else 'reaped'}")
+
+
+ssh_config_app = command_group(
+    "Add or remove the Include line that makes ssh (and VS Code) know your shells."
+)
+app.add_typer(ssh_config_app, name="ssh-config")
+
+
+@ssh_config_app.command()
+def enable(
+    ssh_config: Annotated[Path, typer.Option(help="Your ssh config.")] = Path("~/.ssh/config"),
+) -> None:
+    """Add 'Include <toolkit config dir>/ssh_config' to the top of your ssh config (idempotent)."""
+    from toolkit import sshconfig
+
+    changed = sshconfig.set_include(True, ssh_config.expanduser())
+    _console().print(f"{'added' if changed else 'already present'}: {sshconfig.include_line()}")
+
+
+@ssh_config_app.command()
+def disable(
+    ssh_config: Annotated[Path, typer.Option(help="Your ssh config.")] = Path("~/.ssh/config"),
+) -> None:
+    """Remove the toolkit's Include line from your ssh config (idempotent)."""
+    from toolkit import sshconfig
+
+    changed = sshconfig.set_include(False, ssh_config.expanduser())
+    _console().print(f"{'removed' if changed else 'not present'}: {sshconfig.include_line()}")

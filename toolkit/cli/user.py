@@ -1,0 +1,109 @@
+"""`toolkit user`: the people who get shells, each with a namespace, a GPU quota and a kubeconfig."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.cli import command_group
+from toolkit.cli.shell import ContextOption, KubeconfigOption
+
+app = command_group(
+    "Shell users (operators, with the admin kubeconfig): a namespace, a GPU quota and a kubeconfig each."
+)
+
+UserArgument = Annotated[
+    str, typer.Argument(help="The user's name (lowercase, as their login).", show_default=False)
+]
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def add(
+    name: UserArgument,
+    *,
+    max_gpus: Annotated[int, typer.Option(help="GPUs the user's shells may hold together.")] = 1,
+    cpu: Annotated[
+        str | None, typer.Option(help="CPU quota [default: the GPUs' share of the largest node].")
+    ] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory quota [default: the GPUs' share].")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Where to write the user's kubeconfig [default: ./NAME.kubeconfig]."
+        ),
+    ] = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+) -> None:
+    """Create (or update) a user and write their kubeconfig, mode 0600. Hand it to the user."""
+    from rich.console import Console
+
+    from toolkit import kube, shells, users
+
+    shells.check_user_name(name)
+    target = output or Path(f"{name}.kubeconfig")
+    added = users.add(kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory)
+    console = Console(highlight=False)
+    console.print(f"user {added.name}: namespace {added.namespace}, up to {added.max_gpus} GPU(s)")
+    console.print(
+        f"kubeconfig for {added.name}: {target} (0600; it holds their token, hand it over privately)"
+    )
+
+
+@app.command("list")
+def list_(
+    *,
+    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+) -> None:
+    """Every user, their GPU quota and the GPUs their shells hold."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from toolkit import kube, users
+
+    found = users.list_users(kube.connect(kubeconfig, context))
+    if output is Output.json:
+        typer.echo(json.dumps([asdict(u) for u in found], indent=2))
+        return
+    table = Table("user", "namespace", "max gpus", "gpus used", "state", "created")
+    for user in found:
+        state = "active" if user.active else "removed (homes kept)"
+        table.add_row(user.name, user.namespace, str(user.max_gpus), str(user.gpus_used), state, user.created)
+    Console().print(table if found else "no users")
+
+
+@app.command()
+def remove(
+    name: UserArgument,
+    *,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the user's home volumes and namespace.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+) -> None:
+    """Remove a user's shells and access. Their home volumes are kept unless --purge."""
+    from rich.console import Console
+
+    from toolkit import kube, users
+
+    connection = kube.connect(kubeconfig, context)
+    what = "and ALL their home volumes" if purge else "(their home volumes are kept)"
+    if not yes and not typer.confirm(f"remove user {name}, their shells and access {what}?"):
+        raise typer.Exit(1)
+    removed = users.remove(connection, name, purge)
+    Console(highlight=False).print(f"removed {', '.join(removed) or 'nothing'}")

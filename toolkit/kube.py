@@ -1,0 +1,279 @@
+"""A thin layer over the official `kubernetes` client: plain dicts in and out, one-line errors.
+
+The toolkit's objects are rendered as manifests (dicts), so it talks to the API through the
+client's ApiClient (authentication, TLS, kubeconfig handling) without the typed models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from toolkit.errors import BadInputError, ToolkitError
+
+FIELD_MANAGER = "toolkit"
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    plural: str
+    namespaced: bool
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        prefix = f"/apis/{self.api_version}" if "/" in self.api_version else f"/api/{self.api_version}"
+        if self.namespaced and namespace:
+            prefix += f"/namespaces/{quote(namespace)}"
+        path = f"{prefix}/{self.plural}"
+        if name:
+            path += f"/{quote(name)}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+
+KINDS = {
+    "Namespace": Kind("v1", "namespaces", False),
+    "Node": Kind("v1", "nodes", False),
+    "Pod": Kind("v1", "pods", True),
+    "Service": Kind("v1", "services", True),
+    "Secret": Kind("v1", "secrets", True),
+    "ConfigMap": Kind("v1", "configmaps", True),
+    "PersistentVolumeClaim": Kind("v1", "persistentvolumeclaims", True),
+    "ServiceAccount": Kind("v1", "serviceaccounts", True),
+    "ResourceQuota": Kind("v1", "resourcequotas", True),
+    "Event": Kind("v1", "events", True),
+    "StatefulSet": Kind("apps/v1", "statefulsets", True),
+    "Role": Kind("rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": Kind("rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "ClusterRole": Kind("rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": Kind("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", True),
+    "StorageClass": Kind("storage.k8s.io/v1", "storageclasses", False),
+    "RuntimeClass": Kind("node.k8s.io/v1", "runtimeclasses", False),
+}
+
+
+class ApiError(ToolkitError):
+    """The API server refused a request; the message is its Status message."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason = code, reason
+
+
+class UnreachableError(ToolkitError):
+    """No answer from the API server."""
+
+
+@dataclass
+class Kube:
+    """A connection to one cluster's API server, as one kubeconfig context describes it."""
+
+    api: Any  # kubernetes.client.ApiClient
+    server: str
+    namespace: str | None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | None = 30,
+    ) -> Manifest:
+        response = self._send(method, path, query, body, content_type, timeout, stream=False)
+        data = response.read()
+        return json.loads(data) if data else {}
+
+    def text(self, path: str, query: dict[str, Any] | None = None) -> str:
+        """A plain-text endpoint, such as a pod's log."""
+        response = self._send("GET", path, query, None, None, 30, stream=False)
+        return str(response.read().decode(errors="replace"))
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Manifest | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self.request("GET", KINDS[kind].path(namespace, name))
+        except ApiError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def list(
+        self, kind: str, namespace: str | None = None, *, labels: str | None = None, fields: str | None = None
+    ) -> Manifest:
+        query = {key: value for key, value in (("labelSelector", labels), ("fieldSelector", fields)) if value}
+        return self.request("GET", KINDS[kind].path(namespace), query=query)
+
+    def apply(self, manifest: Manifest) -> Manifest:
+        """Server-side apply with the toolkit's field manager; creates the object when missing."""
+        kind = KINDS[manifest["kind"]]
+        metadata = manifest["metadata"]
+        return self.request(
+            "PATCH",
+            kind.path(metadata.get("namespace"), metadata["name"]),
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+        )
+
+    def create(self, manifest: Manifest) -> tuple[Manifest, bool]:
+        """Create the object; (the object, True), or (the existing one, False) when it was there."""
+        kind = KINDS[manifest["kind"]]
+        metadata = manifest["metadata"]
+        try:
+            return self.request("POST", kind.path(metadata.get("namespace")), body=manifest), True
+        except ApiError as error:
+            if error.reason != "AlreadyExists":
+                raise
+        existing = self.get(manifest["kind"], metadata["name"], metadata.get("namespace"))
+        if existing is None:
+            raise ToolkitError(f"{manifest['kind']} {metadata['name']} exists and vanished; try again")
+        return existing, False
+
+    def merge_patch(
+        self, kind: str, name: str, namespace: str | None, patch: Manifest, subresource: str | None = None
+    ) -> Manifest:
+        return self.request(
+            "PATCH",
+            KINDS[kind].path(namespace, name, subresource),
+            query={"fieldManager": FIELD_MANAGER},
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete with background propagation; False when it was already gone."""
+        try:
+            self.request(
+                "DELETE",
+                KINDS[kind].path(namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
+        except ApiError as error:
+            if error.code == 404:
+                return False
+            raise
+        return True
+
+    def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        fields: str | None = None,
+        labels: str | None = None,
+        resource_version: str | None = None,
+        timeout: float = 300,
+    ) -> Iterator[Manifest]:
+        """Watch events ({"type", "object"}) until the server closes the watch after `timeout` seconds."""
+        query: dict[str, Any] = {"watch": "true", "timeoutSeconds": int(timeout)}
+        if fields:
+            query["fieldSelector"] = fields
+        if labels:
+            query["labelSelector"] = labels
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        response = self._send(
+            "GET", KINDS[kind].path(namespace), query, None, None, timeout + 10, stream=True
+        )
+        try:
+            buffer = b""
+            for chunk in response.response.stream(4096, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.response.release_conn()
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None,
+        body: Any,
+        content_type: str | None,
+        timeout: float | None,
+        *,
+        stream: bool,
+    ) -> Any:
+        import urllib3
+
+        url = self.api.configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        auth_headers: dict[str, str] = {}
+        self.api.update_params_for_auth(auth_headers, [], ["BearerToken"], path, method, body)
+        headers.update(auth_headers)
+        try:
+            response = self.api.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=timeout
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise UnreachableError(
+                f"cannot reach the Kubernetes API at {self.server}: {_cause(error)}"
+            ) from None
+        if not 200 <= response.status <= 299:
+            raise _api_error(response.status, response.read())
+        if not stream:
+            response.read()
+        return response
+
+
+def _cause(error: BaseException) -> str:
+    reason = getattr(error, "reason", None)
+    text = str(reason or error)
+    return text.split(": ", 1)[-1] if "Failed to establish" in text or "]" in text else text
+
+
+def _api_error(status: int, data: bytes) -> ApiError:
+    try:
+        body = json.loads(data)
+        message = body.get("message") or f"HTTP {status}"
+        reason = body.get("reason") or ""
+    except ValueError:
+        message, reason = (data.decode(errors="replace").strip() or f"HTTP {status}"), ""
+    if status == 401:
+        message = "the API server refused the credentials in the kubeconfig (401 Unauthorized)"
+    return ApiError(status, reason, message)
+
+
+def connect(kubeconfig: Path | None = None, context: str | None = None) -> Kube:
+    """A client for the kubeconfig's context; a one-line error when there is none or it is broken."""
+    import os
+
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    path = (
+        kubeconfig or Path(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]).expanduser()
+    )
+    if not path.is_file():
+        raise BadInputError(
+            f"no kubeconfig at {path}: pass --kubeconfig, set KUBECONFIG, or get one with "
+            "'toolkit cluster kubeconfig' (operators) or from your operator (users)"
+        )
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(config_file=str(path), context=context, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        contexts, active = config.list_kube_config_contexts(config_file=str(path))  # type: ignore[no-untyped-call]
+        chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+        namespace = (chosen or {}).get("context", {}).get("namespace")
+    except (ConfigException, KeyError, TypeError, ValueError) as error:
+        raise BadInputError(f"{path} is not a usable kubeconfig: {error}") from None
+    configuration.retries = 1
+    api = client.ApiClient(configuration)
+    return Kube(api=api, server=configuration.host, namespace=namespace)

@@ -1,0 +1,268 @@
+"""The Kubernetes objects of one GPU shell, rendered from a ShellSpec as plain manifests.
+
+A shell is a Secret (authorized_keys, the shell's SSH host key, the ttyd credential), a PVC
+(the user's home, kept when the shell is paused or deleted without --purge), a StatefulSet of
+one replica, a Service and a NetworkPolicy that admits only SSH and ttyd. The container runs
+as root only to start sshd: every capability beyond what sshd needs is dropped, it is never
+privileged, and sessions run as the user (images/shell/entrypoint.sh).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from typing import Any
+
+from toolkit import quantity
+from toolkit.sshkeys import HostKey
+
+Manifest = dict[str, Any]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+COMPONENT = "app.kubernetes.io/component"
+SHELL_LABEL = "toolkit.dev/shell"
+USER_LABEL = "toolkit.dev/user"
+EXPIRES_AT = "toolkit.dev/expires-at"
+HOST_KEY = "toolkit.dev/ssh-host-key"
+ENDPOINT = "toolkit.dev/ssh-endpoint"
+WEB_ENDPOINT = "toolkit.dev/web-endpoint"
+GPUS = "toolkit.dev/gpus"
+KEYS_REVISION = "toolkit.dev/keys-revision"
+SSH_PORT = 22
+WEB_PORT = 7681
+SHELL_UID = 1000
+# Shell names become Service names (DNS-1035: a letter first) and prefix the PVC and Secret
+# names; 40 leaves room for the "-home" and "-0" suffixes within Kubernetes' limits.
+SHELL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+# What sshd needs to run as root and switch to the user; everything else is dropped.
+SSHD_CAPABILITIES = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+]
+
+
+@dataclass(frozen=True)
+class ShellSpec:
+    name: str
+    user: str
+    namespace: str
+    image: str
+    gpus: int
+    cpu: Fraction  # the shell's share: requests are 90% of it, limits 150%
+    memory: Fraction  # bytes
+    storage: str
+    storage_class: str
+    expires_at: datetime
+    authorized_keys: tuple[str, ...]
+    host_key: HostKey
+    ttyd_password: str
+    ssh_endpoint: str  # "HOST:PORT" users connect to, or "" until a load balancer assigns one
+    web: bool = False
+    shm: Fraction | None = None
+    runtime_class: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    expose: str = "NodePort"
+    web_endpoint: str = ""
+
+
+def labels(name: str, user: str) -> dict[str, str]:
+    return {MANAGED_BY: "toolkit", COMPONENT: "shell", SHELL_LABEL: name, USER_LABEL: user}
+
+
+def selector(name: str, user: str) -> dict[str, str]:
+    return {SHELL_LABEL: name, USER_LABEL: user}
+
+
+def secret_name(name: str) -> str:
+    return f"{name}-ssh"
+
+
+def claim_name(name: str) -> str:
+    return f"{name}-home"
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def secret(spec: ShellSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name(spec.name),
+            "namespace": spec.namespace,
+            "labels": labels(spec.name, spec.user),
+        },
+        "type": "Opaque",
+        "stringData": {
+            "authorized_keys": "".join(f"{key}\n" for key in spec.authorized_keys),
+            "ssh_host_ed25519_key": spec.host_key.private_openssh,
+            "ttyd-credential": f"{spec.user}:{spec.ttyd_password}",
+        },
+    }
+
+
+def claim(spec: ShellSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": claim_name(spec.name),
+            "namespace": spec.namespace,
+            "labels": labels(spec.name, spec.user),
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": spec.storage_class,
+            "resources": {"requests": {"storage": spec.storage}},
+        },
+    }
+
+
+def _resources(spec: ShellSpec) -> Manifest:
+    requests = {
+        "cpu": quantity.cpu(spec.cpu * Fraction(9, 10)),
+        "memory": quantity.memory(spec.memory * Fraction(9, 10)),
+    }
+    limits = {
+        "cpu": quantity.cpu(spec.cpu * Fraction(3, 2)),
+        "memory": quantity.memory(spec.memory * Fraction(3, 2)),
+    }
+    if spec.gpus:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(spec.gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def statefulset(spec: ShellSpec) -> Manifest:
+    env = [
+        {"name": "SHELL_USER", "value": spec.user},
+        {"name": "SHELL_UID", "value": str(SHELL_UID)},
+        {"name": "SHELL_GID", "value": str(SHELL_UID)},
+        {"name": "SHELL_WEB", "value": "true" if spec.web else "false"},
+        {"name": "SHELL_EXPIRES_AT", "value": timestamp(spec.expires_at)},
+    ]
+    ports = [{"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"}]
+    if spec.web:
+        ports.append({"name": "web", "containerPort": WEB_PORT, "protocol": "TCP"})
+    mounts = [
+        {"name": "home", "mountPath": f"/home/{spec.user}"},
+        {"name": "ssh", "mountPath": "/etc/shell/secret", "readOnly": True},
+    ]
+    volumes: list[Manifest] = [
+        {"name": "home", "persistentVolumeClaim": {"claimName": claim_name(spec.name)}},
+        {"name": "ssh", "secret": {"secretName": secret_name(spec.name), "defaultMode": 0o400}},
+    ]
+    if spec.shm:
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+        volumes.append(
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": quantity.memory(spec.shm)}}
+        )
+    pod_spec: Manifest = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 10,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [
+            {
+                "name": "shell",
+                "image": spec.image,
+                "imagePullPolicy": "IfNotPresent",
+                "env": env,
+                "ports": ports,
+                "resources": _resources(spec),
+                "securityContext": {
+                    "privileged": False,
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"], "add": SSHD_CAPABILITIES},
+                },
+                "readinessProbe": {
+                    "tcpSocket": {"port": SSH_PORT},
+                    "periodSeconds": 2,
+                    "failureThreshold": 3,
+                },
+                "livenessProbe": {
+                    "tcpSocket": {"port": SSH_PORT},
+                    "initialDelaySeconds": 10,
+                    "periodSeconds": 20,
+                    "failureThreshold": 3,
+                },
+                "volumeMounts": mounts,
+            }
+        ],
+        "volumes": volumes,
+    }
+    if spec.runtime_class:
+        pod_spec["runtimeClassName"] = spec.runtime_class
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    annotations = {
+        EXPIRES_AT: timestamp(spec.expires_at),
+        HOST_KEY: spec.host_key.public,
+        ENDPOINT: spec.ssh_endpoint,
+        GPUS: str(spec.gpus),
+    }
+    if spec.web:
+        annotations[WEB_ENDPOINT] = spec.web_endpoint
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": labels(spec.name, spec.user),
+            "annotations": annotations,
+        },
+        "spec": {
+            "replicas": 1,
+            "serviceName": spec.name,
+            "selector": {"matchLabels": selector(spec.name, spec.user)},
+            "template": {"metadata": {"labels": labels(spec.name, spec.user)}, "spec": pod_spec},
+        },
+    }
+
+
+def service(spec: ShellSpec) -> Manifest:
+    ports = [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT, "protocol": "TCP"}]
+    if spec.web:
+        ports.append({"name": "web", "port": WEB_PORT, "targetPort": WEB_PORT, "protocol": "TCP"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec.name, spec.user)},
+        "spec": {"type": spec.expose, "selector": selector(spec.name, spec.user), "ports": ports},
+    }
+
+
+def network_policy(spec: ShellSpec) -> Manifest:
+    ports = [{"port": SSH_PORT, "protocol": "TCP"}]
+    if spec.web:
+        ports.append({"port": WEB_PORT, "protocol": "TCP"})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec.name, spec.user)},
+        "spec": {
+            "podSelector": {"matchLabels": selector(spec.name, spec.user)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": ports}],
+        },
+    }
+
+
+def render_network(spec: ShellSpec) -> list[Manifest]:
+    """The Service first, so its node port is known when the StatefulSet records its endpoint."""
+    return [service(spec), network_policy(spec)]
+
+
+def render(spec: ShellSpec) -> list[Manifest]:
+    """Every object of the shell, in the order they are applied."""
+    return [secret(spec), claim(spec), *render_network(spec), statefulset(spec)]

@@ -1,0 +1,119 @@
+"""The toolkit's ssh config: one Host entry and one pinned host key per shell, and the Include line.
+
+Entries live in the toolkit's config directory (`ssh_config`, `known_hosts`), never in the
+user's own files; `shell ssh-config enable` adds a single `Include` line to ~/.ssh/config so
+ssh, VS Code and Cursor list the shells. Host keys are pinned with HostKeyAlias, so a shell's
+key is checked strictly even when its node port or address changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_DIR_ENV = "TOOLKIT_CONFIG_DIR"
+
+
+def config_dir() -> Path:
+    override = os.environ.get(CONFIG_DIR_ENV)
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "toolkit"
+
+
+@dataclass(frozen=True)
+class Entry:
+    user: str
+    shell: str
+    host: str
+    port: int
+    host_key: str  # "ssh-ed25519 AAAA..."
+    identity_file: Path | None = None
+
+    @property
+    def alias(self) -> str:
+        return f"toolkit-{self.user}-{self.shell}"
+
+
+def _begin(alias: str) -> str:
+    return f"# >>> {alias} (written by toolkit shell)"
+
+
+def _end(alias: str) -> str:
+    return f"# <<< {alias}"
+
+
+def _without_block(text: str, alias: str) -> str:
+    pattern = re.compile(rf"^{re.escape(_begin(alias))}\n.*?^{re.escape(_end(alias))}\n", re.M | re.S)
+    return pattern.sub("", text)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+
+
+def write_entry(entry: Entry, directory: Path | None = None) -> Path:
+    """Add or replace the shell's Host entry and its known_hosts line; the ssh_config path."""
+    directory = directory or config_dir()
+    ssh_config, known_hosts = directory / "ssh_config", directory / "known_hosts"
+    lines = [
+        _begin(entry.alias),
+        f"Host {entry.alias}",
+        f"    HostName {entry.host}",
+        f"    Port {entry.port}",
+        f"    User {entry.user}",
+        f"    HostKeyAlias {entry.alias}",
+        f"    UserKnownHostsFile {known_hosts}",
+        "    StrictHostKeyChecking yes",
+    ]
+    if entry.identity_file:
+        lines += [f"    IdentityFile {entry.identity_file}", "    IdentitiesOnly yes"]
+    lines.append(_end(entry.alias))
+    current = ssh_config.read_text() if ssh_config.exists() else ""
+    _write(ssh_config, _without_block(current, entry.alias) + "\n".join(lines) + "\n")
+    pinned = known_hosts.read_text() if known_hosts.exists() else ""
+    kept = [line for line in pinned.splitlines() if line.split(" ", 1)[0] != entry.alias]
+    _write(known_hosts, "".join(f"{line}\n" for line in [*kept, f"{entry.alias} {entry.host_key}"]))
+    return ssh_config
+
+
+def remove_entry(user: str, shell: str, directory: Path | None = None) -> bool:
+    directory = directory or config_dir()
+    alias = Entry(user, shell, "", 0, "").alias
+    ssh_config, known_hosts = directory / "ssh_config", directory / "known_hosts"
+    if not ssh_config.exists():
+        return False
+    current = ssh_config.read_text()
+    updated = _without_block(current, alias)
+    _write(ssh_config, updated)
+    if known_hosts.exists():
+        kept = [line for line in known_hosts.read_text().splitlines() if line.split(" ", 1)[0] != alias]
+        _write(known_hosts, "".join(f"{line}\n" for line in kept))
+    return updated != current
+
+
+def include_line(directory: Path | None = None) -> str:
+    return f"Include {(directory or config_dir()) / 'ssh_config'}"
+
+
+def set_include(enabled: bool, user_config: Path | None = None, directory: Path | None = None) -> bool:
+    """Add (at the top, where Include applies to every host) or remove the Include line; True if changed."""
+    user_config = user_config or Path.home() / ".ssh" / "config"
+    line = include_line(directory)
+    current = user_config.read_text() if user_config.exists() else ""
+    present = line in current.splitlines()
+    if enabled == present:
+        return False
+    if enabled:
+        updated = f"{line}\n{current}"
+    else:
+        updated = "".join(f"{kept}\n" for kept in current.splitlines() if kept != line)
+    user_config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(user_config, updated)
+    return True

@@ -1,0 +1,276 @@
+"""Shell users: a namespace each, a GPU quota, and a kubeconfig limited to that namespace.
+
+`toolkit user add` (an operator, with the admin kubeconfig) creates the user's namespace, a
+ResourceQuota on GPUs, CPU and memory, a ServiceAccount bound to a Role in that namespace, and
+read access to what `toolkit shell` must see cluster-wide (nodes, classes, pods' placement for
+`shell avail`, the shells configuration). Then it writes the user's kubeconfig, mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from toolkit import quantity, shells
+from toolkit.errors import BadInputError, ToolkitError
+from toolkit.kube import Kube
+from toolkit.kubeconfig import write_private
+from toolkit.shell_manifests import MANAGED_BY, USER_LABEL
+
+ACCOUNT = "shell-user"
+TOKEN_SECRET = "shell-user-token"
+CLUSTER_ROLE = "toolkit-shell-user"
+CONFIG_READER = "toolkit-shells-config-reader"
+LABELS = {MANAGED_BY: "toolkit"}
+
+# What a user may do in their own namespace: run shells, nothing else.
+USER_RULES = [
+    {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["services", "secrets", "persistentvolumeclaims"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods", "events", "resourcequotas"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]  # fmt: skip
+# Cluster-wide reads: sizing shells and `shell avail` (which pods hold GPUs on which node).
+CLUSTER_RULES = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]},
+    {"apiGroups": ["node.k8s.io"], "resources": ["runtimeclasses"], "verbs": ["get"]},
+]
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    namespace: str
+    max_gpus: int
+    gpus_used: int
+    created: str
+    active: bool  # False once removed without --purge: only the homes are left
+
+
+def _binding_subject(user: str) -> list[dict[str, str]]:
+    return [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": shells.namespace_of(user)}]
+
+
+def manifests(user: str, max_gpus: int, cpu: Fraction, memory: Fraction) -> list[dict[str, Any]]:
+    """Every object of one user, in the order they are applied."""
+    namespace = shells.namespace_of(user)
+    labels = {**LABELS, USER_LABEL: user}
+    rbac = "rbac.authorization.k8s.io/v1"
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}},
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": shells.QUOTA_NAME, "namespace": namespace, "labels": labels},
+            "spec": {
+                "hard": {
+                    f"requests.{shells.GPU}": str(max_gpus),
+                    "requests.cpu": quantity.cpu(cpu),
+                    "requests.memory": quantity.memory(memory),
+                }
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": ACCOUNT, "namespace": namespace, "labels": labels},
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "Role",
+            "metadata": {"name": ACCOUNT, "namespace": namespace, "labels": labels},
+            "rules": USER_RULES,
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "RoleBinding",
+            "metadata": {"name": ACCOUNT, "namespace": namespace, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ACCOUNT},
+            "subjects": _binding_subject(user),
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRole",
+            "metadata": {"name": CLUSTER_ROLE, "labels": LABELS},
+            "rules": CLUSTER_RULES,
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{CLUSTER_ROLE}-{user}", "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CLUSTER_ROLE},
+            "subjects": _binding_subject(user),
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": shells.SYSTEM_NAMESPACE, "labels": LABELS},
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "Role",
+            "metadata": {"name": CONFIG_READER, "namespace": shells.SYSTEM_NAMESPACE, "labels": LABELS},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "RoleBinding",
+            "metadata": {
+                "name": f"{CONFIG_READER}-{user}",
+                "namespace": shells.SYSTEM_NAMESPACE,
+                "labels": labels,
+            },
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONFIG_READER},
+            "subjects": _binding_subject(user),
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/service-account-token",
+            "metadata": {
+                "name": TOKEN_SECRET,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": {"kubernetes.io/service-account.name": ACCOUNT},
+            },
+        },
+    ]
+
+
+def _wait_for_token(kube: Kube, namespace: str, timeout: float = 30) -> dict[str, str]:
+    """Kubernetes' token controller fills the Secret shortly after it is created."""
+    deadline = time.monotonic() + timeout
+    while True:
+        secret = kube.get("Secret", TOKEN_SECRET, namespace) or {}
+        data = secret.get("data") or {}
+        if data.get("token"):
+            return {key: base64.b64decode(value).decode() for key, value in data.items()}
+        if time.monotonic() > deadline:
+            raise ToolkitError(
+                f"the API server did not issue a token for {namespace}/{ACCOUNT} in {timeout:.0f}s"
+            )
+        time.sleep(0.2)
+
+
+def kubeconfig_for(user: str, server: str, token: str, ca_certificate: str) -> dict[str, Any]:
+    cluster: dict[str, Any] = {"server": server}
+    if ca_certificate:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_certificate.encode()).decode()
+    name = f"toolkit-{user}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [
+            {"name": name, "context": {"cluster": name, "user": name, "namespace": shells.namespace_of(user)}}
+        ],
+        "current-context": name,
+        "preferences": {},
+    }
+
+
+def add(
+    kube: Kube, user: str, max_gpus: int, kubeconfig_path: Path, cpu: str | None, memory: str | None
+) -> User:
+    """Create or update the user (idempotent), and write their kubeconfig (0600)."""
+    shells.check_user_name(user)
+    if max_gpus < 0:
+        raise BadInputError(f"--max-gpus must be 0 or more, not {max_gpus}")
+    if kubeconfig_path.is_dir():
+        raise BadInputError(f"--output {kubeconfig_path} is a directory: name the kubeconfig file to write")
+    nodes = [shells.NodeCapacity.from_node(n) for n in kube.list("Node")["items"]]
+    gpu_nodes = [n for n in nodes if n.gpus] or nodes
+    if not gpu_nodes:
+        raise BadInputError("the cluster has no nodes: run 'toolkit cluster up' first")
+    largest = max(gpu_nodes, key=lambda n: (n.gpus, n.cpu))
+    if max_gpus > sum(n.gpus for n in nodes):
+        raise BadInputError(
+            f"--max-gpus {max_gpus} is more than the cluster's {sum(n.gpus for n in nodes)} GPUs"
+        )
+    cpu_share, memory_share = shells.share(largest, max(max_gpus, 1))
+    cpu_quota = quantity.parse(cpu, "--cpu") if cpu else cpu_share
+    memory_quota = quantity.parse(memory, "--memory") if memory else memory_share
+    applied: list[dict[str, Any]] = []
+    namespace = shells.namespace_of(user)
+    existed = kube.get("Namespace", namespace) is not None
+    try:
+        for manifest in manifests(user, max_gpus, cpu_quota, memory_quota):
+            kube.apply(manifest)
+            applied.append(manifest)
+        token = _wait_for_token(kube, namespace)
+    except (ToolkitError, KeyboardInterrupt):
+        if not existed:
+            kube.delete("Namespace", namespace)
+            kube.delete("ClusterRoleBinding", f"{CLUSTER_ROLE}-{user}")
+            kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", shells.SYSTEM_NAMESPACE)
+        raise
+    write_private(kubeconfig_path, kubeconfig_for(user, kube.server, token["token"], token.get("ca.crt", "")))
+    return User(user, namespace, max_gpus, 0, "", True)
+
+
+def list_users(kube: Kube) -> list[User]:
+    """Two list calls: the users' namespaces and their quotas."""
+    namespaces = kube.list("Namespace", labels=f"{MANAGED_BY}=toolkit,{USER_LABEL}")["items"]
+    quotas = {
+        q["metadata"]["namespace"]: q
+        for q in kube.list("ResourceQuota", labels=f"{MANAGED_BY}=toolkit")["items"]
+        if q["metadata"]["name"] == shells.QUOTA_NAME
+    }
+    users = []
+    for ns in namespaces:
+        name = ns["metadata"]["labels"][USER_LABEL]
+        quota = quotas.get(ns["metadata"]["name"], {})
+        hard = (quota.get("spec") or {}).get("hard") or {}
+        used = (quota.get("status") or {}).get("used") or {}
+        users.append(
+            User(
+                name=name,
+                namespace=ns["metadata"]["name"],
+                max_gpus=int(hard.get(f"requests.{shells.GPU}", "0")),
+                gpus_used=int(used.get(f"requests.{shells.GPU}", "0")),
+                created=ns["metadata"].get("creationTimestamp", ""),
+                active=bool(quota),
+            )
+        )
+    return sorted(users, key=lambda u: u.name)
+
+
+def remove(kube: Kube, user: str, purge: bool) -> list[str]:
+    """Remove the user's shells and access; their homes (PVCs) stay unless `purge`."""
+    shells.check_user_name(user)
+    namespace = shells.namespace_of(user)
+    if kube.get("Namespace", namespace) is None:
+        raise BadInputError(f"there is no user {user!r} on this cluster (toolkit user list shows them)")
+    removed = (
+        [f"ClusterRoleBinding/{CLUSTER_ROLE}-{user}"]
+        if kube.delete("ClusterRoleBinding", f"{CLUSTER_ROLE}-{user}")
+        else []
+    )
+    if kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", shells.SYSTEM_NAMESPACE):
+        removed.append(f"RoleBinding/{CONFIG_READER}-{user}")
+    if purge:
+        kube.delete("Namespace", namespace)
+        return [*removed, f"Namespace/{namespace} (with every shell and home volume in it)"]
+    for shell in shells.list_shells(kube, user):
+        removed += shells.delete(kube, user, shell.name, purge=False)
+    for kind, name in (
+        ("Secret", TOKEN_SECRET),
+        ("RoleBinding", ACCOUNT),
+        ("Role", ACCOUNT),
+        ("ServiceAccount", ACCOUNT),
+        ("ResourceQuota", shells.QUOTA_NAME),
+    ):
+        if kube.delete(kind, name, namespace):
+            removed.append(f"{kind}/{name}")
+    return removed
