@@ -17,3 +17,23 @@ def recorded_events() -> Any:
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
     return load
+
+
+@pytest.fixture
+def fake_cluster() -> Any:
+    """STAND-IN Kubernetes API server (tests/standins/kube_apiserver.py) shaped like a small GPU
+    cluster: two 8-GPU H100 nodes, the shells' StorageClass and the nvidia RuntimeClass."""
+    from tests.standins.kube_apiserver import FakeApiServer
+
+    server = FakeApiServer().start()
+    for name in ("gpu-1", "gpu-2"):
+        server.add_gpu_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
+    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
+    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def admin_kubeconfig(fake_cluster: Any, tmp_path: Path) -> Path:
+    return fake_cluster.kubeconfig(tmp_path / "admin.kubeconfig")  # type: ignore[no-any-return]

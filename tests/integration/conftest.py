@@ -11,13 +11,21 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def toolkit(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def toolkit(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `toolkit` command, as an operator would, without a terminal."""
-    env = {**os.environ, "COLUMNS": "200", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "toolkit", *args],
         cwd=PROJECT,
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -490,7 +490,9 @@ class FakeApiServer:
         self.port = self._http.server_address[1]
         self.url = f"https://127.0.0.1:{self.port}"
         self._threads = [
-            threading.Thread(target=self._http.serve_forever, name="fake-apiserver", daemon=True),
+            threading.Thread(
+                target=self._http.serve_forever, args=(0.05,), name="fake-apiserver", daemon=True
+            ),
             threading.Thread(target=self._controllers, name="fake-controllers", daemon=True),
         ]
         for namespace in ("default", "kube-system", "kube-public"):

@@ -1,0 +1,267 @@
+"""The STAND-IN API server (tests/standins/kube_apiserver.py) behaves as a real one where the toolkit
+relies on it. Checked with the official client's typed APIs, which validate responses strictly."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from tests.standins.kube_apiserver import FakeApiServer
+
+
+@pytest.fixture
+def api(fake_cluster: FakeApiServer, admin_kubeconfig: Path) -> Any:
+    return config.new_client_from_config(str(admin_kubeconfig))
+
+
+def statefulset(name: str, gpus: int = 1, replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "shell:1",
+                            "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def test_version_passes_the_strict_client_models(api: Any) -> None:
+    info = client.VersionApi(api).get_code()
+    assert info.major == "1" and info.git_version.startswith("v1.33")
+    groups = {g.name for g in client.ApisApi(api).get_api_versions().groups}
+    assert {"apps", "rbac.authorization.k8s.io", "storage.k8s.io", "node.k8s.io"} <= groups
+
+
+def test_errors_are_real_status_bodies(api: Any) -> None:
+    core = client.CoreV1Api(api)
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_secret("nope", "default")
+    assert missing.value.status == 404
+    assert (
+        '"reason": "NotFound"' in missing.value.body and 'secrets \\"nope\\" not found' in missing.value.body
+    )
+    core.create_namespaced_config_map("default", {"metadata": {"name": "one"}})
+    with pytest.raises(ApiException) as exists:
+        core.create_namespaced_config_map("default", {"metadata": {"name": "one"}})
+    assert exists.value.status == 409 and "AlreadyExists" in exists.value.body
+    with pytest.raises(ApiException) as bad_name:
+        core.create_namespaced_config_map("default", {"metadata": {"name": "Not_Valid"}})
+    assert bad_name.value.status == 422 and "Invalid" in bad_name.value.body
+    with pytest.raises(ApiException) as no_namespace:
+        core.create_namespaced_config_map("ghost", {"metadata": {"name": "one"}})
+    assert no_namespace.value.status == 404 and 'namespaces \\"ghost\\" not found' in no_namespace.value.body
+
+
+def test_put_with_a_stale_resource_version_conflicts(api: Any) -> None:
+    core = client.CoreV1Api(api)
+    created = core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}, "data": {"a": "1"}})
+    stale = created.metadata.resource_version
+    core.patch_namespaced_config_map("cm", "default", {"data": {"a": "2"}})
+    body = {"metadata": {"name": "cm", "resourceVersion": stale}, "data": {"a": "3"}}
+    with pytest.raises(ApiException) as conflict:
+        core.replace_namespaced_config_map("cm", "default", body)
+    assert conflict.value.status == 409 and "the object has been modified" in conflict.value.body
+
+
+def test_the_four_patch_types(api: Any, fake_cluster: FakeApiServer) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "cm", "labels": {"a": "1"}}, "data": {"x": "1"}}
+    )
+    core.patch_namespaced_config_map("cm", "default", [{"op": "add", "path": "/data/y", "value": "2"}])
+    core.patch_namespaced_config_map(
+        "cm", "default", {"data": {"x": None}}, _content_type="application/merge-patch+json"
+    )
+    core.patch_namespaced_config_map("cm", "default", {"metadata": {"labels": {"b": "2"}}})
+    applied = core.patch_namespaced_config_map(
+        "cm",
+        "default",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"z": "3"}},
+        field_manager="tests",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+    assert applied.data == {"y": "2", "z": "3"}
+    assert applied.metadata.labels == {"a": "1", "b": "2"}
+    assert [m.manager for m in applied.metadata.managed_fields] == ["tests"]
+    created = core.patch_namespaced_config_map(
+        "fresh",
+        "default",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fresh"}, "data": {"k": "v"}},
+        field_manager="tests",
+        _content_type="application/apply-patch+yaml",
+    )
+    assert created.metadata.uid and fake_cluster.get("ConfigMap", "fresh", "default") is not None
+
+
+def test_label_and_field_selectors(api: Any) -> None:
+    core = client.CoreV1Api(api)
+    for name, tier in (("a", "gold"), ("b", "silver"), ("c", "gold")):
+        core.create_namespaced_config_map("default", {"metadata": {"name": name, "labels": {"tier": tier}}})
+    gold = core.list_namespaced_config_map("default", label_selector="tier=gold")
+    assert [i.metadata.name for i in gold.items] == ["a", "c"]
+    not_gold = core.list_namespaced_config_map("default", label_selector="tier notin (gold)")
+    assert [i.metadata.name for i in not_gold.items] == ["b"]
+    by_name = core.list_namespaced_config_map("default", field_selector="metadata.name=b")
+    assert [i.metadata.name for i in by_name.items] == ["b"]
+    page = core.list_namespaced_config_map("default", limit=2)
+    rest = core.list_namespaced_config_map("default", limit=2, _continue=page.metadata._continue)
+    assert len(page.items) == 2 and [i.metadata.name for i in rest.items] == ["c"]
+
+
+def test_statefulset_controller_scale_and_cascade(api: Any, fake_cluster: FakeApiServer) -> None:
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "team"}})
+    apps.create_namespaced_stateful_set("team", statefulset("web", replicas=2))
+    wait_for(lambda: apps.read_namespaced_stateful_set("web", "team").status.ready_replicas == 2)
+    pods = fake_cluster.list("Pod", "team")
+    assert [p["metadata"]["name"] for p in pods] == ["web-0", "web-1"]
+    assert all(
+        p["status"]["phase"] == "Running" and p["spec"]["nodeName"] in ("gpu-1", "gpu-2") for p in pods
+    )
+    apps.patch_namespaced_stateful_set_scale("web", "team", {"spec": {"replicas": 0}})
+    wait_for(lambda: fake_cluster.list("Pod", "team") == [])
+    assert apps.read_namespaced_stateful_set_scale("web", "team").spec.replicas == 0
+    core.delete_namespace("team")
+    wait_for(lambda: fake_cluster.get("Namespace", "team") is None)
+    assert fake_cluster.list("StatefulSet", "team") == []
+
+
+def test_scheduler_reports_insufficient_gpus(api: Any, fake_cluster: FakeApiServer) -> None:
+    apps = client.AppsV1Api(api)
+    apps.create_namespaced_stateful_set("default", statefulset("huge", gpus=9))
+    pod = wait_for(
+        lambda: (
+            (fake_cluster.get("Pod", "huge-0", "default") or {}).get("status", {}).get("conditions")
+            and fake_cluster.get("Pod", "huge-0", "default")
+        )
+    )
+    condition = pod["status"]["conditions"][0]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "PodScheduled",
+        "False",
+        "Unschedulable",
+    )
+    assert "2 Insufficient nvidia.com/gpu" in condition["message"]
+    events = client.CoreV1Api(api).list_namespaced_event(
+        "default", field_selector="involvedObject.name=huge-0"
+    )
+    assert [e.reason for e in events.items] == ["FailedScheduling"]
+
+
+def test_image_pull_backoff_switch(api: Any, fake_cluster: FakeApiServer) -> None:
+    fake_cluster.behaviour.image_pull_backoff = True
+    client.AppsV1Api(api).create_namespaced_stateful_set("default", statefulset("pull"))
+    pod = wait_for(
+        lambda: (
+            (fake_cluster.get("Pod", "pull-0", "default") or {}).get("status", {}).get("containerStatuses")
+            and fake_cluster.get("Pod", "pull-0", "default")
+        )
+    )
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+
+
+def test_watch_streams_changes_and_initial_events(api: Any) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "before"}})
+    seen: list[tuple[str, str]] = []
+
+    def later() -> None:
+        time.sleep(0.3)
+        core.create_namespaced_config_map("default", {"metadata": {"name": "after"}})
+        core.delete_namespaced_config_map("after", "default")
+
+    threading.Thread(target=later).start()
+    for event in watch.Watch().stream(core.list_namespaced_config_map, "default", timeout_seconds=2):
+        seen.append((event["type"], event["object"].metadata.name))
+    assert seen == [("ADDED", "before"), ("ADDED", "after"), ("DELETED", "after")]
+
+
+def test_rbac_limits_a_service_account_to_its_role(
+    fake_cluster: FakeApiServer, tmp_path: Path, api: Any
+) -> None:
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespace({"metadata": {"name": "team"}})
+    core.create_namespaced_service_account("team", {"metadata": {"name": "bot"}})
+    rbac.create_namespaced_role(
+        "team",
+        {
+            "metadata": {"name": "read"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        "team",
+        {
+            "metadata": {"name": "read"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read"},
+            "subjects": [{"kind": "ServiceAccount", "name": "bot", "namespace": "team"}],
+        },
+    )
+    core.create_namespaced_secret(
+        "team",
+        {
+            "metadata": {"name": "bot-token", "annotations": {"kubernetes.io/service-account.name": "bot"}},
+            "type": "kubernetes.io/service-account-token",
+        },
+    )
+    import base64
+
+    token = base64.b64decode(
+        wait_for(lambda: (core.read_namespaced_secret("bot-token", "team").data or {}).get("token"))
+    ).decode()
+    bot = client.CoreV1Api(
+        config.new_client_from_config(str(fake_cluster.kubeconfig(tmp_path / "bot", token)))
+    )
+    assert bot.list_namespaced_config_map("team").items == []
+    with pytest.raises(ApiException) as denied:
+        bot.list_namespaced_secret("team")
+    assert denied.value.status == 403
+    message = json.loads(denied.value.body)["message"]
+    assert 'User "system:serviceaccount:team:bot" cannot list resource "secrets"' in message
+    with pytest.raises(ApiException) as elsewhere:
+        bot.list_namespaced_config_map("default")
+    assert elsewhere.value.status == 403
+
+
+def test_quota_admission_refuses_pods_over_the_quota(api: Any, fake_cluster: FakeApiServer) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "team"}})
+    core.create_namespaced_resource_quota(
+        "team", {"metadata": {"name": "q"}, "spec": {"hard": {"requests.nvidia.com/gpu": "1"}}}
+    )
+    client.AppsV1Api(api).create_namespaced_stateful_set("team", statefulset("two", gpus=2))
+    event = wait_for(lambda: [e for e in fake_cluster.list("Event", "team") if e["reason"] == "FailedCreate"])
+    assert "exceeded quota: q, requested: requests.nvidia.com/gpu=2" in event[0]["message"]
+    assert fake_cluster.list("Pod", "team") == []

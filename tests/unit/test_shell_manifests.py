@@ -1,0 +1,86 @@
+"""The shell's and the user's objects validate against the Kubernetes 1.33 schemas, and carry the
+security settings, sizes and labels the toolkit promises."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from tests.manifests import validate
+from toolkit import shell_manifests, shells, users
+from toolkit.shells import CreateRequest, NodeCapacity, Platform
+from toolkit.sshkeys import generate_host_key
+
+H100_NODE = NodeCapacity(
+    name="gpu-1", address="10.0.0.11", ready=True, schedulable=True, labels={}, gpus=8,
+    cpu=Fraction(192), memory=Fraction(2 * 2**40),
+)  # fmt: skip
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def spec(**changes: Any) -> shell_manifests.ShellSpec:
+    request = CreateRequest(
+        name="train", user="alice", authorized_keys=("ssh-ed25519 AAAA alice",), **changes
+    )
+    return shells.build_spec(
+        request, Platform(), H100_NODE, "shared-wekafs", "nvidia", NOW, generate_host_key()
+    )
+
+
+@pytest.mark.parametrize("web", [False, True])
+def test_every_shell_object_validates(web: bool) -> None:
+    validate(shell_manifests.render(spec(web=web, shm="16Gi")))
+
+
+def test_user_objects_validate() -> None:
+    validate(users.manifests("alice", 2, Fraction(48), Fraction(512 * 2**30)))
+
+
+def test_one_h100_gets_an_eighth_of_the_node_requests_ninety_limits_one_fifty_percent() -> None:
+    container = shell_manifests.statefulset(spec(gpus=1))["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "21600m", "memory": "235929Mi", "nvidia.com/gpu": "1"},
+        "limits": {"cpu": "36", "memory": "393216Mi", "nvidia.com/gpu": "1"},
+    }
+
+
+def test_the_shell_is_never_privileged_and_keeps_only_sshds_capabilities() -> None:
+    pod = shell_manifests.statefulset(spec())["spec"]["template"]["spec"]
+    security = pod["containers"][0]["securityContext"]
+    assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert "SYS_ADMIN" not in security["capabilities"]["add"]
+    assert pod["runtimeClassName"] == "nvidia" and pod["automountServiceAccountToken"] is False
+    probes = pod["containers"][0]
+    assert (
+        probes["readinessProbe"]["tcpSocket"]["port"] == 22
+        and probes["livenessProbe"]["tcpSocket"]["port"] == 22
+    )
+
+
+def test_network_policy_admits_only_ssh_and_ttyd() -> None:
+    assert shell_manifests.network_policy(spec())["spec"]["ingress"] == [
+        {"ports": [{"port": 22, "protocol": "TCP"}]}
+    ]
+    with_web = shell_manifests.network_policy(spec(web=True))["spec"]["ingress"][0]["ports"]
+    assert [p["port"] for p in with_web] == [22, 7681]
+
+
+def test_every_object_carries_the_managed_by_shell_and_user_labels() -> None:
+    for manifest in shell_manifests.render(spec()):
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "toolkit", manifest["kind"]
+        assert (labels["toolkit.dev/shell"], labels["toolkit.dev/user"]) == ("train", "alice")
+
+
+def test_secret_holds_keys_host_key_and_credential_and_shm_is_memory_backed() -> None:
+    rendered = spec(shm="16Gi", web=True)
+    data = shell_manifests.secret(rendered)["stringData"]
+    assert data["authorized_keys"] == "ssh-ed25519 AAAA alice\n"
+    assert data["ssh_host_ed25519_key"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert data["ttyd-credential"] == f"alice:{rendered.ttyd_password}"
+    volumes = shell_manifests.statefulset(rendered)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16384Mi"}} in volumes

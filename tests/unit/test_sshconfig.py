@@ -1,0 +1,48 @@
+"""The toolkit's ssh config: entries replaced in place, host keys pinned, one Include line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolkit import sshconfig
+
+
+def test_entry_is_written_once_and_replaced_in_place(tmp_path: Path) -> None:
+    entry = sshconfig.Entry("alice", "train", "10.0.0.11", 30000, "ssh-ed25519 AAAAone")
+    sshconfig.write_entry(entry, tmp_path)
+    sshconfig.write_entry(
+        sshconfig.Entry("alice", "eval", "10.0.0.12", 30001, "ssh-ed25519 AAAAtwo"), tmp_path
+    )
+    moved = sshconfig.Entry("alice", "train", "10.0.0.13", 30005, "ssh-ed25519 AAAAthree")
+    config = sshconfig.write_entry(moved, tmp_path)
+    text = config.read_text()
+    assert text.count("Host toolkit-alice-train\n") == 1 and "Port 30005" in text and "Port 30000" not in text
+    assert "HostKeyAlias toolkit-alice-train" in text and "StrictHostKeyChecking yes" in text
+    assert (tmp_path / "known_hosts").read_text().splitlines() == [
+        "toolkit-alice-eval ssh-ed25519 AAAAtwo",
+        "toolkit-alice-train ssh-ed25519 AAAAthree",
+    ]
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+
+
+def test_removing_an_entry_leaves_the_others(tmp_path: Path) -> None:
+    for name in ("one", "two"):
+        sshconfig.write_entry(sshconfig.Entry("bob", name, "h", 1, f"ssh-ed25519 {name}"), tmp_path)
+    assert sshconfig.remove_entry("bob", "one", tmp_path) is True
+    assert sshconfig.remove_entry("bob", "one", tmp_path) is False
+    text = (tmp_path / "ssh_config").read_text()
+    assert "toolkit-bob-one" not in text and "Host toolkit-bob-two" in text
+    assert (tmp_path / "known_hosts").read_text() == "toolkit-bob-two ssh-ed25519 two\n"
+
+
+def test_include_line_is_added_at_the_top_once_and_removed(tmp_path: Path) -> None:
+    user_config = tmp_path / "ssh" / "config"
+    user_config.parent.mkdir()
+    user_config.write_text("Host work\n    User me\n")
+    assert sshconfig.set_include(True, user_config, tmp_path) is True
+    assert sshconfig.set_include(True, user_config, tmp_path) is False
+    lines = user_config.read_text().splitlines()
+    assert lines[0] == f"Include {tmp_path / 'ssh_config'}" and lines.count(lines[0]) == 1
+    assert sshconfig.set_include(False, user_config, tmp_path) is True
+    assert user_config.read_text() == "Host work\n    User me\n"
+    assert sshconfig.set_include(False, user_config, tmp_path) is False
