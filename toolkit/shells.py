@@ -426,10 +426,11 @@ def pod_phase(pod: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def _insufficient(message: str) -> str:
-    """The scheduler's message, led by what is short: 'Insufficient nvidia.com/gpu (...)'."""
-    for part in message.replace(".", ",").split(","):
-        if "Insufficient" in part:
-            return f"{part.strip().split(' ', 1)[1]} ({message.strip()})"
+    """The scheduler's message, led by what is short, GPUs first: 'Insufficient nvidia.com/gpu (...)'."""
+    short = [found.rstrip(".") for found in re.findall(r"Insufficient ([\w./-]+)", message)]
+    if short:
+        lead = GPU if GPU in short else short[0]
+        return f"Insufficient {lead} ({message.strip()})"
     return f"Unschedulable: {message.strip()}"
 
 

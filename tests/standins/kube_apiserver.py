@@ -1938,6 +1938,9 @@ def openapi_v3_document(group_version: str) -> Obj:
 class _Handler(BaseHTTPRequestHandler):
     server_state: FakeApiServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm each response would wait
+    # for the client's delayed ACK (40 ms), which no real API server does.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: tests read the request log instead."""

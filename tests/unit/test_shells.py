@@ -1,0 +1,262 @@
+"""`toolkit shell` and `toolkit user` logic against the STAND-IN API server: the whole flow, each
+failure cause, and that bad input and failures leave nothing behind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.standins.kube_apiserver import FakeApiServer
+from toolkit import kube, shells, users
+from toolkit.errors import BadInputError
+from toolkit.shells import CreateRequest, ShellFailed
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
+
+
+@pytest.fixture
+def admin(fake_cluster: FakeApiServer, admin_kubeconfig: Path) -> kube.Kube:
+    return kube.connect(admin_kubeconfig)
+
+
+@pytest.fixture
+def alice(admin: kube.Kube, tmp_path: Path) -> kube.Kube:
+    """Alice's own connection, from the kubeconfig `user add` wrote: no cluster-admin."""
+    users.add(admin, "alice", 4, tmp_path / "alice.kubeconfig", None, None)
+    return kube.connect(tmp_path / "alice.kubeconfig")
+
+
+def request(name: str = "train", **changes: Any) -> CreateRequest:
+    return CreateRequest(name=name, user=changes.pop("user", "alice"), authorized_keys=(KEY,), **changes)
+
+
+def snapshot(server: FakeApiServer) -> set[tuple[str, str, str]]:
+    return {key for key in server.objects if key[0] != "events"}
+
+
+def phases() -> tuple[list[str], Any]:
+    seen: list[str] = []
+    return seen, seen.append
+
+
+def test_user_add_writes_a_private_kubeconfig_for_their_namespace(admin: kube.Kube, tmp_path: Path) -> None:
+    target = tmp_path / "bob.kubeconfig"
+    users.add(admin, "bob", 2, target, None, None)
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    bob = kube.connect(target)
+    assert bob.namespace == "user-bob"
+    quota = bob.get("ResourceQuota", "shells", "user-bob")
+    assert quota is not None
+    # Two H100s' share of an 8-GPU, 192-CPU, 2 TiB node.
+    assert quota["spec"]["hard"] == {
+        "requests.nvidia.com/gpu": "2",
+        "requests.cpu": "48",
+        "requests.memory": "524288Mi",
+    }
+    with pytest.raises(kube.ApiError) as denied:
+        bob.list("Secret", "kube-system")
+    assert denied.value.code == 403
+    assert [u.name for u in users.list_users(admin)] == ["bob"]
+
+
+def test_the_whole_flow_as_the_user(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
+    seen, report = phases()
+    created, spec = shells.create(alice, request(gpus=2, web=True), report)
+    assert seen[0] == "scheduling" and seen[-1] == "ready"
+    assert created.node in ("gpu-1", "gpu-2") and created.ssh_port >= 30000
+    assert (
+        created.host_key == spec.host_key.public and created.web_credential == f"alice:{spec.ttyd_password}"
+    )
+    [listed] = shells.list_shells(alice, "alice")
+    assert (listed.name, listed.gpus, listed.status) == ("train", 2, "ready")
+    assert listed.endpoint == f"{created.ssh_host}:{created.ssh_port}"
+    assert sum(n.gpus_used for n in shells.availability(alice)) == 2
+
+    assert shells.pause(alice, "alice", "train").status == "paused"
+    assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
+    assert shells.resume(alice, "alice", "train", report, 10).status == "ready"
+
+    before = listed.expires_at
+    assert before is not None
+    extended = shells.extend(alice, "alice", "train", 10)
+    assert extended.expires_at == before + timedelta(hours=10)
+
+    assert shells.add_keys(alice, "alice", "train", [KEY]) == 0
+    reaped = shells.reap(alice, "alice", now=datetime.now(UTC) + timedelta(days=2))
+    assert [(r.shell.name, r.action) for r in reaped] == [("train", "paused")]
+    assert shells.get_shell(alice, "alice", "train").status == "paused"
+
+    deleted = shells.delete(alice, "alice", "train", purge=False)
+    assert deleted == ["StatefulSet/train", "Service/train", "NetworkPolicy/train", "Secret/train-ssh"]
+    assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
+    assert shells.list_shells(alice, "alice") == []
+
+
+def test_a_shell_recreated_after_delete_gets_its_kept_home_back(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    shells.create(alice, request(), lambda _: None)
+    home = fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice")
+    shells.delete(alice, "alice", "train", purge=False)
+    seen, report = phases()
+    shells.create(alice, request(), report)
+    assert "reusing the home volume kept from an earlier shell" in seen
+    again = fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice")
+    assert home is not None and again is not None and again["metadata"]["uid"] == home["metadata"]["uid"]
+    shells.delete(alice, "alice", "train", purge=True)
+    assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is None
+
+
+def test_adding_a_collaborators_key_restarts_the_shell_with_both_keys(alice: kube.Kube) -> None:
+    shells.create(alice, request(), lambda _: None)
+    other = KEY.replace("AAAAIHeQ", "AAAAIHeR").replace("alice@laptop", "bob@laptop")
+    assert shells.add_keys(alice, "alice", "train", [other]) == 1
+    import base64
+
+    secret = alice.get("Secret", "train-ssh", "user-alice")
+    assert secret is not None
+    assert base64.b64decode(secret["data"]["authorized_keys"]).decode().splitlines() == [KEY, other]
+    sts = alice.get("StatefulSet", "train", "user-alice")
+    assert (
+        sts is not None and "toolkit.dev/keys-revision" in sts["spec"]["template"]["metadata"]["annotations"]
+    )
+
+
+def test_reap_deletes_when_the_cluster_says_so_and_keeps_the_home(
+    admin: kube.Kube, alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    fake_cluster.seed("ConfigMap", {"metadata": {"name": "shells", "namespace": "toolkit-system",
+                                                 "labels": {"toolkit.dev/shells-config": "true"}},
+                                    "data": {"reapPolicy": "delete"}})  # fmt: skip
+    shells.create(alice, request(hours=1), lambda _: None)
+    assert shells.reap(admin, None, now=datetime.now(UTC)) == []
+    reaped = shells.reap(admin, None, now=datetime.now(UTC) + timedelta(hours=2))
+    assert [(r.shell.user, r.shell.name, r.action) for r in reaped] == [("alice", "train", "deleted")]
+    assert fake_cluster.get("StatefulSet", "train", "user-alice") is None
+    assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
+
+
+def test_scheduler_shortage_fails_in_one_line_and_removes_everything(
+    admin: kube.Kube, alice: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path
+) -> None:
+    users.add(admin, "bob", 16, tmp_path / "bob.kubeconfig", None, None)
+    bob = kube.connect(tmp_path / "bob.kubeconfig")
+    shells.create(bob, request("one", user="bob", gpus=8), lambda _: None)
+    shells.create(bob, request("two", user="bob", gpus=7), lambda _: None)
+    before = snapshot(fake_cluster)
+    with pytest.raises(ShellFailed) as failure:
+        shells.create(alice, request(gpus=2), lambda _: None)
+    assert str(failure.value).startswith("shell train cannot start: Insufficient nvidia.com/gpu (0/2 nodes")
+    assert "\n" not in str(failure.value)
+    assert snapshot(fake_cluster) == before
+
+
+def test_image_pull_backoff_is_reported_and_kept_on_request(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    fake_cluster.behaviour.image_pull_backoff = True
+    with pytest.raises(
+        ShellFailed, match=r"ImagePullBackOff: Back-off pulling image \"registry.invalid/shell:1\""
+    ):
+        shells.create(alice, request(image="registry.invalid/shell:1"), lambda _: None)
+    assert fake_cluster.list("StatefulSet", "user-alice") == []
+    with pytest.raises(ShellFailed, match="kept for inspection"):
+        shells.create(alice, request(image="registry.invalid/shell:1", keep_on_failure=True), lambda _: None)
+    assert [s["metadata"]["name"] for s in fake_cluster.list("StatefulSet", "user-alice")] == ["train"]
+
+
+def test_a_home_volume_stuck_pending_times_out_with_its_cause(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    fake_cluster.behaviour.provisioner_stuck = True
+    before = snapshot(fake_cluster)
+    with pytest.raises(ShellFailed) as failure:
+        shells.create(alice, request(timeout=2), lambda _: None)
+    message = str(failure.value)
+    assert "timed out after 2s: PVC train-home is stuck Pending" in message
+    assert "external provisioner 'csi.weka.io'" in message
+    assert snapshot(fake_cluster) == before
+
+
+def test_a_slow_start_shows_each_phase(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
+    fake_cluster.behaviour.pod_start_delay = 0.5
+    seen, report = phases()
+    shells.create(alice, request(), report)
+    assert seen == ["scheduling", "pulling image", "ready"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": "Train"}, "shell name 'Train' is invalid"),
+        ({"name": "x" * 41}, "is invalid: use 1-40"),
+        ({"name": "9lives"}, "shell name '9lives' is invalid"),
+        ({"gpus": 0}, "--gpus 0: this cluster's shells need a GPU"),
+        ({"gpus": 9}, "--gpus 9 is more than any node has (the largest, gpu-1, has 8)"),
+        ({"gpus": 5}, "--gpus 5 is more than alice's quota allows: 4 GPUs, 0 in use"),
+        ({"hours": 0}, "--hours must be between 1 and 168"),
+        ({"hours": 169}, "--hours must be between 1 and 168"),
+        ({"storage_class": "fast-nvme"}, "StorageClass 'fast-nvme' does not exist"),
+        (
+            {"node_selector": {"nvidia.com/gpu.product": "A100"}},
+            "no ready node matches nvidia.com/gpu.product=A100",
+        ),
+        ({"cpu": "lots"}, "--cpu 'lots' is not a Kubernetes quantity"),
+        ({"user": "carol"}, "user 'carol' is not set up on this cluster"),
+    ],
+)
+def test_bad_input_is_refused_and_creates_nothing(
+    admin: kube.Kube, alice: kube.Kube, fake_cluster: FakeApiServer, changes: dict[str, Any], message: str
+) -> None:
+    connection = admin if "user" in changes else alice  # only an operator may ask for another user
+    before = snapshot(fake_cluster)
+    with pytest.raises(BadInputError) as refused:
+        shells.create(connection, request(**changes), lambda _: None)
+    assert message in str(refused.value)
+    assert snapshot(fake_cluster) == before
+
+
+def test_duplicate_name_and_missing_runtime_class_are_refused(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    shells.create(alice, request(), lambda _: None)
+    with pytest.raises(BadInputError, match="alice already has a shell named 'train'"):
+        shells.create(alice, request(), lambda _: None)
+    del fake_cluster.objects[("runtimeclasses.node.k8s.io", "", "nvidia")]
+    with pytest.raises(BadInputError, match="RuntimeClass 'nvidia' does not exist"):
+        shells.create(alice, request("other"), lambda _: None)
+
+
+def test_user_remove_keeps_homes_unless_purged(
+    admin: kube.Kube, alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    shells.create(alice, request(), lambda _: None)
+    removed = users.remove(admin, "alice", purge=False)
+    assert "StatefulSet/train" in removed and "ServiceAccount/shell-user" in removed
+    assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
+    assert [(u.name, u.active) for u in users.list_users(admin)] == [("alice", False)]
+    users.remove(admin, "alice", purge=True)
+    import time
+
+    deadline = time.monotonic() + 5
+    while fake_cluster.get("Namespace", "user-alice") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_cluster.get("Namespace", "user-alice") is None
+    assert fake_cluster.list("PersistentVolumeClaim", "user-alice") == []
+
+
+def test_unreachable_api_server_is_one_line(tmp_path: Path, fake_cluster: FakeApiServer) -> None:
+    config = fake_cluster.kubeconfig(tmp_path / "gone")
+    fake_cluster.stop()
+    with pytest.raises(
+        kube.UnreachableError, match=r"^cannot reach the Kubernetes API at https://127.0.0.1:\d+: "
+    ):
+        shells.list_shells(kube.connect(config), "alice")
+
+
+def test_missing_kubeconfig_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="no kubeconfig at"):
+        kube.connect(tmp_path / "nothing")
