@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.integration.test_shell_image import TAG, Shell
+from tests.integration.conftest import SHELL_IMAGE_TAG as TAG
+from tests.integration.test_shell_image import Shell
 
 RUNS = 5
 

@@ -36,7 +36,8 @@ SHELL_UID = 1000
 # Shell names become Service names (DNS-1035: a letter first) and prefix the PVC and Secret
 # names; 40 leaves room for the "-home" and "-0" suffixes within Kubernetes' limits.
 SHELL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
-# What sshd needs to run as root and switch to the user; everything else is dropped.
+# What sshd needs to bind port 22 as root and switch to the user (found by running the image with
+# exactly these: tests/integration/test_shell_end_to_end.py); everything else is dropped.
 SSHD_CAPABILITIES = [
     "CHOWN",
     "DAC_OVERRIDE",
@@ -46,6 +47,7 @@ SSHD_CAPABILITIES = [
     "SYS_CHROOT",
     "KILL",
     "AUDIT_WRITE",
+    "NET_BIND_SERVICE",
 ]
 
 

