@@ -1,0 +1,45 @@
+"""The settings shells_platform and wekafs_csi write are what `toolkit shell` reads."""
+
+from __future__ import annotations
+
+from tests.manifests import render, validate
+from toolkit.shells import Platform
+
+
+def test_role_manifests_validate() -> None:
+    validate(render("shells_platform", "shells.yaml.j2"))
+
+
+def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> None:
+    shells = render(
+        "shells_platform",
+        "shells.yaml.j2",
+        shells_platform_max_hours=72,
+        shells_platform_ssh_host="shells.example.org",
+        shells_platform_reap_policy="delete",
+    )
+    storage = render(
+        "wekafs_csi",
+        "shells-storage.yaml.j2",
+        wekafs_csi_enabled=False,
+        _wekafs_csi_shells_storage_class="local-path",
+    )
+    config_maps = [d for d in shells + storage if d["kind"] == "ConfigMap"]
+    assert all(c["metadata"]["labels"]["toolkit.dev/shells-config"] == "true" for c in config_maps)
+    settings = Platform.from_config_maps(config_maps)
+    assert settings == Platform(
+        storage_class="local-path",
+        runtime_class="nvidia",
+        image="localhost/toolkit-shell:latest",
+        default_hours=24,
+        max_hours=72,
+        expose="NodePort",
+        ssh_host="shells.example.org",
+        require_gpu=True,
+        reap_policy="delete",
+    )
+
+
+def test_an_empty_runtime_class_means_none() -> None:
+    [_, config_map] = render("shells_platform", "shells.yaml.j2", shells_platform_runtime_class="")
+    assert Platform.from_config_maps([config_map]).runtime_class is None
