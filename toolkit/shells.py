@@ -705,15 +705,20 @@ def gpu_requests(pod: dict[str, Any]) -> int:
     return total
 
 
+def gpus_held(kube: Kube) -> dict[str, int]:
+    """GPUs requested per node by scheduled pods that have not finished. One list call."""
+    held: dict[str, int] = {}
+    for pod in kube.list("Pod", fields="status.phase!=Succeeded,status.phase!=Failed")["items"]:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node:
+            held[node] = held.get(node, 0) + gpu_requests(pod)
+    return held
+
+
 def availability(kube: Kube) -> list[NodeAvailability]:
     """Per node: allocatable GPUs minus what scheduled, unfinished pods request. Two list calls."""
     nodes = [NodeCapacity.from_node(n) for n in kube.list("Node")["items"]]
-    pods = kube.list("Pod", fields="status.phase!=Succeeded,status.phase!=Failed")["items"]
-    used: dict[str, int] = {}
-    for pod in pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node:
-            used[node] = used.get(node, 0) + gpu_requests(pod)
+    used = gpus_held(kube)
     return [
         NodeAvailability(n.name, n.gpus, used.get(n.name, 0), n.ready, n.schedulable)
         for n in sorted(nodes, key=lambda n: n.name)

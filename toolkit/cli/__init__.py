@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import typer
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
@@ -12,3 +14,10 @@ def command_group(help_text: str) -> typer.Typer:
     return typer.Typer(
         help=help_text, rich_markup_mode="rich", no_args_is_help=True, context_settings=HELP_OPTIONS
     )
+
+
+class Output(StrEnum):
+    """How listing commands print: a table for people, JSON for scripts."""
+
+    table = "table"
+    json = "json"

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli import command_group
+from toolkit.cli import Output, command_group
 
 app = command_group("Build and change the cluster described by an inventory.")
 
@@ -226,3 +226,51 @@ def kubeconfig(
             typer.echo(f"merged into {target} as context '{context}' (now current)")
         else:
             typer.echo(f"wrote {output} (mode 0600)")
+
+
+@app.command()
+def status(
+    *,
+    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    kubeconfig_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--kubeconfig",
+            envvar="KUBECONFIG",
+            help="Admin kubeconfig (toolkit cluster kubeconfig).",
+            show_default="~/.kube/config",
+        ),
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="Kubeconfig context (default: current).")] = None,
+) -> None:
+    """The cluster from its Kubernetes API: nodes, versions, GPUs allocatable and used, shells."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from toolkit import cluster_status, kube
+
+    found = cluster_status.collect(kube.connect(kubeconfig_path, context))
+    if output is Output.json:
+        typer.echo(json.dumps(found.as_dict(), indent=2))
+        return
+    console = Console(highlight=False)
+    nodes = Table("node", "role", "state", "k3s", "driver", "gpu", "gpus", "used")
+    for node in found.nodes:
+        state = ("ready" if node.schedulable else "cordoned") if node.ready else "[bold red]not ready[/]"
+        nodes.add_row(
+            node.name, node.role, state, node.k3s_version, node.driver_version or "unknown",
+            node.gpu_product or "-", str(node.gpus), str(node.gpus_used),
+        )  # fmt: skip
+    console.print(nodes)
+    console.print(f"GPUs: {found.gpus_used} of {found.gpus} in use")
+    if any(node.gpus and not node.driver_version for node in found.nodes):
+        console.print("driver unknown: the API shows it only with GPU feature discovery's node labels")
+    shells = Table("shell", "user", "gpus", "status", "endpoint")
+    for shell in found.shells:
+        shells.add_row(shell.name, shell.user, str(shell.gpus), shell.status, shell.endpoint)
+    running = sum(1 for shell in found.shells if shell.status != "paused")
+    console.print(f"shells: {running} running, {len(found.shells) - running} paused")
+    if found.shells:
+        console.print(shells)

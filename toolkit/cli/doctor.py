@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from toolkit.cli import Output
 from toolkit.cli.cluster import InventoryOption
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 

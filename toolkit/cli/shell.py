@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolkit.cli import command_group
+from toolkit.cli import Output, command_group
 
 if TYPE_CHECKING:
     from toolkit.kube import Kube
@@ -61,11 +61,6 @@ GithubUrlOption = Annotated[
     ),
 ]
 TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait for the shell to be ready.")]
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
 
 
 class Expose(StrEnum):

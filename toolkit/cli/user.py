@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from toolkit.cli import command_group
+from toolkit.cli import Output, command_group
 from toolkit.cli.shell import ContextOption, KubeconfigOption
 
 app = command_group(
@@ -19,11 +18,6 @@ app = command_group(
 UserArgument = Annotated[
     str, typer.Argument(help="The user's name (lowercase, as their login).", show_default=False)
 ]
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
 
 
 @app.command()

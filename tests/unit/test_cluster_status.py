@@ -1,0 +1,49 @@
+"""`toolkit cluster status` from the STAND-IN API server: nodes, versions, GPUs held, shells."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.standins.kube_apiserver import FakeApiServer
+from toolkit import cluster_status, kube, shells, users
+from toolkit.shells import CreateRequest
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
+
+
+def test_status_counts_gpus_held_per_node_and_lists_shells(
+    fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    fake_cluster.add_gpu_node("server-1", gpus=0, labels={"node-role.kubernetes.io/control-plane": "true"})
+    admin = kube.connect(admin_kubeconfig)
+    users.add(admin, "alice", 4, tmp_path / "alice", None, None)
+    shells.create(
+        admin, CreateRequest(name="train", user="alice", authorized_keys=(KEY,), gpus=3), lambda _: None
+    )
+    shells.create(admin, CreateRequest(name="idle", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    shells.pause(admin, "alice", "idle")
+
+    found = cluster_status.collect(admin)
+    assert [(n.name, n.role) for n in found.nodes] == [
+        ("server-1", "server"),
+        ("gpu-1", "agent"),
+        ("gpu-2", "agent"),
+    ]
+    assert (found.gpus, found.gpus_used) == (16, 3)
+    assert sorted(n.gpus_used for n in found.nodes) == [0, 0, 3]
+    assert all(n.k3s_version == "v1.33.5+k3s1" and n.driver_version is None for n in found.nodes)
+    assert {(s.name, s.status) for s in found.shells} == {("train", "ready"), ("idle", "paused")}
+
+
+def test_status_command_prints_json(fake_cluster: FakeApiServer, admin_kubeconfig: Path) -> None:
+    command = ["cluster", "status", "--output", "json", "--kubeconfig", str(admin_kubeconfig)]
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", *command], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["gpus"] == {"allocatable": 16, "used": 0}
+    assert [n["gpu_product"] for n in report["nodes"]] == ["NVIDIA-H100-80GB-HBM3"] * 2

@@ -1,0 +1,80 @@
+"""`toolkit cluster status`: the cluster as its Kubernetes API sees it, in three list calls.
+
+Nodes (readiness, roles, k3s and NVIDIA driver versions, GPUs allocatable and held), and the
+shells running on it. The driver version comes from GPU feature discovery's node label when it
+is deployed; without it the API has no driver version and the status says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from toolkit import shells
+from toolkit.kube import Kube
+
+DRIVER_LABELS = ("nvidia.com/cuda.driver-version.full", "nvidia.com/cuda.driver.full")
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    ready: bool
+    schedulable: bool
+    role: str  # server or agent
+    k3s_version: str
+    driver_version: str | None
+    gpu_product: str | None
+    gpus: int
+    gpus_used: int
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    nodes: list[NodeStatus]
+    shells: list[shells.Shell]
+
+    @property
+    def gpus(self) -> int:
+        return sum(node.gpus for node in self.nodes)
+
+    @property
+    def gpus_used(self) -> int:
+        return sum(node.gpus_used for node in self.nodes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": [asdict(node) for node in self.nodes],
+            "gpus": {"allocatable": self.gpus, "used": self.gpus_used},
+            "shells": [shell.as_dict() for shell in self.shells],
+        }
+
+
+def _node_status(node: dict[str, Any], used: int) -> NodeStatus:
+    capacity = shells.NodeCapacity.from_node(node)
+    labels = capacity.labels
+    info = (node.get("status") or {}).get("nodeInfo") or {}
+    driver = next((labels[label] for label in DRIVER_LABELS if labels.get(label)), None)
+    return NodeStatus(
+        name=capacity.name,
+        ready=capacity.ready,
+        schedulable=capacity.schedulable,
+        role="server" if labels.get(CONTROL_PLANE) == "true" else "agent",
+        k3s_version=info.get("kubeletVersion", ""),
+        driver_version=driver,
+        gpu_product=labels.get(PRODUCT_LABEL),
+        gpus=capacity.gpus,
+        gpus_used=used,
+    )
+
+
+def collect(kube: Kube) -> ClusterStatus:
+    nodes = kube.list("Node")["items"]
+    used = shells.gpus_held(kube)
+    statuses = [_node_status(node, used.get(node["metadata"]["name"], 0)) for node in nodes]
+    return ClusterStatus(
+        nodes=sorted(statuses, key=lambda n: (n.role != "server", n.name)),
+        shells=shells.list_shells(kube, None),
+    )
