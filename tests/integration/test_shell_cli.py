@@ -1,0 +1,165 @@
+"""`toolkit shell` and `toolkit user` as a user types them, against the STAND-IN API server:
+bad input is one line on stderr, exit code 3, and nothing created."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import toolkit
+from tests.standins.kube_apiserver import FakeApiServer
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
+    return tmp_path / "id"
+
+
+@pytest.fixture
+def github() -> Iterator[str]:
+    """In GitHub's place: 'nokeys' publishes no keys, anyone else does not exist."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == "/nokeys.keys"
+            self.send_response(200 if found else 404)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def alice(fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "alice.kubeconfig"
+    result = toolkit(
+        "user", "add", "alice", "--max-gpus", "2", "-o", str(target), "--kubeconfig", str(admin_kubeconfig)
+    )
+    assert result.returncode == 0, result.stderr
+    return target
+
+
+def objects(server: FakeApiServer) -> set[tuple[str, str, str]]:
+    return {key for key in server.objects if key[0] != "events"}
+
+
+CASES = [
+    (["create", "Bad_Name"], "shell name 'Bad_Name' is invalid"),
+    (["create", "a" * 41], "is invalid: use 1-40 lowercase letters"),
+    (["create", "train", "--ssh-key", "{key}"], "is a PRIVATE key: pass the public key"),
+    (["create", "train", "--ssh-key", "{kubeconfig}"], "not an OpenSSH public key"),
+    (["create", "train"], "no SSH key given: pass --ssh-key FILE or --github USER"),
+    (
+        ["create", "train", "--github", "nokeys", "--github-url", "{github}"],
+        "GitHub user 'nokeys' has no SSH keys",
+    ),
+    (
+        ["create", "train", "--github", "ghost", "--github-url", "{github}"],
+        "GitHub user 'ghost' does not exist",
+    ),
+    (["create", "train", "--pub", "--gpus", "0"], "--gpus 0: this cluster's shells need a GPU"),
+    (["create", "train", "--pub", "--gpus", "9"], "--gpus 9 is more than any node has"),
+    (["create", "train", "--pub", "--gpus", "3"], "--gpus 3 is more than alice's quota allows: 2 GPUs"),
+    (["create", "train", "--pub", "--hours", "0"], "--hours must be between 1 and 168"),
+    (["create", "train", "--pub", "--hours", "500"], "--hours must be between 1 and 168"),
+    (["create", "train", "--pub", "--storage-class", "nope"], "StorageClass 'nope' does not exist"),
+    (["create", "train", "--pub", "--node-selector", "gpu"], "--node-selector 'gpu' is not KEY=VALUE"),
+    (["delete", "ghost", "--yes"], "alice has no shell named 'ghost'"),
+    (["extend", "ghost", "--hours", "2"], "alice has no shell named 'ghost'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a)[:40] for a, _ in CASES])
+def test_bad_shell_input_is_one_line_exit_3_and_creates_nothing(
+    args: list[str],
+    message: str,
+    alice: Path,
+    keys: Path,
+    github: str,
+    fake_cluster: FakeApiServer,
+    tmp_path: Path,
+) -> None:
+    values = {"key": str(keys), "kubeconfig": str(alice), "github": github}
+    argv = [a.format(**values) for a in args]
+    if "--pub" in argv:
+        argv[argv.index("--pub") : argv.index("--pub") + 1] = ["--ssh-key", f"{keys}.pub"]
+    before = objects(fake_cluster)
+    result = toolkit(
+        "shell", *argv, "--kubeconfig", str(alice), env={"TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")}
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert message in result.stderr
+    assert objects(fake_cluster) == before
+    assert not (tmp_path / "cfg" / "ssh_config").exists()
+
+
+def test_duplicate_shell_is_refused(
+    alice: Path, keys: Path, fake_cluster: FakeApiServer, tmp_path: Path
+) -> None:
+    env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")}
+    args = ["shell", "create", "train", "--ssh-key", f"{keys}.pub", "--kubeconfig", str(alice)]
+    assert toolkit(*args, env=env).returncode == 0
+    again = toolkit(*args, env=env)
+    assert again.returncode == 3 and "alice already has a shell named 'train'" in again.stderr
+
+
+def test_no_kubeconfig_and_unreachable_api_server(
+    keys: Path, tmp_path: Path, fake_cluster: FakeApiServer
+) -> None:
+    missing = toolkit("shell", "list", "--kubeconfig", str(tmp_path / "none"))
+    assert missing.returncode == 3 and "no kubeconfig at" in missing.stderr
+    config = fake_cluster.kubeconfig(tmp_path / "gone.kubeconfig")
+    fake_cluster.stop()
+    gone = toolkit("shell", "list", "--user", "alice", "--kubeconfig", str(config))
+    assert gone.returncode == 4 and gone.stderr.startswith(
+        "error: cannot reach the Kubernetes API at https://127.0.0.1"
+    )
+    assert gone.stderr.count("\n") == 1
+
+
+def test_bad_user_input(admin_kubeconfig: Path, fake_cluster: FakeApiServer, tmp_path: Path) -> None:
+    before = objects(fake_cluster)
+    admin = ["--kubeconfig", str(admin_kubeconfig)]
+    output = ["-o", str(tmp_path / "k")]
+    for args, message in (
+        (["add", "Alice", *output], "user name 'Alice' is invalid"),
+        (["add", "bob", "--max-gpus", "99", *output], "--max-gpus 99 is more than the cluster's 16 GPUs"),
+        (["remove", "nobody", "--yes"], "there is no user 'nobody'"),
+    ):
+        result = toolkit("user", *args, *admin)
+        assert result.returncode == 3 and message in result.stderr, result.stderr
+    assert objects(fake_cluster) == before and not (tmp_path / "k").exists()
+
+
+def test_the_flow_through_the_cli(alice: Path, keys: Path, admin_kubeconfig: Path, tmp_path: Path) -> None:
+    env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")}
+    user = ["--kubeconfig", str(alice)]
+    steps = [
+        (["shell", "create", "train", "--ssh-key", f"{keys}.pub", *user], "shell train is ready"),
+        (["shell", "list", *user], "train"),
+        (["shell", "pause", "train", *user], "shell train is paused"),
+        (["shell", "resume", "train", *user], "shell train is ready"),
+        (["shell", "extend", "train", "--hours", "5", *user], "now expires"),
+        (["shell", "avail", *user], "GPUs free"),
+        (["shell", "reap", "--dry-run", "--kubeconfig", str(admin_kubeconfig)], "0 expired shell(s) found"),
+        (["shell", "delete", "train", "--yes", *user], "deleted StatefulSet/train"),
+        (["user", "list", "--kubeconfig", str(admin_kubeconfig)], "alice"),
+    ]
+    for args, expected in steps:
+        result = toolkit(*args, env=env)
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        assert expected in result.stdout, f"{args}: {result.stdout}"
+    assert "toolkit-alice-train" not in (tmp_path / "cfg" / "ssh_config").read_text()
