@@ -77,6 +77,7 @@ class RunTracker:
     hosts: dict[str, HostCounts] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    stats_data: dict[str, Any] = field(default_factory=dict)  # what the playbook's set_stats recorded
     finished: bool = False
     started_at: float = field(default_factory=time.monotonic)
 
@@ -113,6 +114,7 @@ class RunTracker:
             self._host(host).skipped += 1
         elif kind == "playbook_on_stats":
             self._apply_stats(data)
+            self.stats_data = dict(data.get("artifact_data") or {})
         return True
 
     def _collect_notice(self, data: Mapping[str, Any], result: Mapping[str, Any]) -> None:

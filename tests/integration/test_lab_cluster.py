@@ -273,6 +273,35 @@ def test_node_add_grows_the_lab_from_2_to_3_hosts(lab: None) -> None:
     assert config["token"] == token
 
 
+def test_verify_passes_what_the_lab_can_do_and_skips_the_rest_with_reasons(lab: None) -> None:
+    result = toolkit("cluster", "verify", "-i", "inventory/lab", "--output", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {(c["check"], c["host"]): (c["status"], c["detail"]) for c in json.loads(result.stdout)}
+    hosts = ("lab-server-1", "lab-agent-1", "lab-agent-2")
+    for host in hosts:
+        assert checks[("k3s service", host)][0] == "pass"
+        assert checks[("nvidia-smi", host)] == ("skip", "no NVIDIA GPU on the PCI bus")
+        assert checks[("fabric manager", host)] == ("skip", "no NVSwitch on the PCI bus")
+        assert checks[("weka mount", host)] == ("skip", "wekafs_enabled is false")
+    standin = "k3s here is the stand-in (tests/standins/k3s): it serves no Kubernetes API"
+    for check in ("nodes ready",):
+        assert checks[(check, "lab-server-1")] == ("skip", standin)
+    for check in ("gpu allocatable", "cuda smoke pod", "shell over ssh"):
+        assert checks[(check, "-")] == ("skip", standin)
+    assert checks[("shells volume", "lab-server-1")] == ("skip", standin)
+    assert not [c for c, (status, _) in checks.items() if status == "fail"]
+
+
+def test_verify_fails_when_a_service_is_down(lab: None) -> None:
+    podman("exec", "toolkit-lab-agent-2", "systemctl", "stop", "k3s-agent")
+    try:
+        result = toolkit("cluster", "verify", "-i", "inventory/lab")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert re.search(r"k3s service\s+│\s+lab-agent-2\s+│\s+fail", result.stdout), result.stdout
+    finally:
+        podman("exec", "toolkit-lab-agent-2", "systemctl", "start", "k3s-agent")
+
+
 def test_lab_down_leaves_no_container_network_or_inventory(lab: None) -> None:
     result = toolkit("lab", "down")
     assert result.returncode == 0, result.stderr

@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from toolkit.cli import Output, command_group
+
+if TYPE_CHECKING:
+    from toolkit.runner import RunOutcome
 
 app = command_group("Build and change the cluster described by an inventory.")
 
@@ -49,6 +52,30 @@ def run_playbook_command(
 
     `node`, when given, must be a k3s server or agent of the inventory.
     """
+    return execute_playbook(
+        playbook, inventory_path, limit=limit, tags=tags, skip_tags=skip_tags, extra_vars=extra_vars,
+        check=check, diff=diff, quiet_recap=quiet_recap, node=node,
+    ).exit_code  # fmt: skip
+
+
+def execute_playbook(
+    playbook: str,
+    inventory_path: Path,
+    *,
+    limit: str | None = None,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    extra_vars: list[str] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    quiet_recap: bool = False,
+    node: str | None = None,
+    progress_to_stderr: bool = False,
+) -> RunOutcome:
+    """run_playbook_command's work, returning the whole outcome (recap counts, set_stats data).
+
+    `progress_to_stderr` keeps stdout for a command's own output, such as JSON.
+    """
     # Imported here so `toolkit --help` does not pay for Ansible, rich's live display and YAML.
     from rich.console import Console
     from rich.live import Live
@@ -75,7 +102,7 @@ def run_playbook_command(
         check=check,
         diff=diff,
     )
-    console = Console()
+    console = Console(stderr=progress_to_stderr)
     for warning in warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     tracker = RunTracker()
@@ -86,7 +113,7 @@ def run_playbook_command(
         outcome = run_playbook(project, request, tracker, on_event=PlainProgress(console, tracker))
     if not (quiet_recap and outcome.exit_code == 0):
         print_recap(console, outcome)
-    return outcome.exit_code
+    return outcome
 
 
 @app.command()
@@ -274,3 +301,70 @@ def status(
     console.print(f"shells: {running} running, {len(found.shells) - running} paused")
     if found.shells:
         console.print(shells)
+
+
+@app.command()
+def verify(
+    *,
+    inventory_path: InventoryOption,
+    extra_vars: ExtraVarsOption = None,
+    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+) -> None:
+    """The acceptance test, on real hardware: every node Ready; each GPU node's allocatable GPUs
+    equal nvidia-smi's count; a CUDA pod (runtimeClassName nvidia) runs nvidia-smi on every GPU
+    node; Fabric Manager active on NVSwitch nodes; with Weka on, a Weka mount and a volume of the
+    shells' StorageClass written and read back; a shell created, reached over SSH and deleted.
+
+    Checks that cannot run (no GPU, the lab's stand-in k3s, Weka off) are shown as skipped, with
+    the reason. Exit 1 when any check fails. `-e verify_cuda_image=...` names a local CUDA image.
+    """
+    import json
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from toolkit import verify as acceptance
+
+    outcome = execute_playbook(
+        "verify.yml",
+        inventory_path,
+        extra_vars=extra_vars,
+        quiet_recap=True,
+        progress_to_stderr=output is Output.json,
+    )
+    if outcome.exit_code not in (0, 1):
+        raise typer.Exit(outcome.exit_code)
+    checks = acceptance.checks_from_stats(outcome.tracker.stats_data)
+    api_skip = str(outcome.tracker.stats_data.get("verify_api_skip") or "").strip()
+    if api_skip:
+        checks.append(acceptance.Check(acceptance.SHELL_CHECK, "-", "skip", api_skip))
+    else:
+        with tempfile.TemporaryDirectory(prefix="toolkit-verify-") as scratch:
+            fetched = Path(scratch) / "admin.yaml"
+            code = run_playbook_command(
+                "kubeconfig.yml",
+                inventory_path,
+                extra_vars=[f"k3s_kubeconfig_dest={fetched}"],
+                quiet_recap=True,
+            )
+            if code != 0:
+                checks.append(
+                    acceptance.Check(acceptance.SHELL_CHECK, "-", "fail", "could not fetch the kubeconfig")
+                )
+            else:
+                gpus = 1 if any(c.check == "cuda smoke pod" and c.status != "skip" for c in checks) else 0
+                checks.append(acceptance.shell_check(fetched, Path(scratch), gpus))
+    failed = [c for c in checks if c.status == "fail"]
+    if output is Output.json:
+        typer.echo(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        style = {"pass": "green", "fail": "bold red", "skip": "yellow"}
+        table = Table("check", "host", "result", "detail")
+        for item in checks:
+            table.add_row(item.check, item.host, f"[{style[item.status]}]{item.status}[/]", item.detail)
+        console = Console(highlight=False)
+        console.print(table)
+        counts = {status: sum(1 for c in checks if c.status == status) for status in ("pass", "fail", "skip")}
+        console.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    raise typer.Exit(1 if failed or outcome.exit_code else 0)
