@@ -37,3 +37,32 @@ def fake_cluster() -> Any:
 @pytest.fixture
 def admin_kubeconfig(fake_cluster: Any, tmp_path: Path) -> Path:
     return fake_cluster.kubeconfig(tmp_path / "admin.kubeconfig")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def github_server() -> Any:
+    """In GitHub's place: GET /USER.keys answers what `published[USER]` holds, 404 for others.
+
+    Tests fill `published`; the toolkit's --github-url points here.
+    """
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    published: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = published.get(self.path.strip("/").removesuffix(".keys"))
+            self.send_response(404 if body is None else 200)
+            self.end_headers()
+            self.wfile.write(("Not Found" if body is None else body).encode())
+
+        def log_message(self, *_: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    server.published = published  # type: ignore[attr-defined]
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    yield server
+    server.shutdown()

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from toolkit import quantity, shells
+from toolkit import quantity, shells, sshkeys
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.kubeconfig import write_private
@@ -23,6 +23,7 @@ from toolkit.shell_manifests import MANAGED_BY, USER_LABEL
 
 ACCOUNT = "shell-user"
 TOKEN_SECRET = "shell-user-token"
+PROFILE = "toolkit-user"  # ConfigMap in the user's namespace: what the operator recorded about them
 CLUSTER_ROLE = "toolkit-shell-user"
 CONFIG_READER = "toolkit-shells-config-reader"
 LABELS = {MANAGED_BY: "toolkit"}
@@ -37,6 +38,7 @@ USER_RULES = [
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods", "events", "resourcequotas"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [PROFILE], "verbs": ["get"]},
 ]  # fmt: skip
 # Cluster-wide reads: sizing shells and `shell avail` (which pods hold GPUs on which node).
 CLUSTER_RULES = [
@@ -55,13 +57,16 @@ class User:
     gpus_used: int
     created: str
     active: bool  # False once removed without --purge: only the homes are left
+    github: str = ""
 
 
 def _binding_subject(user: str) -> list[dict[str, str]]:
     return [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": shells.namespace_of(user)}]
 
 
-def manifests(user: str, max_gpus: int, cpu: Fraction, memory: Fraction) -> list[dict[str, Any]]:
+def manifests(
+    user: str, max_gpus: int, cpu: Fraction, memory: Fraction, github: str = ""
+) -> list[dict[str, Any]]:
     """Every object of one user, in the order they are applied."""
     namespace = shells.namespace_of(user)
     labels = {**LABELS, USER_LABEL: user}
@@ -79,6 +84,12 @@ def manifests(user: str, max_gpus: int, cpu: Fraction, memory: Fraction) -> list
                     "requests.memory": quantity.memory(memory),
                 }
             },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": PROFILE, "namespace": namespace, "labels": labels},
+            "data": {"github": github},
         },
         {
             "apiVersion": "v1",
@@ -162,6 +173,12 @@ def _wait_for_token(kube: Kube, namespace: str, timeout: float = 30) -> dict[str
         time.sleep(0.2)
 
 
+def recorded_github(kube: Kube, user: str) -> str:
+    """The GitHub account the operator recorded for the user, or ""."""
+    profile = kube.get("ConfigMap", PROFILE, shells.namespace_of(user)) or {}
+    return str((profile.get("data") or {}).get("github", ""))
+
+
 def kubeconfig_for(user: str, server: str, token: str, ca_certificate: str) -> dict[str, Any]:
     cluster: dict[str, Any] = {"server": server}
     if ca_certificate:
@@ -181,10 +198,23 @@ def kubeconfig_for(user: str, server: str, token: str, ca_certificate: str) -> d
 
 
 def add(
-    kube: Kube, user: str, max_gpus: int, kubeconfig_path: Path, cpu: str | None, memory: str | None
+    kube: Kube,
+    user: str,
+    max_gpus: int,
+    kubeconfig_path: Path,
+    cpu: str | None,
+    memory: str | None,
+    github: str = "",
+    github_url: str = sshkeys.GITHUB_KEYS_URL,
 ) -> User:
-    """Create or update the user (idempotent), and write their kubeconfig (0600)."""
+    """Create or update the user (idempotent), and write their kubeconfig (0600).
+
+    `github` records the user's GitHub account: their shells get its published keys when no key
+    is given. It must publish at least one key.
+    """
     shells.check_user_name(user)
+    if github:
+        sshkeys.keys_from_github(github, github_url)
     if max_gpus < 0:
         raise BadInputError(f"--max-gpus must be 0 or more, not {max_gpus}")
     if kubeconfig_path.is_dir():
@@ -201,13 +231,11 @@ def add(
     cpu_share, memory_share = shells.share(largest, max(max_gpus, 1))
     cpu_quota = quantity.parse(cpu, "--cpu") if cpu else cpu_share
     memory_quota = quantity.parse(memory, "--memory") if memory else memory_share
-    applied: list[dict[str, Any]] = []
     namespace = shells.namespace_of(user)
     existed = kube.get("Namespace", namespace) is not None
     try:
-        for manifest in manifests(user, max_gpus, cpu_quota, memory_quota):
+        for manifest in manifests(user, max_gpus, cpu_quota, memory_quota, github):
             kube.apply(manifest)
-            applied.append(manifest)
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
         if not existed:
@@ -216,16 +244,21 @@ def add(
             kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", shells.SYSTEM_NAMESPACE)
         raise
     write_private(kubeconfig_path, kubeconfig_for(user, kube.server, token["token"], token.get("ca.crt", "")))
-    return User(user, namespace, max_gpus, 0, "", True)
+    return User(user, namespace, max_gpus, 0, "", True, github)
 
 
 def list_users(kube: Kube) -> list[User]:
-    """Two list calls: the users' namespaces and their quotas."""
+    """Three list calls: the users' namespaces, their quotas and their recorded profiles."""
     namespaces = kube.list("Namespace", labels=f"{MANAGED_BY}=toolkit,{USER_LABEL}")["items"]
     quotas = {
         q["metadata"]["namespace"]: q
         for q in kube.list("ResourceQuota", labels=f"{MANAGED_BY}=toolkit")["items"]
         if q["metadata"]["name"] == shells.QUOTA_NAME
+    }
+    profiles = {
+        c["metadata"]["namespace"]: (c.get("data") or {}).get("github", "")
+        for c in kube.list("ConfigMap", labels=f"{MANAGED_BY}=toolkit,{USER_LABEL}")["items"]
+        if c["metadata"]["name"] == PROFILE
     }
     users = []
     for ns in namespaces:
@@ -241,6 +274,7 @@ def list_users(kube: Kube) -> list[User]:
                 gpus_used=int(used.get(f"requests.{shells.GPU}", "0")),
                 created=ns["metadata"].get("creationTimestamp", ""),
                 active=bool(quota),
+                github=profiles.get(ns["metadata"]["name"], ""),
             )
         )
     return sorted(users, key=lambda u: u.name)
@@ -265,6 +299,7 @@ def remove(kube: Kube, user: str, purge: bool) -> list[str]:
     for shell in shells.list_shells(kube, user):
         removed += shells.delete(kube, user, shell.name, purge=False)
     for kind, name in (
+        ("ConfigMap", PROFILE),
         ("Secret", TOKEN_SECRET),
         ("RoleBinding", ACCOUNT),
         ("Role", ACCOUNT),

@@ -4,9 +4,6 @@ bad input is one line on stderr, exit code 3, and nothing created."""
 from __future__ import annotations
 
 import subprocess
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +20,10 @@ def keys(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def github() -> Iterator[str]:
-    """In GitHub's place: 'nokeys' publishes no keys, anyone else does not exist."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path == "/nokeys.keys"
-            self.send_response(200 if found else 404)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def github(github_server: Any) -> str:
+    """'nokeys' publishes no keys; anyone else does not exist."""
+    github_server.published["nokeys"] = ""
+    return str(github_server.url)
 
 
 @pytest.fixture
@@ -163,3 +148,22 @@ def test_the_flow_through_the_cli(alice: Path, keys: Path, admin_kubeconfig: Pat
         assert result.returncode == 0, f"{args}: {result.stderr}"
         assert expected in result.stdout, f"{args}: {result.stdout}"
     assert "toolkit-alice-train" not in (tmp_path / "cfg" / "ssh_config").read_text()
+
+
+def test_shell_without_keys_uses_the_github_account_the_operator_recorded(
+    admin_kubeconfig: Path, github_server: Any, keys: Path, fake_cluster: FakeApiServer, tmp_path: Path
+) -> None:
+    github_server.published["bob-gh"] = keys.with_suffix(".pub").read_text()
+    bob = tmp_path / "bob.kubeconfig"
+    added = toolkit("user", "add", "bob", "--github", "bob-gh", "--github-url", github_server.url,
+                    "-o", str(bob), "--kubeconfig", str(admin_kubeconfig))  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    created = toolkit("shell", "create", "train", "--github-url", github_server.url, "--kubeconfig", str(bob),
+                      env={"TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")})  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    import base64
+
+    secret = fake_cluster.get("Secret", "train-ssh", "user-bob")
+    assert secret is not None
+    key_data = keys.with_suffix(".pub").read_text().split()[1]
+    assert key_data in base64.b64decode(secret["data"]["authorized_keys"]).decode()

@@ -260,3 +260,17 @@ def test_unreachable_api_server_is_one_line(tmp_path: Path, fake_cluster: FakeAp
 def test_missing_kubeconfig_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="no kubeconfig at"):
         kube.connect(tmp_path / "nothing")
+
+
+def test_user_recorded_with_github_gets_its_keys_in_shells(
+    admin: kube.Kube, fake_cluster: FakeApiServer, github_server: Any, tmp_path: Path
+) -> None:
+    github_server.published["alice-gh"] = KEY + "\n"
+    github_server.published["empty-gh"] = ""
+    with pytest.raises(BadInputError, match="GitHub user 'empty-gh' has no SSH keys"):
+        users.add(admin, "carol", 1, tmp_path / "carol", None, None, "empty-gh", github_server.url)
+    assert fake_cluster.get("Namespace", "user-carol") is None
+    users.add(admin, "dave", 1, tmp_path / "dave", None, None, "alice-gh", github_server.url)
+    dave = kube.connect(tmp_path / "dave")
+    assert users.recorded_github(dave, "dave") == "alice-gh"
+    assert [(u.name, u.github) for u in users.list_users(admin)] == [("dave", "alice-gh")]

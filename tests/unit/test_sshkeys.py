@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +22,11 @@ def keypair(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def github(keypair: Path) -> Any:
-    """A local server in GitHub's place: /USER.keys as github.com serves it."""
-    published = {"alice": keypair.with_suffix(".pub").read_text().rsplit(" ", 1)[0] + "\n", "nokeys": ""}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            user = self.path.strip("/").removesuffix(".keys")
-            body = published.get(user)
-            self.send_response(404 if body is None else 200)
-            self.end_headers()
-            self.wfile.write(("Not Found" if body is None else body).encode())
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def github(github_server: Any, keypair: Path) -> str:
+    github_server.published.update(
+        alice=keypair.with_suffix(".pub").read_text().rsplit(" ", 1)[0] + "\n", nokeys=""
+    )
+    return str(github_server.url)
 
 
 def test_a_real_public_key_file_is_accepted(keypair: Path) -> None:

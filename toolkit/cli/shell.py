@@ -14,6 +14,8 @@ import typer
 from toolkit.cli import Output, command_group
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from toolkit.kube import Kube
     from toolkit.shells import Shell
 
@@ -81,10 +83,17 @@ def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
     return Console(stderr=stderr, highlight=False)
 
 
-def _keys(ssh_keys: list[Path] | None, github: list[str] | None, github_url: str) -> list[str]:
+def _keys(
+    ssh_keys: list[Path] | None, github: list[str] | None, github_url: str, recorded: Callable[[], str]
+) -> list[str]:
+    """The keys given; with none, those of the GitHub account the operator recorded for the user."""
     from toolkit import sshkeys
 
-    return sshkeys.gather(list(ssh_keys or []), list(github or []), github_url)
+    github_users = list(github or [])
+    if not ssh_keys and not github_users:
+        account = recorded()
+        github_users = [account] if account else []
+    return sshkeys.gather(list(ssh_keys or []), github_users, github_url)
 
 
 def _age(moment: datetime, now: datetime) -> str:
@@ -167,7 +176,7 @@ def create(
     host key pinned in the toolkit's ssh config, and only your keys. On failure the cause is
     printed in one line and everything created is removed (unless --keep-on-failure).
     """
-    from toolkit import shells, sshconfig
+    from toolkit import shells, sshconfig, users
     from toolkit.errors import BadInputError
 
     selector: dict[str, str] = {}
@@ -179,8 +188,8 @@ def create(
     if gpu_type:
         selector["nvidia.com/gpu.product"] = gpu_type
     shells.check_shell_name(name)
-    keys = _keys(ssh_key, github, github_url)
     connection, who = _connect(kubeconfig, context, user)
+    keys = _keys(ssh_key, github, github_url, lambda: users.recorded_github(connection, who))
     request = shells.CreateRequest(
         name=name,
         user=who,
@@ -415,10 +424,10 @@ def add_key(
     user: UserOption = None,
 ) -> None:
     """Let a collaborator in: add their public keys. The shell restarts to load them; files are kept."""
-    from toolkit import shells
+    from toolkit import shells, users
 
-    keys = _keys(ssh_key, github, github_url)
     connection, who = _connect(kubeconfig, context, user)
+    keys = _keys(ssh_key, github, github_url, lambda: users.recorded_github(connection, who))
     added = shells.add_keys(connection, who, name, keys)
     if added:
         _console().print(f"added {added} key(s) to shell {name}; it restarts to load them")

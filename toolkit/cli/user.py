@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import Output, command_group
-from toolkit.cli.shell import ContextOption, KubeconfigOption
+from toolkit.cli.shell import ContextOption, GithubUrlOption, KubeconfigOption
 
 app = command_group(
     "Shell users (operators, with the admin kubeconfig): a namespace, a GPU quota and a kubeconfig each."
@@ -29,6 +29,10 @@ def add(
         str | None, typer.Option(help="CPU quota [default: the GPUs' share of the largest node].")
     ] = None,
     memory: Annotated[str | None, typer.Option(help="Memory quota [default: the GPUs' share].")] = None,
+    github: Annotated[
+        str, typer.Option(help="The user's GitHub account: their shells get its keys when none is given.")
+    ] = "",
+    github_url: GithubUrlOption = "https://github.com",
     output: Annotated[
         Path | None,
         typer.Option(
@@ -45,7 +49,9 @@ def add(
 
     shells.check_user_name(name)
     target = output or Path(f"{name}.kubeconfig")
-    added = users.add(kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory)
+    added = users.add(
+        kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory, github, github_url
+    )
     console = Console(highlight=False)
     console.print(f"user {added.name}: namespace {added.namespace}, up to {added.max_gpus} GPU(s)")
     console.print(
@@ -72,10 +78,18 @@ def list_(
     if output is Output.json:
         typer.echo(json.dumps([asdict(u) for u in found], indent=2))
         return
-    table = Table("user", "namespace", "max gpus", "gpus used", "state", "created")
+    table = Table("user", "namespace", "max gpus", "gpus used", "github", "state", "created")
     for user in found:
         state = "active" if user.active else "removed (homes kept)"
-        table.add_row(user.name, user.namespace, str(user.max_gpus), str(user.gpus_used), state, user.created)
+        table.add_row(
+            user.name,
+            user.namespace,
+            str(user.max_gpus),
+            str(user.gpus_used),
+            user.github or "-",
+            state,
+            user.created,
+        )
     Console().print(table if found else "no users")
 
 
