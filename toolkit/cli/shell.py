@@ -267,7 +267,13 @@ def list_(
             _expiry(shell, now),
             shell.endpoint,
         )
-    _console().print(table if found else "no shells")
+    console = _console()
+    console.print(table if found else "no shells")
+    for shell in found:
+        if shell.expires_at and 0 < (shell.expires_at - now).total_seconds() < 3600:
+            left = _age(now, shell.expires_at)
+            hint = f"toolkit shell extend {shell.name} --hours H"
+            console.print(f"[yellow]warning:[/] {shell.name} expires in {left}: {hint}")
 
 
 @app.command()
