@@ -317,6 +317,17 @@ def build_spec(
     )
 
 
+def _remove(kube: Kube, namespace: str, applied: list[dict[str, Any]]) -> list[str]:
+    """Delete what a failed create made, newest first; what could not be deleted, as kind/name."""
+    left = []
+    for manifest in reversed(applied):
+        try:
+            kube.delete(manifest["kind"], manifest["metadata"]["name"], namespace)
+        except ToolkitError:
+            left.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+    return left
+
+
 def _port(service: dict[str, Any], name: str, expose: str) -> int:
     for port in service["spec"].get("ports") or []:
         if port.get("name") == name:
@@ -354,14 +365,10 @@ def create(
             applied.append(manifests.claim(spec))
         else:
             on_phase("reusing the home volume kept from an earlier shell")
-        service = network = None
-        for manifest in manifests.render_network(spec):
-            result = kube.apply(manifest)
-            applied.append(manifest)
-            if manifest["kind"] == "Service":
-                service = result
-            network = result
-        assert service is not None and network is not None
+        service = kube.apply(manifests.service(spec))
+        applied.append(manifests.service(spec))
+        kube.apply(manifests.network_policy(spec))
+        applied.append(manifests.network_policy(spec))
         host = _endpoint_host(settings, node.address, service, spec.expose)
         ssh_port = _port(service, "ssh", spec.expose)
         web_port = _port(service, "web", spec.expose) if spec.web else None
@@ -377,13 +384,25 @@ def create(
     except (ToolkitError, KeyboardInterrupt) as failure:
         if not request.keep_on_failure:
             on_phase("cleaning up")
-            for manifest in reversed(applied):
-                kube.delete(manifest["kind"], manifest["metadata"]["name"], spec.namespace)
+            left = _remove(kube, spec.namespace, applied)
+            if left:
+                raise ToolkitError(f"{failure}; cleaning up failed, left behind: {', '.join(left)}") from None
         if isinstance(failure, ShellFailed) and request.keep_on_failure:
             raise ShellFailed(
                 f"{failure} (kept for inspection: toolkit shell delete {spec.name} --purge)"
             ) from None
         raise
+    if spec.expose == "LoadBalancer" and not host:
+        host = _endpoint_host(
+            settings, node.address, kube.get("Service", spec.name, spec.namespace) or {}, spec.expose
+        )
+        if host:
+            endpoints = {manifests.ENDPOINT: f"{host}:{ssh_port}"}
+            if web_port:
+                endpoints[manifests.WEB_ENDPOINT] = f"{host}:{web_port}"
+            kube.merge_patch(
+                "StatefulSet", spec.name, spec.namespace, {"metadata": {"annotations": endpoints}}
+            )
     created = CreatedShell(
         name=spec.name,
         user=spec.user,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 CONFIG_DIR_ENV = "TOOLKIT_CONFIG_DIR"
@@ -58,10 +58,21 @@ def _write(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def write_entry(entry: Entry, directory: Path | None = None) -> Path:
-    """Add or replace the shell's Host entry and its known_hosts line; the ssh_config path."""
+def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool = False) -> Path:
+    """Add or replace the shell's Host entry and its known_hosts line; the ssh_config path.
+
+    `keep_identity` keeps the IdentityFile an earlier entry for the shell named.
+    """
     directory = directory or config_dir()
     ssh_config, known_hosts = directory / "ssh_config", directory / "known_hosts"
+    current = ssh_config.read_text() if ssh_config.exists() else ""
+    if keep_identity and entry.identity_file is None:
+        block = re.search(
+            rf"^{re.escape(_begin(entry.alias))}\n(.*?)^{re.escape(_end(entry.alias))}", current, re.M | re.S
+        )
+        identity = re.search(r"^\s+IdentityFile (.+)$", block.group(1), re.M) if block else None
+        if identity:
+            entry = replace(entry, identity_file=Path(identity.group(1)))
     lines = [
         _begin(entry.alias),
         f"Host {entry.alias}",
@@ -75,7 +86,6 @@ def write_entry(entry: Entry, directory: Path | None = None) -> Path:
     if entry.identity_file:
         lines += [f"    IdentityFile {entry.identity_file}", "    IdentitiesOnly yes"]
     lines.append(_end(entry.alias))
-    current = ssh_config.read_text() if ssh_config.exists() else ""
     _write(ssh_config, _without_block(current, entry.alias) + "\n".join(lines) + "\n")
     pinned = known_hosts.read_text() if known_hosts.exists() else ""
     kept = [line for line in pinned.splitlines() if line.split(" ", 1)[0] != entry.alias]

@@ -217,19 +217,21 @@ def create(
     finally:
         if status is not None:
             status.stop()
-    config_file = sshconfig.write_entry(
-        sshconfig.Entry(
-            created.user, created.name, created.ssh_host, created.ssh_port, created.host_key, identity_file
-        )
-    )
-    alias = sshconfig.Entry(created.user, created.name, "", 0, "").alias
     expires = f"{created.expires_at:%Y-%m-%d %H:%M} UTC"
     console.print(f"[green]shell {name} is ready[/] on {created.node}; it expires {expires}")
-    console.print(f"  ssh -F {config_file} {alias}")
-    console.print(f"  (or 'ssh {alias}' after 'toolkit shell ssh-config enable')")
-    console.print(f"  its host key is pinned in {config_file.parent / 'known_hosts'}")
-    if created.web_url:
-        console.print(f"  web terminal: {created.web_url}  user:password {created.web_credential}")
+    if created.ssh_host:
+        entry = sshconfig.Entry(
+            created.user, created.name, created.ssh_host, created.ssh_port, created.host_key, identity_file
+        )
+        config_file = sshconfig.write_entry(entry)
+        console.print(f"  ssh -F {config_file} {entry.alias}")
+        console.print(f"  (or 'ssh {entry.alias}' after 'toolkit shell ssh-config enable')")
+        console.print(f"  its host key is pinned in {config_file.parent / 'known_hosts'}")
+    else:
+        console.print(f"  the load balancer has no address yet: 'toolkit shell connect {name}' once it has")
+    if created.web_credential:
+        url = created.web_url or "(address pending)"
+        console.print(f"  web terminal: {url}  user:password {created.web_credential}")
         console.print("  [yellow]the web credential is shown only now[/]")
 
 
@@ -319,14 +321,18 @@ def connect(
     import shutil
 
     from toolkit import shells, sshconfig
-    from toolkit.errors import MissingToolError
+    from toolkit.errors import MissingToolError, ToolkitError
 
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.get_shell(connection, who, name)
     host, _, port = shell.endpoint.rpartition(":")
     if shell.status == "paused":
-        raise MissingToolError(f"shell {name} is paused: toolkit shell resume {name}")
-    config_file = sshconfig.write_entry(sshconfig.Entry(who, name, host, int(port), shell.host_key))
+        raise ToolkitError(f"shell {name} is paused: toolkit shell resume {name}")
+    if not host:
+        raise ToolkitError(f"shell {name} has no address yet (its load balancer has not assigned one)")
+    entry = sshconfig.Entry(who, name, host, int(port), shell.host_key)
+    # An entry written by create may name an IdentityFile: keep it unless the address moved.
+    config_file = sshconfig.write_entry(entry, keep_identity=True)
     ssh = shutil.which("ssh")
     if ssh is None:
         raise MissingToolError("ssh is not installed (openssh-client)")
