@@ -24,7 +24,8 @@ What it models:
   `kubernetes.io/service-account-token` Secrets, and Role/ClusterRole rules evaluated per request;
 - ResourceQuota admission for pods and PVCs (requests.*, limits.*, pods, persistentvolumeclaims)
   and the quota's `status.used`;
-- Secrets' `stringData` folded into base64 `data`; Services get a clusterIP and nodePorts;
+- Secrets' `stringData` folded into base64 `data`; Services get a clusterIP and nodePorts, and
+  LoadBalancer Services the first node's address, as k3s's ServiceLB gives them;
 - controllers: a StatefulSet controller (pods `NAME-0..N-1` from the template, status counts,
   scale up and down), a scheduler (node selector, cordons, allocatable minus the requests of
   scheduled pods for every resource, `Insufficient nvidia.com/gpu`), a kubelet that marks pods
@@ -1404,6 +1405,7 @@ class FakeApiServer:
                 continue
             self._fill_tokens(namespace)
             self._bind_claims(namespace)
+            self._balance_services(namespace)
             owned = self._owned_pods(namespace)
             for sts in self._scan("StatefulSet", namespace):
                 self._reconcile_statefulset(sts, owned.get(sts["metadata"]["uid"], []))
@@ -1512,6 +1514,30 @@ class FakeApiServer:
                     f"the external provisioner '{known['provisioner']}' or manually by the system "
                     "administrator",
                     "persistentvolume-controller",
+                )
+
+    def _balance_services(self, namespace: str) -> None:
+        """k3s's ServiceLB: a LoadBalancer Service gets the first node's address as its ingress."""
+        services = BY_KIND[("v1", "Service")]
+        nodes = self._scan("Node", "")
+        address = next(
+            (
+                a["address"]
+                for n in nodes
+                for a in n["status"].get("addresses", [])
+                if a["type"] == "InternalIP"
+            ),
+            None,
+        )
+        for service in self._scan("Service", namespace):
+            if service["spec"].get("type") != "LoadBalancer" or service["status"]["loadBalancer"].get(
+                "ingress"
+            ):
+                continue
+            if address:
+                key = self._key(services, namespace, service["metadata"]["name"])
+                self._update(
+                    services, key, {"status": {"loadBalancer": {"ingress": [{"ip": address}]}}}, "status"
                 )
 
     def _event(self, obj: Obj, event_type: str, reason: str, message: str, component: str) -> None:

@@ -274,3 +274,13 @@ def test_user_recorded_with_github_gets_its_keys_in_shells(
     dave = kube.connect(tmp_path / "dave")
     assert users.recorded_github(dave, "dave") == "alice-gh"
     assert [(u.name, u.github) for u in users.list_users(admin)] == [("dave", "alice-gh")]
+
+
+def test_load_balancer_shells_wait_for_the_address_and_use_port_22(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    created, _ = shells.create(alice, request(expose="LoadBalancer", web=True), lambda _: None)
+    node_address = fake_cluster.get("Node", "gpu-1")["status"]["addresses"][0]["address"]  # type: ignore[index]
+    assert (created.ssh_host, created.ssh_port) == (node_address, 22)
+    assert created.web_url == f"http://{node_address}:7681/"
+    assert shells.get_shell(alice, "alice", "train").endpoint == f"{node_address}:22"

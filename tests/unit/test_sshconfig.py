@@ -49,7 +49,9 @@ def test_include_line_is_added_at_the_top_once_and_removed(tmp_path: Path) -> No
 
 
 def test_rewriting_an_entry_can_keep_the_identity_file_create_recorded(tmp_path: Path) -> None:
-    with_identity = sshconfig.Entry("alice", "train", "10.0.0.11", 30000, "ssh-ed25519 AAAA", Path("/keys/id"))
+    with_identity = sshconfig.Entry(
+        "alice", "train", "10.0.0.11", 30000, "ssh-ed25519 AAAA", Path("/keys/id")
+    )
     sshconfig.write_entry(with_identity, tmp_path)
     moved = sshconfig.Entry("alice", "train", "10.0.0.12", 30000, "ssh-ed25519 AAAA")
     text = sshconfig.write_entry(moved, tmp_path, keep_identity=True).read_text()
