@@ -26,6 +26,8 @@ What it models:
   and the quota's `status.used`;
 - Secrets' `stringData` folded into base64 `data`; Services get a clusterIP and nodePorts, and
   LoadBalancer Services the first node's address, as k3s's ServiceLB gives them;
+- with `kubelet=PodmanKubelet()`, pods run as real podman containers and turn Ready when their
+  readiness probe answers (tests/standins/podman_kubelet.py);
 - controllers: a StatefulSet controller (pods `NAME-0..N-1` from the template, status counts,
   scale up and down), a scheduler (node selector, cordons, allocatable minus the requests of
   scheduled pods for every resource, `Insufficient nvidia.com/gpu`), a kubelet that marks pods
@@ -459,11 +461,14 @@ class Request:
 class FakeApiServer:
     """The stand-in API server. Use as a context manager, or call start() and stop()."""
 
-    def __init__(self, admin_token: str | None = None, first_node_port: int = 30000) -> None:
-        """`first_node_port`: where NodePort allocation starts, so a test can publish a real
-        container on the port the toolkit will be told about."""
+    def __init__(
+        self, admin_token: str | None = None, first_node_port: int = 30000, kubelet: Any = None
+    ) -> None:
+        """`first_node_port`: where NodePort allocation starts. `kubelet`: a real container runtime
+        for pods (tests/standins/podman_kubelet.py); without one, pods are marked Running by fiat."""
         self.admin_token = admin_token or secrets.token_hex(16)
         self.behaviour = Behaviour()
+        self.kubelet = kubelet
         self.objects: dict[tuple[str, str, str], Obj] = {}  # (qualified resource, namespace, name)
         self.events: list[WatchEvent] = []
         self.tokens: dict[str, tuple[str, str]] = {}  # token -> (namespace, service account)
@@ -514,6 +519,8 @@ class FakeApiServer:
             self._changed.notify_all()
         self._http.shutdown()
         self._http.server_close()
+        if self.kubelet is not None:
+            self.kubelet.stop_all()
 
     def __enter__(self) -> FakeApiServer:
         return self.start()
@@ -748,6 +755,8 @@ class FakeApiServer:
                 return copy.deepcopy(updated)
             return copy.deepcopy(obj)
         del self.objects[key]
+        if resource.kind == "Pod" and self.kubelet is not None:
+            self.kubelet.stop(obj)
         gone = copy.deepcopy(obj)
         gone["metadata"]["resourceVersion"] = self._next_rv()
         self._record("DELETED", resource, gone, obj)
@@ -1683,6 +1692,15 @@ class FakeApiServer:
                 return str(condition["status"])
         return None
 
+    def _container_ready(self, pod: Obj) -> bool:
+        """With a real kubelet stand-in: start the pod's container, and wait for its readiness probe."""
+        namespace = pod["metadata"]["namespace"]
+        services = self._scan("Service", namespace)
+        secrets_by_name = {s["metadata"]["name"]: s for s in self._scan("Secret", namespace)}
+        claims = {c["metadata"]["name"]: c for c in self._scan("PersistentVolumeClaim", namespace)}
+        self.kubelet.start(pod, secrets_by_name, claims, services)
+        return bool(self.kubelet.ready(pod, services))
+
     def _free_on(self, node: Obj) -> dict[str, Fraction]:
         free = {name: quantity(amount) for name, amount in node["status"].get("allocatable", {}).items()}
         for pod in self.list("Pod"):
@@ -1830,6 +1848,8 @@ class FakeApiServer:
             return
         started = self._pod_started.setdefault(pod["metadata"]["uid"], time.monotonic())
         if time.monotonic() - started < self.behaviour.pod_start_delay:
+            return
+        if self.kubelet is not None and not self._container_ready(pod):
             return
         node_ip = next(
             (

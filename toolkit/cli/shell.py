@@ -132,11 +132,13 @@ def create(
     name: NameArgument,
     *,
     gpus: Annotated[int, typer.Option(help="GPUs (at most the largest node's and your quota's).")] = 1,
-    cpu: Annotated[str | None, typer.Option(help="CPUs [default: the GPUs' share of the node].")] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory, e.g. 64Gi [default: the GPUs' share].")] = None,
+    cpu: Annotated[str | None, typer.Option(help="CPUs.", show_default="the GPUs' share of the node")] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory, e.g. 64Gi.", show_default="the GPUs' share")
+    ] = None,
     shm: Annotated[str | None, typer.Option(help="Size of a memory-backed /dev/shm, e.g. 16Gi.")] = None,
     image: Annotated[
-        str | None, typer.Option(help="Shell image [default: the cluster's, from images/shell].")
+        str | None, typer.Option(help="Shell image.", show_default="the cluster's, from images/shell")
     ] = None,
     node_selector: Annotated[
         list[str] | None, typer.Option("--node-selector", help="KEY=VALUE a node must have. Repeatable.")
@@ -149,13 +151,15 @@ def create(
     ] = None,
     web: Annotated[bool, typer.Option("--web", help="Also start a ttyd web terminal.")] = False,
     hours: Annotated[
-        int | None, typer.Option(help="Hours until the shell expires [default: the cluster's].")
+        int | None, typer.Option(help="Hours until the shell expires.", show_default="the cluster's")
     ] = None,
     storage: Annotated[str, typer.Option(help="Size of the persistent home volume.")] = "100Gi",
     storage_class: Annotated[
-        str | None, typer.Option(help="StorageClass of the home [default: the cluster's].")
+        str | None, typer.Option(help="StorageClass of the home.", show_default="the cluster's")
     ] = None,
-    expose: Annotated[Expose | None, typer.Option(help="How SSH is reached [default: nodeport].")] = None,
+    expose: Annotated[
+        Expose | None, typer.Option(help="How SSH is reached.", show_default="nodeport")
+    ] = None,
     ssh_key: SshKeyOption = None,
     github: GithubOption = None,
     github_url: GithubUrlOption = "https://github.com",

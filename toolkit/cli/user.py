@@ -26,9 +26,9 @@ def add(
     *,
     max_gpus: Annotated[int, typer.Option(help="GPUs the user's shells may hold together.")] = 1,
     cpu: Annotated[
-        str | None, typer.Option(help="CPU quota [default: the GPUs' share of the largest node].")
+        str | None, typer.Option(help="CPU quota.", show_default="the GPUs' share of the largest node")
     ] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory quota [default: the GPUs' share].")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory quota.", show_default="the GPUs' share")] = None,
     github: Annotated[
         str, typer.Option(help="The user's GitHub account: their shells get its keys when none is given.")
     ] = "",
@@ -36,7 +36,7 @@ def add(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Where to write the user's kubeconfig [default: ./NAME.kubeconfig]."
+            "--output", "-o", help="Where to write the user's kubeconfig.", show_default="./NAME.kubeconfig"
         ),
     ] = None,
     kubeconfig: KubeconfigOption = None,

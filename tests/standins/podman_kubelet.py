@@ -1,0 +1,149 @@
+"""STAND-IN kubelet for the stand-in API server: runs each scheduled pod as a real podman container.
+
+With `FakeApiServer(kubelet=PodmanKubelet(...))`, a pod is not marked Running by fiat: its first
+container is started with podman, the way the kubelet would start it, and the pod turns Ready only
+when its readiness probe (a TCP port) answers. That lets tests drive real shells through the
+toolkit: create, SSH in, pause (the container goes away), resume (a new one, with the same Secret
+and volume).
+
+What it does, per pod:
+- the container's image, command, args and env;
+- its securityContext: `capabilities.drop`/`add`, `allowPrivilegeEscalation: false` as
+  no-new-privileges, `privileged`;
+- volumes: a Secret's keys as files (defaultMode honoured), a PVC as a directory kept per claim
+  (so data outlives pods), an emptyDir;
+- ports: each port of a Service whose selector matches the pod is published on 127.0.0.1 at the
+  Service's nodePort, as kube-proxy would forward it;
+- readiness: a `tcpSocket` probe checked against the published port.
+
+It does not model: resources limits, runtimeClassName (no GPU runtime here), init containers,
+more than one container, restarts after a crash, liveness probes, or logs through the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+class PodmanKubelet:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root or tempfile.mkdtemp(prefix="standin-kubelet-"))
+        self._started: dict[str, str] = {}  # pod uid -> container name
+        self._lock = threading.Lock()
+
+    def container_name(self, pod: Obj) -> str:
+        return f"standin-kubelet-{pod['metadata']['namespace']}-{pod['metadata']['name']}"
+
+    def start(self, pod: Obj, secrets: dict[str, Obj], claims: dict[str, Obj], services: list[Obj]) -> None:
+        """Start the pod's container in the background (podman run takes a while)."""
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            if uid in self._started:
+                return
+            self._started[uid] = self.container_name(pod)
+        args = self._run_args(pod, secrets, claims, services)
+        threading.Thread(
+            target=subprocess.run, args=(args,), kwargs={"capture_output": True}, daemon=True
+        ).start()
+
+    def ready(self, pod: Obj, services: list[Obj]) -> bool:
+        """The readiness probe: a TCP connect to the published port of the probed container port."""
+        probe = (pod["spec"]["containers"][0].get("readinessProbe") or {}).get("tcpSocket")
+        if not probe:
+            return self._running(pod)
+        port = self._published(pod, services).get(int(probe["port"]))
+        if port is None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as connection:
+                connection.settimeout(0.5)
+                return bool(connection.recv(4))  # sshd greets first; a bare accept is not readiness
+        except OSError:
+            return False
+
+    def stop(self, pod: Obj) -> None:
+        with self._lock:
+            name = self._started.pop(pod["metadata"]["uid"], None)
+        if name:
+            subprocess.run(["podman", "rm", "--force", "--time", "0", name], capture_output=True, check=False)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            names, self._started = list(self._started.values()), {}
+        for name in names:
+            subprocess.run(["podman", "rm", "--force", "--time", "0", name], capture_output=True, check=False)
+
+    def _running(self, pod: Obj) -> bool:
+        state = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Running}}", self.container_name(pod)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return state.stdout.strip() == "true"
+
+    @staticmethod
+    def _published(pod: Obj, services: list[Obj]) -> dict[int, int]:
+        """container port -> host port, from the Services that select the pod."""
+        labels = pod["metadata"].get("labels") or {}
+        published = {}
+        for service in services:
+            selector = service["spec"].get("selector") or {}
+            if selector and all(labels.get(k) == v for k, v in selector.items()):
+                for port in service["spec"].get("ports") or []:
+                    if port.get("nodePort"):
+                        published[int(port.get("targetPort", port["port"]))] = int(port["nodePort"])
+        return published
+
+    def _run_args(
+        self, pod: Obj, secrets: dict[str, Obj], claims: dict[str, Obj], services: list[Obj]
+    ) -> list[str]:
+        container = pod["spec"]["containers"][0]
+        security = container.get("securityContext") or {}
+        args = ["podman", "run", "--detach", "--replace", "--name", self.container_name(pod)]
+        if security.get("privileged"):
+            args.append("--privileged")
+        capabilities = security.get("capabilities") or {}
+        args += [arg for cap in capabilities.get("drop") or [] for arg in ("--cap-drop", cap)]
+        args += [arg for cap in capabilities.get("add") or [] for arg in ("--cap-add", cap)]
+        if security.get("allowPrivilegeEscalation") is False:
+            args += ["--security-opt", "no-new-privileges"]
+        args += [
+            arg
+            for env in container.get("env") or []
+            for arg in ("--env", f"{env['name']}={env.get('value', '')}")
+        ]
+        for inside, outside in self._published(pod, services).items():
+            args += ["--publish", f"127.0.0.1:{outside}:{inside}"]
+        volumes = {volume["name"]: volume for volume in pod["spec"].get("volumes") or []}
+        for mount in container.get("volumeMounts") or []:
+            source = self._volume_dir(pod, volumes[mount["name"]], secrets, claims)
+            args += ["--volume", f"{source}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}"]
+        args += [
+            *(["--entrypoint", container["command"][0]] if container.get("command") else []),
+            container["image"],
+        ]
+        return args + list(container.get("command", [])[1:]) + list(container.get("args") or [])
+
+    def _volume_dir(self, pod: Obj, volume: Obj, secrets: dict[str, Obj], claims: dict[str, Obj]) -> Path:
+        if "secret" in volume:
+            secret = secrets[volume["secret"]["secretName"]]
+            target = self.root / "secrets" / pod["metadata"]["uid"] / volume["name"]
+            target.mkdir(parents=True, exist_ok=True)
+            for key, value in (secret.get("data") or {}).items():
+                (target / key).write_bytes(base64.b64decode(value))
+                (target / key).chmod(volume["secret"].get("defaultMode", 0o644))
+            return target
+        if "persistentVolumeClaim" in volume:
+            claim = claims[volume["persistentVolumeClaim"]["claimName"]]
+            target = self.root / "volumes" / claim["metadata"]["uid"]
+        else:
+            target = self.root / "empty" / pod["metadata"]["uid"] / volume["name"]
+        target.mkdir(parents=True, exist_ok=True)
+        return target
