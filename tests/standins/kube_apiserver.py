@@ -431,6 +431,15 @@ class Behaviour:
     provisioner_stuck: bool = False
     pod_start_delay: float = 0.0
     latency: float = 0.0
+    # What run-to-completion pods (restartPolicy: Never) print, by command line ("nvidia-smi -L").
+    # Such a pod ends Succeeded with that log; one whose command is not listed ends Failed with
+    # exit code 127, as a missing program would.
+    command_output: dict[str, str] = field(default_factory=dict)
+
+
+def command_line(pod: Obj) -> str:
+    container = pod["spec"]["containers"][0]
+    return " ".join([*(container.get("command") or []), *(container.get("args") or [])])
 
 
 @dataclass
@@ -1884,9 +1893,24 @@ class FakeApiServer:
                 for c in containers
             ],
         )
+        if pod["spec"].get("restartPolicy") == "Never" and self.kubelet is None:
+            self._complete(pod)
         self._update(pods, key, pod, "status")
         for container in containers:
             self._event(pod, "Normal", "Started", f"Started container {container['name']}", "kubelet")
+
+    def _complete(self, pod: Obj) -> None:
+        """A run-to-completion pod's container exits: 0 for a command the behaviour knows, else 127."""
+        succeeded = command_line(pod) in self.behaviour.command_output
+        status = pod["status"]
+        status["phase"] = "Succeeded" if succeeded else "Failed"
+        for condition in status["conditions"]:
+            if condition["type"] in ("Ready", "ContainersReady"):
+                condition.update(status="False", reason="PodCompleted" if succeeded else "PodFailed")
+        for container in status["containerStatuses"]:
+            container.update(ready=False, started=False, state={"terminated": {
+                "exitCode": 0 if succeeded else 127, "reason": "Completed" if succeeded else "Error",
+                "startedAt": now(), "finishedAt": now()}})  # fmt: skip
 
 
 # --- HTTP -----------------------------------------------------------------------------------
@@ -2118,7 +2142,13 @@ class _Handler(BaseHTTPRequestHandler):
         pod = self.server_state.get("Pod", request.name or "", request.namespace or "")
         if pod is None:
             raise not_found(BY_KIND[("v1", "Pod")], request.name or "")
-        payload = f"stand-in log of {request.name}: the fake API server runs no containers\n".encode()
+        output = self.server_state.behaviour.command_output.get(command_line(pod))
+        text = (
+            output
+            if output is not None
+            else f"stand-in log of {request.name}: the fake API server runs no containers\n"
+        )
+        payload = text.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(payload)))

@@ -337,18 +337,26 @@ def verify(
         raise typer.Exit(outcome.exit_code)
     checks = acceptance.checks_from_stats(outcome.tracker.stats_data)
     api_skip = str(outcome.tracker.stats_data.get("verify_api_skip") or "").strip()
-    if api_skip:
+    if outcome.exit_code:
+        # A task of verify.yml itself failed: its checks after it are missing, so say so.
+        checks += [
+            acceptance.Check("verify.yml", p.host, "fail", f"{p.task}: {p.message}")
+            for p in outcome.tracker.problems
+        ]
+        checks.append(acceptance.Check(acceptance.SHELL_CHECK, "-", "skip", "verify.yml did not finish"))
+    elif api_skip:
         checks.append(acceptance.Check(acceptance.SHELL_CHECK, "-", "skip", api_skip))
     else:
         with tempfile.TemporaryDirectory(prefix="toolkit-verify-") as scratch:
             fetched = Path(scratch) / "admin.yaml"
-            code = run_playbook_command(
+            fetch = execute_playbook(
                 "kubeconfig.yml",
                 inventory_path,
                 extra_vars=[f"k3s_kubeconfig_dest={fetched}"],
                 quiet_recap=True,
+                progress_to_stderr=output is Output.json,
             )
-            if code != 0:
+            if fetch.exit_code != 0:
                 checks.append(
                     acceptance.Check(acceptance.SHELL_CHECK, "-", "fail", "could not fetch the kubeconfig")
                 )
