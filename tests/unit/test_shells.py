@@ -284,3 +284,17 @@ def test_load_balancer_shells_wait_for_the_address_and_use_port_22(
     assert (created.ssh_host, created.ssh_port) == (node_address, 22)
     assert created.web_url == f"http://{node_address}:7681/"
     assert shells.get_shell(alice, "alice", "train").endpoint == f"{node_address}:22"
+
+
+def test_create_makes_at_most_twelve_requests_and_list_one(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
+    fake_cluster.reset_request_log()
+    shells.create(alice, request(), lambda _: None)
+    methods = [method for method, _ in fake_cluster.requests]
+    assert len(methods) <= 12, fake_cluster.requests
+    watches = [path for _, path in fake_cluster.requests if "watch=true" in path]
+    assert len(watches) == 1  # one watch until Ready, never a poll loop
+    for index in range(3):
+        shells.create(alice, request(f"extra{index}", gpus=1), lambda _: None)
+    fake_cluster.reset_request_log()
+    assert len(shells.list_shells(alice, "alice")) == 4
+    assert len(fake_cluster.requests) == 1
