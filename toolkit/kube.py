@@ -234,9 +234,11 @@ class Kube:
 
 
 def _cause(error: BaseException) -> str:
-    reason = getattr(error, "reason", None)
-    text = str(reason or error)
-    return text.split(": ", 1)[-1] if "Failed to establish" in text or "]" in text else text
+    """The human part of a urllib3 error: its reason, without the connection's repr before it."""
+    import re
+
+    text = str(getattr(error, "reason", None) or error)
+    return re.sub(r"^(\w*Connection\([^)]*\)|<[^>]*>|None): ", "", text)
 
 
 def _api_error(status: int, data: bytes) -> ApiError:
