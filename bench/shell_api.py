@@ -19,6 +19,8 @@ from pathlib import Path
 
 from tests.standins.kube_apiserver import FakeApiServer
 from toolkit import kube, shell_manifests, shells, users
+from toolkit.capacity import NodeCapacity
+from toolkit.shell_settings import Platform
 from toolkit.shells import CreateRequest
 
 LATENCY = 0.020
@@ -58,9 +60,9 @@ def list_thousand(root: Path) -> None:
         admin = kube.connect(server.kubeconfig(root / "admin"))
         users.add(admin, "alice", 8, root / "alice", None, None)
         spec_request = CreateRequest(name="template", user="alice", authorized_keys=(KEY,))
-        node = shells.NodeCapacity.from_node(server.list("Node")[0])
+        node = NodeCapacity.from_node(server.list("Node")[0])
         now = datetime.now(UTC)
-        spec = shells.build_spec(spec_request, shells.Platform(), node, "shared-wekafs", "nvidia", now)
+        spec = shells.build_spec(spec_request, Platform(), node, "shared-wekafs", "nvidia", now)
         for index in range(1000):
             sts = shell_manifests.statefulset(replace(spec, name=f"shell-{index:04d}"))
             sts["spec"]["replicas"] = 0  # paused: the list is what is measured, not 1000 pods

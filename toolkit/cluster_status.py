@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from toolkit import shells
+from toolkit import capacity, shells
 from toolkit.kube import Kube
 
 DRIVER_LABELS = ("nvidia.com/cuda.driver-version.full", "nvidia.com/cuda.driver.full")
@@ -53,26 +53,26 @@ class ClusterStatus:
 
 
 def _node_status(node: dict[str, Any], used: int) -> NodeStatus:
-    capacity = shells.NodeCapacity.from_node(node)
-    labels = capacity.labels
+    node_capacity = capacity.NodeCapacity.from_node(node)
+    labels = node_capacity.labels
     info = (node.get("status") or {}).get("nodeInfo") or {}
     driver = next((labels[label] for label in DRIVER_LABELS if labels.get(label)), None)
     return NodeStatus(
-        name=capacity.name,
-        ready=capacity.ready,
-        schedulable=capacity.schedulable,
+        name=node_capacity.name,
+        ready=node_capacity.ready,
+        schedulable=node_capacity.schedulable,
         role="server" if labels.get(CONTROL_PLANE) == "true" else "agent",
         k3s_version=info.get("kubeletVersion", ""),
         driver_version=driver,
         gpu_product=labels.get(PRODUCT_LABEL),
-        gpus=capacity.gpus,
+        gpus=node_capacity.gpus,
         gpus_used=used,
     )
 
 
 def collect(kube: Kube) -> ClusterStatus:
     nodes = kube.list("Node")["items"]
-    used = shells.gpus_held(kube)
+    used = capacity.gpus_held(kube)
     statuses = [_node_status(node, used.get(node["metadata"]["name"], 0)) for node in nodes]
     return ClusterStatus(
         nodes=sorted(statuses, key=lambda n: (n.role != "server", n.name)),

@@ -18,16 +18,14 @@ from typing import Any
 
 from toolkit import quantity
 from toolkit import shell_manifests as manifests
+from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.kube import ApiError, Kube
+from toolkit.kube import Kube
+from toolkit.shell_settings import Platform, platform
 from toolkit.sshkeys import HostKey, generate_host_key
 
-SYSTEM_NAMESPACE = "toolkit-system"
-CONFIG_LABEL = "toolkit.dev/shells-config"
 NAMESPACE_PREFIX = "user-"
 QUOTA_NAME = "shells"
-GPU = "nvidia.com/gpu"
-DEFAULT_IMAGE = "localhost/toolkit-shell:latest"
 SHELLS_SELECTOR = f"{manifests.MANAGED_BY}=toolkit,{manifests.COMPONENT}=shell"
 # Container waiting reasons that will not fix themselves: the create fails with the reason.
 FATAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
@@ -38,63 +36,6 @@ USER_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$")
 
 class ShellFailed(ToolkitError):
     """The shell did not become ready; the message is the cause, in one line."""
-
-
-@dataclass(frozen=True)
-class Platform:
-    """Cluster-wide settings for shells, from labelled ConfigMaps in toolkit-system.
-
-    `toolkit cluster up` writes them (roles wekafs_csi and shells_platform); a cluster without
-    them gets these defaults.
-    """
-
-    storage_class: str = "shared-wekafs"
-    runtime_class: str | None = "nvidia"
-    image: str = DEFAULT_IMAGE
-    default_hours: int = 24
-    max_hours: int = 168
-    expose: str = "NodePort"
-    ssh_host: str | None = None
-    require_gpu: bool = True
-    reap_policy: str = "pause"
-
-    @classmethod
-    def from_config_maps(cls, config_maps: list[dict[str, Any]]) -> Platform:
-        data: dict[str, str] = {}
-        for config_map in sorted(config_maps, key=lambda c: c["metadata"]["name"]):
-            data.update(config_map.get("data") or {})
-        defaults = cls()
-
-        def number(key: str, default: int) -> int:
-            try:
-                return int(data.get(key, default))
-            except ValueError:
-                raise ToolkitError(
-                    f"{SYSTEM_NAMESPACE} ConfigMap key {key} is not a number: {data[key]!r}"
-                ) from None
-
-        return cls(
-            storage_class=data.get("storageClassName", defaults.storage_class),
-            runtime_class=data.get("runtimeClassName", defaults.runtime_class or "") or None,
-            image=data.get("image", defaults.image),
-            default_hours=number("defaultHours", defaults.default_hours),
-            max_hours=number("maxHours", defaults.max_hours),
-            expose=data.get("expose", defaults.expose),
-            ssh_host=data.get("sshHost") or None,
-            require_gpu=data.get("requireGpu", "true").lower() == "true",
-            reap_policy=data.get("reapPolicy", defaults.reap_policy),
-        )
-
-
-def platform(kube: Kube) -> Platform:
-    """One list call: every ConfigMap in toolkit-system labelled as shells configuration."""
-    try:
-        found = kube.list("ConfigMap", SYSTEM_NAMESPACE, labels=f"{CONFIG_LABEL}=true")["items"]
-    except ApiError as error:
-        if error.code != 404:
-            raise
-        found = []
-    return Platform.from_config_maps(found)
 
 
 def namespace_of(user: str) -> str:
@@ -128,52 +69,6 @@ def user_from_context(kube: Kube, explicit: str | None) -> str:
     raise BadInputError(
         "which user? pass --user NAME (operators), or use the kubeconfig 'toolkit user add' wrote (users)"
     )
-
-
-# --- nodes and GPUs --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeCapacity:
-    name: str
-    address: str
-    ready: bool
-    schedulable: bool
-    labels: dict[str, str]
-    gpus: int
-    cpu: Fraction
-    memory: Fraction
-
-    @classmethod
-    def from_node(cls, node: dict[str, Any]) -> NodeCapacity:
-        status = node.get("status") or {}
-        allocatable = status.get("allocatable") or {}
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
-        address = next((a["address"] for a in status.get("addresses") or [] if a["type"] == "InternalIP"), "")
-        return cls(
-            name=node["metadata"]["name"],
-            address=address,
-            ready=ready,
-            schedulable=not (node.get("spec") or {}).get("unschedulable", False),
-            labels=node["metadata"].get("labels") or {},
-            gpus=int(allocatable.get(GPU, "0")),
-            cpu=quantity.parse(allocatable.get("cpu", "0")),
-            memory=quantity.parse(allocatable.get("memory", "0")),
-        )
-
-    def matches(self, node_selector: dict[str, str]) -> bool:
-        return all(self.labels.get(key) == value for key, value in node_selector.items())
-
-
-def share(node: NodeCapacity, gpus: int) -> tuple[Fraction, Fraction]:
-    """The CPU and memory that come with `gpus` of this node: its proportional share, as ODC does.
-
-    An 8-GPU node with 192 CPUs and 2 TiB gives 24 CPUs and 256 GiB per GPU. A CPU-only shell gets
-    one GPU's share of the largest GPU node.
-    """
-    per = max(gpus, 1)
-    divisor = node.gpus or 1
-    return node.cpu * per / divisor, node.memory * per / divisor
 
 
 # --- create ---------------------------------------------------------------------------------
@@ -696,49 +591,3 @@ def reap(kube: Kube, user: str | None, now: datetime | None = None, dry_run: boo
                 pause(kube, shell.user, shell.name)
             done.append(Reaped(shell, "paused"))
     return done
-
-
-# --- capacity -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeAvailability:
-    name: str
-    gpus: int
-    gpus_used: int
-    ready: bool
-    schedulable: bool
-
-    @property
-    def gpus_free(self) -> int:
-        return max(self.gpus - self.gpus_used, 0) if self.ready and self.schedulable else 0
-
-
-def gpu_requests(pod: dict[str, Any]) -> int:
-    """GPUs a pod holds: its containers' requests, or limits where requests are unset."""
-    total = 0
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        resources = container.get("resources") or {}
-        amount = (resources.get("requests") or {}).get(GPU) or (resources.get("limits") or {}).get(GPU) or 0
-        total += int(amount)
-    return total
-
-
-def gpus_held(kube: Kube) -> dict[str, int]:
-    """GPUs requested per node by scheduled pods that have not finished. One list call."""
-    held: dict[str, int] = {}
-    for pod in kube.list("Pod", fields="status.phase!=Succeeded,status.phase!=Failed")["items"]:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node:
-            held[node] = held.get(node, 0) + gpu_requests(pod)
-    return held
-
-
-def availability(kube: Kube) -> list[NodeAvailability]:
-    """Per node: allocatable GPUs minus what scheduled, unfinished pods request. Two list calls."""
-    nodes = [NodeCapacity.from_node(n) for n in kube.list("Node")["items"]]
-    used = gpus_held(kube)
-    return [
-        NodeAvailability(n.name, n.gpus, used.get(n.name, 0), n.ready, n.schedulable)
-        for n in sorted(nodes, key=lambda n: n.name)
-    ]

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import quantity, shells, sshkeys
+from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.kubeconfig import write_private
 from toolkit.shell_manifests import MANAGED_BY, USER_LABEL
+from toolkit.shell_settings import SYSTEM_NAMESPACE
 
 ACCOUNT = "shell-user"
 TOKEN_SECRET = "shell-user-token"
@@ -79,7 +81,7 @@ def manifests(
             "metadata": {"name": shells.QUOTA_NAME, "namespace": namespace, "labels": labels},
             "spec": {
                 "hard": {
-                    f"requests.{shells.GPU}": str(max_gpus),
+                    f"requests.{GPU}": str(max_gpus),
                     "requests.cpu": quantity.cpu(cpu),
                     "requests.memory": quantity.memory(memory),
                 }
@@ -125,12 +127,12 @@ def manifests(
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": shells.SYSTEM_NAMESPACE, "labels": LABELS},
+            "metadata": {"name": SYSTEM_NAMESPACE, "labels": LABELS},
         },
         {
             "apiVersion": rbac,
             "kind": "Role",
-            "metadata": {"name": CONFIG_READER, "namespace": shells.SYSTEM_NAMESPACE, "labels": LABELS},
+            "metadata": {"name": CONFIG_READER, "namespace": SYSTEM_NAMESPACE, "labels": LABELS},
             "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
         },
         {
@@ -138,7 +140,7 @@ def manifests(
             "kind": "RoleBinding",
             "metadata": {
                 "name": f"{CONFIG_READER}-{user}",
-                "namespace": shells.SYSTEM_NAMESPACE,
+                "namespace": SYSTEM_NAMESPACE,
                 "labels": labels,
             },
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONFIG_READER},
@@ -219,7 +221,7 @@ def add(
         raise BadInputError(f"--max-gpus must be 0 or more, not {max_gpus}")
     if kubeconfig_path.is_dir():
         raise BadInputError(f"--output {kubeconfig_path} is a directory: name the kubeconfig file to write")
-    nodes = [shells.NodeCapacity.from_node(n) for n in kube.list("Node")["items"]]
+    nodes = [NodeCapacity.from_node(n) for n in kube.list("Node")["items"]]
     gpu_nodes = [n for n in nodes if n.gpus] or nodes
     if not gpu_nodes:
         raise BadInputError("the cluster has no nodes: run 'toolkit cluster up' first")
@@ -228,7 +230,7 @@ def add(
         raise BadInputError(
             f"--max-gpus {max_gpus} is more than the cluster's {sum(n.gpus for n in nodes)} GPUs"
         )
-    cpu_share, memory_share = shells.share(largest, max(max_gpus, 1))
+    cpu_share, memory_share = share(largest, max(max_gpus, 1))
     cpu_quota = quantity.parse(cpu, "--cpu") if cpu else cpu_share
     memory_quota = quantity.parse(memory, "--memory") if memory else memory_share
     namespace = shells.namespace_of(user)
@@ -241,7 +243,7 @@ def add(
         if not existed:
             kube.delete("Namespace", namespace)
             kube.delete("ClusterRoleBinding", f"{CLUSTER_ROLE}-{user}")
-            kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", shells.SYSTEM_NAMESPACE)
+            kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", SYSTEM_NAMESPACE)
         raise
     write_private(kubeconfig_path, kubeconfig_for(user, kube.server, token["token"], token.get("ca.crt", "")))
     return User(user, namespace, max_gpus, 0, "", True, github)
@@ -270,8 +272,8 @@ def list_users(kube: Kube) -> list[User]:
             User(
                 name=name,
                 namespace=ns["metadata"]["name"],
-                max_gpus=int(hard.get(f"requests.{shells.GPU}", "0")),
-                gpus_used=int(used.get(f"requests.{shells.GPU}", "0")),
+                max_gpus=int(hard.get(f"requests.{GPU}", "0")),
+                gpus_used=int(used.get(f"requests.{GPU}", "0")),
                 created=ns["metadata"].get("creationTimestamp", ""),
                 active=bool(quota),
                 github=profiles.get(ns["metadata"]["name"], ""),
@@ -291,7 +293,7 @@ def remove(kube: Kube, user: str, purge: bool) -> list[str]:
         if kube.delete("ClusterRoleBinding", f"{CLUSTER_ROLE}-{user}")
         else []
     )
-    if kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", shells.SYSTEM_NAMESPACE):
+    if kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", SYSTEM_NAMESPACE):
         removed.append(f"RoleBinding/{CONFIG_READER}-{user}")
     if purge:
         kube.delete("Namespace", namespace)

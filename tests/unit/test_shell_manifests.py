@@ -11,7 +11,9 @@ import pytest
 
 from tests.manifests import validate
 from toolkit import shell_manifests, shells, users
-from toolkit.shells import CreateRequest, NodeCapacity, Platform
+from toolkit.capacity import NodeCapacity
+from toolkit.shell_settings import Platform
+from toolkit.shells import CreateRequest
 from toolkit.sshkeys import generate_host_key
 
 H100_NODE = NodeCapacity(

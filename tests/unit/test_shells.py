@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.standins.kube_apiserver import FakeApiServer
-from toolkit import kube, shells, users
+from toolkit import capacity, kube, shells, users
 from toolkit.errors import BadInputError
 from toolkit.shells import CreateRequest, ShellFailed
 
@@ -73,7 +73,7 @@ def test_the_whole_flow_as_the_user(alice: kube.Kube, fake_cluster: FakeApiServe
     [listed] = shells.list_shells(alice, "alice")
     assert (listed.name, listed.gpus, listed.status) == ("train", 2, "ready")
     assert listed.endpoint == f"{created.ssh_host}:{created.ssh_port}"
-    assert sum(n.gpus_used for n in shells.availability(alice)) == 2
+    assert sum(n.gpus_used for n in capacity.availability(alice)) == 2
 
     assert shells.pause(alice, "alice", "train").status == "paused"
     assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
@@ -286,7 +286,9 @@ def test_load_balancer_shells_wait_for_the_address_and_use_port_22(
     assert shells.get_shell(alice, "alice", "train").endpoint == f"{node_address}:22"
 
 
-def test_create_makes_at_most_twelve_requests_and_list_one(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
+def test_create_makes_at_most_twelve_requests_and_list_one(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
     fake_cluster.reset_request_log()
     shells.create(alice, request(), lambda _: None)
     methods = [method for method, _ in fake_cluster.requests]

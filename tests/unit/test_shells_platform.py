@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.manifests import render, validate
-from toolkit.shells import Platform
+from toolkit.shell_settings import Platform
 
 
 def test_role_manifests_validate() -> None:

@@ -461,9 +461,9 @@ def avail(
     """GPUs free per node: allocatable minus what running pods request."""
     from rich.table import Table
 
-    from toolkit import kube, shells
+    from toolkit import capacity, kube
 
-    nodes = shells.availability(kube.connect(kubeconfig, context))
+    nodes = capacity.availability(kube.connect(kubeconfig, context))
     if output is Output.json:
         typer.echo(json.dumps([{**vars(n), "gpus_free": n.gpus_free} for n in nodes], indent=2))
         return

@@ -1,0 +1,70 @@
+"""Cluster-wide settings of shells, as `toolkit cluster up` leaves them in toolkit-system."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit.errors import ToolkitError
+from toolkit.kube import ApiError, Kube
+
+SYSTEM_NAMESPACE = "toolkit-system"
+CONFIG_LABEL = "toolkit.dev/shells-config"
+DEFAULT_IMAGE = "localhost/toolkit-shell:latest"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Cluster-wide settings for shells, from labelled ConfigMaps in toolkit-system.
+
+    `toolkit cluster up` writes them (roles wekafs_csi and shells_platform); a cluster without
+    them gets these defaults.
+    """
+
+    storage_class: str = "shared-wekafs"
+    runtime_class: str | None = "nvidia"
+    image: str = DEFAULT_IMAGE
+    default_hours: int = 24
+    max_hours: int = 168
+    expose: str = "NodePort"
+    ssh_host: str | None = None
+    require_gpu: bool = True
+    reap_policy: str = "pause"
+
+    @classmethod
+    def from_config_maps(cls, config_maps: list[dict[str, Any]]) -> Platform:
+        data: dict[str, str] = {}
+        for config_map in sorted(config_maps, key=lambda c: c["metadata"]["name"]):
+            data.update(config_map.get("data") or {})
+        defaults = cls()
+
+        def number(key: str, default: int) -> int:
+            try:
+                return int(data.get(key, default))
+            except ValueError:
+                raise ToolkitError(
+                    f"{SYSTEM_NAMESPACE} ConfigMap key {key} is not a number: {data[key]!r}"
+                ) from None
+
+        return cls(
+            storage_class=data.get("storageClassName", defaults.storage_class),
+            runtime_class=data.get("runtimeClassName", defaults.runtime_class or "") or None,
+            image=data.get("image", defaults.image),
+            default_hours=number("defaultHours", defaults.default_hours),
+            max_hours=number("maxHours", defaults.max_hours),
+            expose=data.get("expose", defaults.expose),
+            ssh_host=data.get("sshHost") or None,
+            require_gpu=data.get("requireGpu", "true").lower() == "true",
+            reap_policy=data.get("reapPolicy", defaults.reap_policy),
+        )
+
+
+def platform(kube: Kube) -> Platform:
+    """One list call: every ConfigMap in toolkit-system labelled as shells configuration."""
+    try:
+        found = kube.list("ConfigMap", SYSTEM_NAMESPACE, labels=f"{CONFIG_LABEL}=true")["items"]
+    except ApiError as error:
+        if error.code != 404:
+            raise
+        found = []
+    return Platform.from_config_maps(found)
