@@ -69,8 +69,8 @@ class ApiError(ToolkitError):
         self.code, self.reason = code, reason
 
 
-class UnreachableError(ToolkitError):
-    """No answer from the API server."""
+class UnreachableError(BadInputError):
+    """No answer from the API server the kubeconfig names: a wrong kubeconfig, or the cluster is down."""
 
 
 @dataclass

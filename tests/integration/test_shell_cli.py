@@ -109,7 +109,7 @@ def test_no_kubeconfig_and_unreachable_api_server(
     config = fake_cluster.kubeconfig(tmp_path / "gone.kubeconfig")
     fake_cluster.stop()
     gone = toolkit("shell", "list", "--user", "alice", "--kubeconfig", str(config))
-    assert gone.returncode == 4 and gone.stderr.startswith(
+    assert gone.returncode == 3 and gone.stderr.startswith(
         "error: cannot reach the Kubernetes API at https://127.0.0.1"
     )
     assert gone.stderr.count("\n") == 1

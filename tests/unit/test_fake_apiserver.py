@@ -265,3 +265,34 @@ def test_quota_admission_refuses_pods_over_the_quota(api: Any, fake_cluster: Fak
     event = wait_for(lambda: [e for e in fake_cluster.list("Event", "team") if e["reason"] == "FailedCreate"])
     assert "exceeded quota: q, requested: requests.nvidia.com/gpu=2" in event[0]["message"]
     assert fake_cluster.list("Pod", "team") == []
+
+
+def test_deletecollection_by_label_and_the_status_subresource(api: Any, fake_cluster: FakeApiServer) -> None:
+    core = client.CoreV1Api(api)
+    for name, tier in (("a", "tmp"), ("b", "tmp"), ("c", "keep")):
+        core.create_namespaced_config_map("default", {"metadata": {"name": name, "labels": {"tier": tier}}})
+    core.delete_collection_namespaced_config_map("default", label_selector="tier=tmp")
+    assert [c["metadata"]["name"] for c in fake_cluster.list("ConfigMap", "default")] == ["c"]
+    core.create_namespaced_service(
+        "default", {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
+    )
+    ingress = {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}}}
+    # A write to the main resource leaves the status alone; a write to /status changes only the status.
+    core.patch_namespaced_service("web", "default", ingress)
+    assert core.read_namespaced_service("web", "default").status.load_balancer.ingress is None
+    core.patch_namespaced_service_status("web", "default", {**ingress, "spec": {"type": "NodePort"}})
+    after = core.read_namespaced_service("web", "default")
+    assert (after.spec.type, after.status.load_balancer.ingress[0].ip) == ("ClusterIP", "192.0.2.7")
+
+
+def test_unschedulable_switch(api: Any, fake_cluster: FakeApiServer) -> None:
+    fake_cluster.behaviour.unschedulable = True
+    client.AppsV1Api(api).create_namespaced_stateful_set("default", statefulset("stuck"))
+    pod = wait_for(
+        lambda: (
+            (fake_cluster.get("Pod", "stuck-0", "default") or {}).get("status", {}).get("conditions")
+            and fake_cluster.get("Pod", "stuck-0", "default")
+        )
+    )
+    assert pod["status"]["conditions"][0]["reason"] == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in pod["status"]["conditions"][0]["message"]
