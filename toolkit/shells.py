@@ -30,6 +30,8 @@ SHELLS_SELECTOR = f"{manifests.MANAGED_BY}=toolkit,{manifests.COMPONENT}=shell"
 # Container waiting reasons that will not fix themselves: the create fails with the reason.
 FATAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
                  "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}  # fmt: skip
+# How long to wait for the pod to appear before asking whether its creation was refused.
+POD_CREATE_CHECK_SECONDS = 5
 # User names become namespaces (DNS-1123 labels) and the shell's Linux user (at most 32).
 USER_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$")
 
@@ -359,9 +361,9 @@ def wait_ready(kube: Kube, namespace: str, name: str, on_phase: Phase, timeout: 
     on_phase("scheduling")
     while time.monotonic() < deadline:
         remaining = max(1, int(deadline - time.monotonic()))
-        for event in kube.watch("Pod", namespace, fields=f"metadata.name={pod_name}", timeout=remaining):
-            if event["type"] == "DELETED":
-                continue
+        # Until the pod exists, come up every few seconds to see whether it was refused.
+        window = remaining if pod else min(remaining, POD_CREATE_CHECK_SECONDS)
+        for event in kube.watch("Pod", namespace, fields=f"metadata.name={pod_name}", timeout=window):
             if event["type"] not in ("ADDED", "MODIFIED"):
                 continue
             pod = event["object"]
@@ -375,7 +377,17 @@ def wait_ready(kube: Kube, namespace: str, name: str, on_phase: Phase, timeout: 
                 return pod
             if time.monotonic() >= deadline:
                 break
+        if not pod:
+            refused = _pod_refused(kube, namespace, name)
+            if refused:
+                raise ShellFailed(f"shell {name} cannot start: {refused}")
     raise ShellFailed(_timeout_cause(kube, namespace, name, pod, timeout))
+
+
+def _pod_refused(kube: Kube, namespace: str, name: str) -> str | None:
+    """Why the StatefulSet could not create its pod (a quota, an admission policy), if it said."""
+    events = kube.list("Event", namespace, fields=f"involvedObject.name={name},reason=FailedCreate")["items"]
+    return str(events[-1]["message"]).strip() if events else None
 
 
 def _timeout_cause(kube: Kube, namespace: str, name: str, pod: dict[str, Any], timeout: float) -> str:

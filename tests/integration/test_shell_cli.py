@@ -3,6 +3,7 @@ bad input is one line on stderr, exit code 3, and nothing created."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,6 @@ def test_shell_without_keys_uses_the_github_account_the_operator_recorded(
     created = toolkit("shell", "create", "train", "--github-url", github_server.url, "--kubeconfig", str(bob),
                       env={"TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")})  # fmt: skip
     assert created.returncode == 0, created.stderr
-    import base64
-
     secret = fake_cluster.get("Secret", "train-ssh", "user-bob")
     assert secret is not None
     key_data = keys.with_suffix(".pub").read_text().split()[1]

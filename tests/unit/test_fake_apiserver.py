@@ -3,6 +3,7 @@ relies on it. Checked with the official client's typed APIs, which validate resp
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -236,8 +237,6 @@ def test_rbac_limits_a_service_account_to_its_role(
             "type": "kubernetes.io/service-account-token",
         },
     )
-    import base64
-
     token = base64.b64decode(
         wait_for(lambda: (core.read_namespaced_secret("bot-token", "team").data or {}).get("token"))
     ).decode()

@@ -3,6 +3,8 @@ failure cause, and that bad input and failures leave nothing behind."""
 
 from __future__ import annotations
 
+import base64
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -114,8 +116,6 @@ def test_adding_a_collaborators_key_restarts_the_shell_with_both_keys(alice: kub
     shells.create(alice, request(), lambda _: None)
     other = KEY.replace("AAAAIHeQ", "AAAAIHeR").replace("alice@laptop", "bob@laptop")
     assert shells.add_keys(alice, "alice", "train", [other]) == 1
-    import base64
-
     secret = alice.get("Secret", "train-ssh", "user-alice")
     assert secret is not None
     assert base64.b64decode(secret["data"]["authorized_keys"]).decode().splitlines() == [KEY, other]
@@ -239,8 +239,6 @@ def test_user_remove_keeps_homes_unless_purged(
     assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
     assert [(u.name, u.active) for u in users.list_users(admin)] == [("alice", False)]
     users.remove(admin, "alice", purge=True)
-    import time
-
     deadline = time.monotonic() + 5
     while fake_cluster.get("Namespace", "user-alice") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -300,3 +298,18 @@ def test_create_makes_at_most_twelve_requests_and_list_one(
     fake_cluster.reset_request_log()
     assert len(shells.list_shells(alice, "alice")) == 4
     assert len(fake_cluster.requests) == 1
+
+
+def test_a_pod_the_api_refuses_fails_fast_with_the_reason(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    # Another quota in the user's namespace, which the toolkit does not read: admission refuses the pod.
+    fake_cluster.seed("ResourceQuota", {"metadata": {"name": "site-policy", "namespace": "user-alice"},
+                                        "spec": {"hard": {"requests.nvidia.com/gpu": "0"}}})  # fmt: skip
+    before = snapshot(fake_cluster)
+    started = time.monotonic()
+    with pytest.raises(ShellFailed) as failure:
+        shells.create(alice, request(), lambda _: None)
+    assert time.monotonic() - started < 20
+    assert "exceeded quota: site-policy" in str(failure.value)
+    assert snapshot(fake_cluster) == before

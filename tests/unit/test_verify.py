@@ -3,6 +3,7 @@ reports a failure in one line and leaves no user behind."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,6 @@ def test_shell_check_that_cannot_log_in_fails_and_cleans_up(
     check = verify.shell_check(admin_kubeconfig, tmp_path, gpus=1, timeout=10)
     assert check.check == "shell over ssh" and check.status == "fail"
     assert "\n" not in check.detail and check.detail
-    import time
-
     deadline = time.monotonic() + 5
     while fake_cluster.get("Namespace", "user-toolkit-verify") and time.monotonic() < deadline:
         time.sleep(0.05)
