@@ -327,8 +327,15 @@ def field_matcher(selector: str) -> Callable[[Obj], bool]:
 # --- patches ----------------------------------------------------------------------------------
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
+def merge_patch(target: Any, patch: Any, by_name: bool = False) -> Any:
+    """RFC 7386. With `by_name` (strategic merge), lists of named objects merge item by item, as the
+    built-in types declare for containers, env, volumes and ports; other lists are replaced."""
+    named_lists = by_name and isinstance(patch, list) and isinstance(target, list) and bool(patch)
+    if named_lists and all(isinstance(item, dict) and "name" in item for item in [*patch, *target]):
+        merged = {item["name"]: copy.deepcopy(item) for item in target}
+        for item in patch:
+            merged[item["name"]] = merge_patch(merged.get(item["name"]), item, by_name)
+        return list(merged.values())
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
@@ -336,28 +343,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def strategic_merge(target: Any, patch: Any) -> Any:
-    """Merge patch, except lists of named objects merge by name, as the built-in types declare."""
-    if isinstance(patch, list) and isinstance(target, list):
-        named = all(isinstance(item, dict) and "name" in item for item in [*patch, *target])
-        if named and patch:
-            merged = {item["name"]: copy.deepcopy(item) for item in target}
-            for item in patch:
-                merged[item["name"]] = strategic_merge(merged.get(item["name"]), item)
-            return list(merged.values())
-        return copy.deepcopy(patch)
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = strategic_merge(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value, by_name)
     return result
 
 
@@ -1261,7 +1247,7 @@ class FakeApiServer:
         elif content_type == "application/merge-patch+json":
             patched = merge_patch(target, patch)
         elif content_type == "application/strategic-merge-patch+json":
-            patched = strategic_merge(target, patch)
+            patched = merge_patch(target, patch, by_name=True)
         else:
             raise ApiError(
                 415,
