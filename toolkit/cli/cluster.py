@@ -47,34 +47,13 @@ def run_playbook_command(
     diff: bool = False,
     quiet_recap: bool = False,
     node: str | None = None,
-) -> int:
-    """Validate the inventory, run one playbook with progress, print the recap; its exit code.
-
-    `node`, when given, must be a k3s server or agent of the inventory.
-    """
-    return execute_playbook(
-        playbook, inventory_path, limit=limit, tags=tags, skip_tags=skip_tags, extra_vars=extra_vars,
-        check=check, diff=diff, quiet_recap=quiet_recap, node=node,
-    ).exit_code  # fmt: skip
-
-
-def execute_playbook(
-    playbook: str,
-    inventory_path: Path,
-    *,
-    limit: str | None = None,
-    tags: str | None = None,
-    skip_tags: str | None = None,
-    extra_vars: list[str] | None = None,
-    check: bool = False,
-    diff: bool = False,
-    quiet_recap: bool = False,
-    node: str | None = None,
     progress_to_stderr: bool = False,
 ) -> RunOutcome:
-    """run_playbook_command's work, returning the whole outcome (recap counts, set_stats data).
+    """Validate the inventory, run one playbook with progress, print the recap; the outcome (its
+    exit code, recap counts and set_stats data).
 
-    `progress_to_stderr` keeps stdout for a command's own output, such as JSON.
+    `node`, when given, must be a k3s server or agent of the inventory. `progress_to_stderr`
+    keeps stdout for a command's own output, such as JSON.
     """
     # Imported here so `toolkit --help` does not pay for Ansible, rich's live display and YAML.
     from rich.console import Console
@@ -142,7 +121,7 @@ def up(
             extra_vars=extra_vars,
             check=check,
             diff=diff,
-        )
+        ).exit_code
     )
 
 
@@ -178,7 +157,9 @@ def upgrade(
 
     Each node is drained before and uncordoned after; nodes already at that version are left alone.
     """
-    raise typer.Exit(run_playbook_command("upgrade.yml", inventory_path, limit=limit, extra_vars=extra_vars))
+    raise typer.Exit(
+        run_playbook_command("upgrade.yml", inventory_path, limit=limit, extra_vars=extra_vars).exit_code
+    )
 
 
 @app.command()
@@ -208,7 +189,7 @@ def reset(
         if not typer.confirm("Reset the cluster?", default=False):
             typer.echo("nothing was changed")
             raise typer.Exit(1)
-    raise typer.Exit(run_playbook_command("reset.yml", inventory_path, limit=limit))
+    raise typer.Exit(run_playbook_command("reset.yml", inventory_path, limit=limit).exit_code)
 
 
 @app.command()
@@ -244,7 +225,7 @@ def kubeconfig(
         fetched = (output or Path(scratch) / "admin.yaml").resolve()
         code = run_playbook_command(
             "kubeconfig.yml", inventory_path, extra_vars=[f"k3s_kubeconfig_dest={fetched}"], quiet_recap=True
-        )
+        ).exit_code
         if code != 0:
             raise typer.Exit(code)
         if output is None:
@@ -326,7 +307,7 @@ def verify(
 
     from toolkit import verify as acceptance
 
-    outcome = execute_playbook(
+    outcome = run_playbook_command(
         "verify.yml",
         inventory_path,
         extra_vars=extra_vars,
@@ -349,7 +330,7 @@ def verify(
     else:
         with tempfile.TemporaryDirectory(prefix="toolkit-verify-") as scratch:
             fetched = Path(scratch) / "admin.yaml"
-            fetch = execute_playbook(
+            fetch = run_playbook_command(
                 "kubeconfig.yml",
                 inventory_path,
                 extra_vars=[f"k3s_kubeconfig_dest={fetched}"],

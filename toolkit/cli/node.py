@@ -19,7 +19,7 @@ def _node_action(action: str, host: str, inventory_path: Path) -> None:
     raise typer.Exit(
         run_playbook_command(
             "node.yml", inventory_path, extra_vars=[f"node_action={action}", f"node_host={host}"], node=host
-        )
+        ).exit_code
     )
 
 
@@ -29,7 +29,9 @@ def add(host: HostArgument, *, inventory_path: InventoryOption) -> None:
 
     Runs site.yml on the host and on the servers (their certificates name every server).
     """
-    raise typer.Exit(run_playbook_command("site.yml", inventory_path, limit=f"{host},k3s_servers", node=host))
+    raise typer.Exit(
+        run_playbook_command("site.yml", inventory_path, limit=f"{host},k3s_servers", node=host).exit_code
+    )
 
 
 @app.command()
