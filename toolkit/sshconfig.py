@@ -35,19 +35,24 @@ class Entry:
 
     @property
     def alias(self) -> str:
-        return f"toolkit-{self.user}-{self.shell}"
+        return alias(self.user, self.shell)
 
 
-def _begin(alias: str) -> str:
-    return f"# >>> {alias} (written by toolkit shell)"
+def alias(user: str, shell: str) -> str:
+    """The shell's name in ssh: `ssh toolkit-USER-SHELL`."""
+    return f"toolkit-{user}-{shell}"
 
 
-def _end(alias: str) -> str:
-    return f"# <<< {alias}"
+def _begin(name: str) -> str:
+    return f"# >>> {name} (written by toolkit shell)"
 
 
-def _without_block(text: str, alias: str) -> str:
-    pattern = re.compile(rf"^{re.escape(_begin(alias))}\n.*?^{re.escape(_end(alias))}\n", re.M | re.S)
+def _end(name: str) -> str:
+    return f"# <<< {name}"
+
+
+def _without_block(text: str, name: str) -> str:
+    pattern = re.compile(rf"^{re.escape(_begin(name))}\n.*?^{re.escape(_end(name))}\n", re.M | re.S)
     return pattern.sub("", text)
 
 
@@ -95,15 +100,15 @@ def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool
 
 def remove_entry(user: str, shell: str, directory: Path | None = None) -> bool:
     directory = directory or config_dir()
-    alias = Entry(user, shell, "", 0, "").alias
+    name = alias(user, shell)
     ssh_config, known_hosts = directory / "ssh_config", directory / "known_hosts"
     if not ssh_config.exists():
         return False
     current = ssh_config.read_text()
-    updated = _without_block(current, alias)
+    updated = _without_block(current, name)
     _write(ssh_config, updated)
     if known_hosts.exists():
-        kept = [line for line in known_hosts.read_text().splitlines() if line.split(" ", 1)[0] != alias]
+        kept = [line for line in known_hosts.read_text().splitlines() if line.split(" ", 1)[0] != name]
         _write(known_hosts, "".join(f"{line}\n" for line in kept))
     return updated != current
 

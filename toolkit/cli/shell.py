@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -14,7 +15,9 @@ import typer
 from toolkit.cli import Output, command_group
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
+
+    from rich.console import Console
 
     from toolkit.kube import Kube
     from toolkit.shells import Shell
@@ -77,10 +80,10 @@ def _connect(kubeconfig: Path | None, context: str | None, user: str | None) -> 
     return connection, shells.user_from_context(connection, user)
 
 
-def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
+def _console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(highlight=False)
 
 
 def _keys(
@@ -114,17 +117,14 @@ def _expiry(shell: Shell, now: datetime) -> str:
     return f"[yellow]{text}[/]" if left < 3600 else text
 
 
-def _phase_reporter(console, what: str):  # type: ignore[no-untyped-def]
-    """A spinner on a terminal; one line per phase otherwise (logs, CI)."""
-    status = console.status(f"{what}: scheduling") if console.is_terminal else None
-
-    def report(phase: str) -> None:
-        if status is not None:
-            status.update(f"{what}: {phase}")
-        else:
-            console.print(f"{what}: {phase}")
-
-    return status, report
+@contextmanager
+def _phases(console: Console, what: str) -> Iterator[Callable[[str], None]]:
+    """A phase reporter: a spinner on a terminal, one line per phase otherwise (logs, CI)."""
+    if not console.is_terminal:
+        yield lambda phase: console.print(f"{what}: {phase}")
+        return
+    with console.status(f"{what}: scheduling") as status:
+        yield lambda phase: status.update(f"{what}: {phase}")
 
 
 @app.command()
@@ -213,14 +213,8 @@ def create(
         keep_on_failure=keep_on_failure,
     )
     console = _console()
-    status, report = _phase_reporter(console, f"shell {name}")
-    try:
-        if status is not None:
-            status.start()
+    with _phases(console, f"shell {name}") as report:
         created, _ = shells.create(connection, request, report)
-    finally:
-        if status is not None:
-            status.stop()
     expires = f"{created.expires_at:%Y-%m-%d %H:%M} UTC"
     console.print(f"[green]shell {name} is ready[/] on {created.node}; it expires {expires}")
     if created.ssh_host:
@@ -340,8 +334,7 @@ def connect(
     ssh = shutil.which("ssh")
     if ssh is None:
         raise MissingToolError("ssh is not installed (openssh-client)")
-    alias = sshconfig.Entry(who, name, "", 0, "").alias
-    os.execv(ssh, [ssh, "-F", str(config_file), alias])
+    os.execv(ssh, [ssh, "-F", str(config_file), entry.alias])
 
 
 @app.command()
@@ -399,14 +392,8 @@ def resume(
 
     connection, who = _connect(kubeconfig, context, user)
     console = _console()
-    status, report = _phase_reporter(console, f"shell {name}")
-    try:
-        if status is not None:
-            status.start()
+    with _phases(console, f"shell {name}") as report:
         shells.resume(connection, who, name, report, timeout)
-    finally:
-        if status is not None:
-            status.stop()
     console.print(f"[green]shell {name} is ready[/]")
 
 
