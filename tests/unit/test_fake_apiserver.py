@@ -57,6 +57,16 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> Any:
     raise AssertionError("condition not met in time")
 
 
+def pod_with(server: FakeApiServer, name: str, status_field: str) -> Any:
+    """The pod in `default` once its status has `status_field`."""
+
+    def found() -> Any:
+        pod = server.get("Pod", name, "default")
+        return pod if pod and pod.get("status", {}).get(status_field) else None
+
+    return wait_for(found)
+
+
 def test_version_passes_the_strict_client_models(api: Any) -> None:
     info = client.VersionApi(api).get_code()
     assert info.major == "1" and info.git_version.startswith("v1.33")
@@ -162,12 +172,7 @@ def test_statefulset_controller_scale_and_cascade(api: Any, fake_cluster: FakeAp
 def test_scheduler_reports_insufficient_gpus(api: Any, fake_cluster: FakeApiServer) -> None:
     apps = client.AppsV1Api(api)
     apps.create_namespaced_stateful_set("default", statefulset("huge", gpus=9))
-    pod = wait_for(
-        lambda: (
-            (fake_cluster.get("Pod", "huge-0", "default") or {}).get("status", {}).get("conditions")
-            and fake_cluster.get("Pod", "huge-0", "default")
-        )
-    )
+    pod = pod_with(fake_cluster, "huge-0", "conditions")
     condition = pod["status"]["conditions"][0]
     assert (condition["type"], condition["status"], condition["reason"]) == (
         "PodScheduled",
@@ -184,12 +189,7 @@ def test_scheduler_reports_insufficient_gpus(api: Any, fake_cluster: FakeApiServ
 def test_image_pull_backoff_switch(api: Any, fake_cluster: FakeApiServer) -> None:
     fake_cluster.behaviour.image_pull_backoff = True
     client.AppsV1Api(api).create_namespaced_stateful_set("default", statefulset("pull"))
-    pod = wait_for(
-        lambda: (
-            (fake_cluster.get("Pod", "pull-0", "default") or {}).get("status", {}).get("containerStatuses")
-            and fake_cluster.get("Pod", "pull-0", "default")
-        )
-    )
+    pod = pod_with(fake_cluster, "pull-0", "containerStatuses")
     assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
 
 
@@ -287,11 +287,6 @@ def test_deletecollection_by_label_and_the_status_subresource(api: Any, fake_clu
 def test_unschedulable_switch(api: Any, fake_cluster: FakeApiServer) -> None:
     fake_cluster.behaviour.unschedulable = True
     client.AppsV1Api(api).create_namespaced_stateful_set("default", statefulset("stuck"))
-    pod = wait_for(
-        lambda: (
-            (fake_cluster.get("Pod", "stuck-0", "default") or {}).get("status", {}).get("conditions")
-            and fake_cluster.get("Pod", "stuck-0", "default")
-        )
-    )
+    pod = pod_with(fake_cluster, "stuck-0", "conditions")
     assert pod["status"]["conditions"][0]["reason"] == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in pod["status"]["conditions"][0]["message"]
