@@ -252,20 +252,24 @@ def create(
     node, storage_class, runtime_class = _validate(kube, request, settings)
     spec = build_spec(request, settings, node, storage_class, runtime_class, started)
     applied: list[dict[str, Any]] = []
+
+    def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+        result = kube.apply(manifest)
+        applied.append(manifest)
+        return result
+
     try:
-        kube.apply(manifests.secret(spec))
-        applied.append(manifests.secret(spec))
+        apply(manifests.secret(spec))
         # Created, not applied: a home kept from an earlier shell of this name is reused as it is,
         # and never removed when this create fails.
-        _, new_home = kube.create(manifests.claim(spec))
+        claim = manifests.claim(spec)
+        _, new_home = kube.create(claim)
         if new_home:
-            applied.append(manifests.claim(spec))
+            applied.append(claim)
         else:
             on_phase("reusing the home volume kept from an earlier shell")
-        service = kube.apply(manifests.service(spec))
-        applied.append(manifests.service(spec))
-        kube.apply(manifests.network_policy(spec))
-        applied.append(manifests.network_policy(spec))
+        service = apply(manifests.service(spec))
+        apply(manifests.network_policy(spec))
         host = _endpoint_host(settings, node.address, service, spec.expose)
         ssh_port = _port(service, "ssh", spec.expose)
         web_port = _port(service, "web", spec.expose) if spec.web else None
@@ -274,9 +278,7 @@ def create(
             ssh_endpoint=f"{host}:{ssh_port}" if host else "",
             web_endpoint=f"{host}:{web_port}" if host and web_port else "",
         )
-        sts = manifests.statefulset(spec)
-        kube.apply(sts)
-        applied.append(sts)
+        apply(manifests.statefulset(spec))
         pod = wait_ready(kube, spec.namespace, spec.name, on_phase, request.timeout)
     except (ToolkitError, KeyboardInterrupt) as failure:
         if not request.keep_on_failure:
