@@ -9,7 +9,7 @@ read access to what `toolkit shell` must see cluster-wide (nodes, classes, pods'
 from __future__ import annotations
 
 import base64
-import time
+import contextlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -161,18 +161,12 @@ def manifests(
 
 
 def _wait_for_token(kube: Kube, namespace: str, timeout: float = 30) -> dict[str, str]:
-    """Kubernetes' token controller fills the Secret shortly after it is created."""
-    deadline = time.monotonic() + timeout
-    while True:
-        secret = kube.get("Secret", TOKEN_SECRET, namespace) or {}
-        data = secret.get("data") or {}
+    """Kubernetes' token controller fills the Secret shortly after it is created: watch for it."""
+    for event in kube.watch("Secret", namespace, fields=f"metadata.name={TOKEN_SECRET}", timeout=timeout):
+        data = (event["object"].get("data") or {}) if event["type"] in ("ADDED", "MODIFIED") else {}
         if data.get("token"):
             return {key: base64.b64decode(value).decode() for key, value in data.items()}
-        if time.monotonic() > deadline:
-            raise ToolkitError(
-                f"the API server did not issue a token for {namespace}/{ACCOUNT} in {timeout:.0f}s"
-            )
-        time.sleep(0.2)
+    raise ToolkitError(f"the API server did not issue a token for {namespace}/{ACCOUNT} in {timeout:.0f}s")
 
 
 def recorded_github(kube: Kube, user: str) -> str:
@@ -241,9 +235,8 @@ def add(
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
         if not existed:
-            kube.delete("Namespace", namespace)
-            kube.delete("ClusterRoleBinding", f"{CLUSTER_ROLE}-{user}")
-            kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", SYSTEM_NAMESPACE)
+            with contextlib.suppress(BadInputError):  # the namespace never got made: nothing to undo
+                remove(kube, user, purge=True)
         raise
     write_private(kubeconfig_path, kubeconfig_for(user, kube.server, token["token"], token.get("ca.crt", "")))
     return User(user, namespace, max_gpus, 0, "", True, github)

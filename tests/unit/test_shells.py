@@ -13,7 +13,7 @@ import pytest
 
 from tests.standins.kube_apiserver import FakeApiServer
 from toolkit import capacity, kube, shells, users
-from toolkit.errors import BadInputError
+from toolkit.errors import BadInputError, ToolkitError
 from toolkit.shells import CreateRequest, ShellFailed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
@@ -313,3 +313,20 @@ def test_a_pod_the_api_refuses_fails_fast_with_the_reason(
     assert time.monotonic() - started < 20
     assert "exceeded quota: site-policy" in str(failure.value)
     assert snapshot(fake_cluster) == before
+
+
+def test_user_add_that_fails_midway_leaves_no_user(
+    admin: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_token(*_: Any, **__: Any) -> dict[str, str]:
+        raise ToolkitError("the API server did not issue a token for user-erin/shell-user in 30s")
+
+    monkeypatch.setattr(users, "_wait_for_token", no_token)
+    with pytest.raises(ToolkitError, match="did not issue a token"):
+        users.add(admin, "erin", 1, tmp_path / "erin", None, None)
+    deadline = time.monotonic() + 5
+    while fake_cluster.get("Namespace", "user-erin") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_cluster.get("Namespace", "user-erin") is None
+    assert fake_cluster.get("ClusterRoleBinding", "toolkit-shell-user-erin") is None
+    assert not (tmp_path / "erin").exists()
