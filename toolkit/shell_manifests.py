@@ -16,7 +16,7 @@ from fractions import Fraction
 from typing import Any
 
 from toolkit import quantity
-from toolkit.sshkeys import HostKey
+from toolkit.sshkeys import KeyPair
 
 Manifest = dict[str, Any]
 
@@ -64,7 +64,7 @@ class ShellSpec:
     storage_class: str
     expires_at: datetime
     authorized_keys: tuple[str, ...]
-    host_key: HostKey
+    host_key: KeyPair
     ttyd_password: str
     ssh_endpoint: str  # "HOST:PORT" users connect to, or "" until a load balancer assigns one
     web: bool = False

@@ -22,7 +22,7 @@ from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.shell_settings import Platform, platform
-from toolkit.sshkeys import HostKey, generate_host_key
+from toolkit.sshkeys import KeyPair, generate_key_pair
 
 NAMESPACE_PREFIX = "user-"
 QUOTA_NAME = "shells"
@@ -176,7 +176,7 @@ def build_spec(
     storage_class: str,
     runtime_class: str | None,
     now: datetime,
-    host_key: HostKey | None = None,
+    host_key: KeyPair | None = None,
 ) -> manifests.ShellSpec:
     cpu_share, memory_share = share(node, request.gpus)
     cpu = quantity.parse(request.cpu, "--cpu") if request.cpu else cpu_share
@@ -203,7 +203,7 @@ def build_spec(
         storage_class=storage_class,
         expires_at=now + timedelta(hours=hours),
         authorized_keys=request.authorized_keys,
-        host_key=host_key or generate_host_key(),
+        host_key=host_key or generate_key_pair(),
         ttyd_password=secrets.token_urlsafe(18),
         ssh_endpoint="",
         web=request.web,

@@ -105,14 +105,15 @@ def gather(files: list[Path], github_users: list[str], base_url: str = GITHUB_KE
 
 
 @dataclass(frozen=True)
-class HostKey:
-    """A shell's SSH host key: the private key for its Secret, the public key for known_hosts."""
+class KeyPair:
+    """An ed25519 key pair: a shell's host key (the private key for its Secret, the public one for
+    known_hosts), or a client key (`toolkit cluster verify` logging in to its test shell)."""
 
     private_openssh: str
     public: str  # "ssh-ed25519 AAAA..."
 
 
-def generate_host_key() -> HostKey:
+def generate_key_pair() -> KeyPair:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -121,4 +122,4 @@ def generate_host_key() -> HostKey:
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     ).decode()
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return HostKey(private_openssh=private, public=public.decode())
+    return KeyPair(private_openssh=private, public=public.decode())

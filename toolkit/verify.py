@@ -47,18 +47,14 @@ def checks_from_stats(stats: dict[str, Any]) -> list[Check]:
 def shell_check(kubeconfig: Path, scratch: Path, gpus: int, timeout: float = 300) -> Check:
     """Create a shell for a throwaway user, run `id -un` in it over SSH, remove both."""
     import paramiko
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from toolkit import kube, shells, users
+    from toolkit.sshkeys import generate_key_pair
 
     admin = kube.connect(kubeconfig)
-    client_key = Ed25519PrivateKey.generate()
-    public = client_key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
+    client_key = generate_key_pair()
     request = shells.CreateRequest(
-        name="verify", user=VERIFY_USER, authorized_keys=(f"{public.decode()} toolkit-verify",), gpus=gpus,
+        name="verify", user=VERIFY_USER, authorized_keys=(f"{client_key.public} toolkit-verify",), gpus=gpus,
         storage="1Gi", hours=1, timeout=timeout,
     )  # fmt: skip
     try:
@@ -71,10 +67,7 @@ def shell_check(kubeconfig: Path, scratch: Path, gpus: int, timeout: float = 300
             address, algorithm, paramiko.PKey.from_type_string(algorithm, base64.b64decode(blob))
         )
         ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
-        private = client_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
-        pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(private.decode()))
+        pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(client_key.private_openssh))
         ssh.connect(created.ssh_host, port=created.ssh_port, username=VERIFY_USER, pkey=pkey,
                     look_for_keys=False, allow_agent=False, timeout=30)  # fmt: skip
         try:

@@ -14,7 +14,7 @@ from toolkit import shell_manifests, shells, users
 from toolkit.capacity import NodeCapacity
 from toolkit.shell_settings import Platform
 from toolkit.shells import CreateRequest
-from toolkit.sshkeys import generate_host_key
+from toolkit.sshkeys import generate_key_pair
 
 H100_NODE = NodeCapacity(
     name="gpu-1", address="10.0.0.11", ready=True, schedulable=True, labels={}, gpus=8,
@@ -28,7 +28,7 @@ def spec(**changes: Any) -> shell_manifests.ShellSpec:
         name="train", user="alice", authorized_keys=("ssh-ed25519 AAAA alice",), **changes
     )
     return shells.build_spec(
-        request, Platform(), H100_NODE, "shared-wekafs", "nvidia", NOW, generate_host_key()
+        request, Platform(), H100_NODE, "shared-wekafs", "nvidia", NOW, generate_key_pair()
     )
 
 

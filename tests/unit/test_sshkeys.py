@@ -78,7 +78,7 @@ def test_keys_are_deduplicated_by_key_data(keypair: Path, github: str) -> None:
 
 
 def test_generated_host_key_is_one_ssh_keygen_reads(tmp_path: Path) -> None:
-    host_key = sshkeys.generate_host_key()
+    host_key = sshkeys.generate_key_pair()
     path = tmp_path / "host"
     path.write_text(host_key.private_openssh)
     path.chmod(0o600)
