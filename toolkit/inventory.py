@@ -27,6 +27,15 @@ PINNED_VERSIONS = (
 )
 FLOATING_VERSIONS = ("", "latest", "stable", "current")
 
+# Why the server count must be odd. The k3s role's preflight asserts the same rule on the hosts
+# it runs on; this is the toolkit's one copy of it, for inventories and lab plans.
+ODD_SERVERS_REASON = "embedded etcd needs an odd number (1, 3, 5)"
+
+
+def is_odd_server_count(count: int) -> bool:
+    """Embedded etcd keeps a majority when one server fails only with 1, 3, 5... servers."""
+    return count > 0 and count % 2 == 1
+
 
 @dataclass(frozen=True)
 class Inventory:
@@ -164,8 +173,8 @@ def check(inventory: Inventory) -> Findings:
     if inventory.vars_error:
         warnings.append(f"variables were not checked: {inventory.vars_error}")
     servers = inventory.hosts("k3s_servers")
-    if len(servers) % 2 == 0 and servers:
-        errors.append(f"k3s_servers has {len(servers)} hosts: embedded etcd needs an odd number (1, 3, 5)")
+    if servers and not is_odd_server_count(len(servers)):
+        errors.append(f"k3s_servers has {len(servers)} hosts: {ODD_SERVERS_REASON}")
     if len(servers) > 1 and not _setting(inventory, servers[0], "k3s_api_endpoint"):
         errors.append(
             f"k3s_api_endpoint is not set: with {len(servers)} servers, joiners and kubeconfigs need "

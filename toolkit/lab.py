@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
+from toolkit.inventory import ODD_SERVERS_REASON, is_odd_server_count
 
 LAB_IMAGE = "localhost/toolkit-lab-host:bookworm"
 LAB_LABEL = "io.toolkit.lab"
@@ -92,8 +93,8 @@ def plan_hosts(count: int, servers: int, subnet: str) -> list[LabHost]:
     """Names and addresses of a lab of `count` hosts, the first `servers` of them k3s servers."""
     if not 1 <= count <= MAX_HOSTS:
         raise BadInputError(f"--hosts must be between 1 and {MAX_HOSTS}, got {count}")
-    if servers < 1 or servers % 2 == 0:
-        raise BadInputError(f"--servers must be odd (etcd needs a majority), got {servers}")
+    if not is_odd_server_count(servers):
+        raise BadInputError(f"--servers must be odd, got {servers}: {ODD_SERVERS_REASON}")
     if servers > count:
         raise BadInputError(f"--servers ({servers}) cannot exceed --hosts ({count})")
     try:

@@ -3,9 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from toolkit import inventory
 from toolkit.errors import BadInputError
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 COMPLETE = """\
 cluster:
@@ -121,6 +124,14 @@ def test_a_valid_site_has_no_findings(tmp_path: Path) -> None:
 def test_even_number_of_servers_is_an_error(tmp_path: Path) -> None:
     errors = findings(site(tmp_path, servers=2, settings="    k3s_api_endpoint: k3s.local\n")).errors
     assert errors == ["k3s_servers has 2 hosts: embedded etcd needs an odd number (1, 3, 5)"]
+
+
+def test_the_k3s_preflight_asserts_the_same_odd_server_rule() -> None:
+    preflight = yaml.safe_load((PROJECT / "roles" / "k3s" / "tasks" / "preflight.yml").read_text())
+    (task,) = [task for task in preflight if task["name"] == "Assert an odd number of servers"]
+    assert task["ansible.builtin.assert"]["that"] == "_k3s_servers | length % 2 == 1"
+    assert inventory.ODD_SERVERS_REASON in " ".join(task["ansible.builtin.assert"]["fail_msg"].split())
+    assert [n for n in range(-1, 8) if inventory.is_odd_server_count(n)] == [1, 3, 5, 7]
 
 
 def test_ha_without_api_endpoint_is_an_error(tmp_path: Path) -> None:

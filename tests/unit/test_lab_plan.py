@@ -25,6 +25,7 @@ def test_default_lab_is_one_server_and_two_agents() -> None:
         (0, 1, lab.DEFAULT_SUBNET, "--hosts must be between"),
         (lab.MAX_HOSTS + 1, 1, lab.DEFAULT_SUBNET, "--hosts must be between"),
         (4, 2, lab.DEFAULT_SUBNET, "--servers must be odd"),
+        (3, 0, lab.DEFAULT_SUBNET, "--servers must be odd"),
         (2, 3, lab.DEFAULT_SUBNET, "cannot exceed"),
         (3, 1, "not-a-net", "is not a network"),
         (3, 1, "10.0.0.0/29", "too small"),
