@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from toolkit.errors import BadInputError
+from toolkit.paths import write_private
 
 
-def _named(entries: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def _without(entries: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [entry for entry in entries if entry.get("name") != name]
 
 
@@ -27,29 +27,25 @@ def merge(existing: dict[str, Any], fetched: dict[str, Any], context: str) -> di
         raise BadInputError("the fetched kubeconfig has no cluster or user") from None
     merged = {"apiVersion": "v1", "kind": "Config", "preferences": {}, **existing}
     merged["clusters"] = [
-        *_named(existing.get("clusters") or [], context),
+        *_without(existing.get("clusters") or [], context),
         {"name": context, "cluster": cluster},
     ]
-    merged["users"] = [*_named(existing.get("users") or [], context), {"name": context, "user": user}]
+    merged["users"] = [*_without(existing.get("users") or [], context), {"name": context, "user": user}]
     merged["contexts"] = [
-        *_named(existing.get("contexts") or [], context),
+        *_without(existing.get("contexts") or [], context),
         {"name": context, "context": {"cluster": context, "user": context}},
     ]
     merged["current-context"] = context
     return merged
 
 
-def write_private(path: Path, document: dict[str, Any]) -> None:
-    """Write a kubeconfig readable by its owner only, never briefly world-readable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        yaml.safe_dump(document, handle, sort_keys=False)
-    path.chmod(0o600)
+def write_kubeconfig(path: Path, document: dict[str, Any]) -> None:
+    """A kubeconfig holds credentials: readable by its owner only."""
+    write_private(path, yaml.safe_dump(document, sort_keys=False))
 
 
 def merge_into(target: Path, fetched_file: Path, context: str) -> None:
     existing = yaml.safe_load(target.read_text()) if target.exists() else {}
     if not isinstance(existing, dict):
         raise BadInputError(f"{target} is not a kubeconfig")
-    write_private(target, merge(existing, yaml.safe_load(fetched_file.read_text()), context))
+    write_kubeconfig(target, merge(existing, yaml.safe_load(fetched_file.read_text()), context))

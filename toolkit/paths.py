@@ -26,5 +26,15 @@ def project_dir() -> Path:
 
 
 def state_dir(project: Path) -> Path:
-    """Gitignored working state of this checkout: lab keys, run artifacts."""
+    """Gitignored working state of this checkout: lab keys, run artifacts, cached facts, build logs."""
     return project / ".cache"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, never briefly readable by others, in a 0700 directory
+    when it has to make one. An existing file is narrowed to 0600 too."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)

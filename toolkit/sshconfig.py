@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from toolkit.paths import write_private
+
 CONFIG_DIR_ENV = "TOOLKIT_CONFIG_DIR"
 
 
@@ -56,13 +58,6 @@ def _without_block(text: str, name: str) -> str:
     return pattern.sub("", text)
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-
-
 def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool = False) -> Path:
     """Add or replace the shell's Host entry and its known_hosts line; the ssh_config path.
 
@@ -91,10 +86,10 @@ def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool
     if entry.identity_file:
         lines += [f"    IdentityFile {entry.identity_file}", "    IdentitiesOnly yes"]
     lines.append(_end(entry.alias))
-    _write(ssh_config, _without_block(current, entry.alias) + "\n".join(lines) + "\n")
+    write_private(ssh_config, _without_block(current, entry.alias) + "\n".join(lines) + "\n")
     pinned = known_hosts.read_text() if known_hosts.exists() else ""
     kept = [line for line in pinned.splitlines() if line.split(" ", 1)[0] != entry.alias]
-    _write(known_hosts, "".join(f"{line}\n" for line in [*kept, f"{entry.alias} {entry.host_key}"]))
+    write_private(known_hosts, "".join(f"{line}\n" for line in [*kept, f"{entry.alias} {entry.host_key}"]))
     return ssh_config
 
 
@@ -106,10 +101,10 @@ def remove_entry(user: str, shell: str, directory: Path | None = None) -> bool:
         return False
     current = ssh_config.read_text()
     updated = _without_block(current, name)
-    _write(ssh_config, updated)
+    write_private(ssh_config, updated)
     if known_hosts.exists():
         kept = [line for line in known_hosts.read_text().splitlines() if line.split(" ", 1)[0] != name]
-        _write(known_hosts, "".join(f"{line}\n" for line in kept))
+        write_private(known_hosts, "".join(f"{line}\n" for line in kept))
     return updated != current
 
 
@@ -130,5 +125,5 @@ def set_include(enabled: bool, user_config: Path | None = None, directory: Path 
     else:
         updated = "".join(f"{kept}\n" for kept in current.splitlines() if kept != line)
     user_config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write(user_config, updated)
+    write_private(user_config, updated)
     return True
