@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.standins.kube_apiserver import FakeApiServer
-from toolkit import kube, shell_manifests, shells, users
+from toolkit import kube, shell_create, shell_manifests, shells, users
 from toolkit.capacity import NodeCapacity
+from toolkit.shell_plan import ClusterFacts, CreateRequest, plan_create
 from toolkit.shell_settings import Platform
-from toolkit.shells import CreateRequest
 
 LATENCY = 0.020
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa bench@laptop"
@@ -44,7 +44,7 @@ def create_until_ready(root: Path) -> None:
         server.behaviour.latency = LATENCY
         server.reset_request_log()
         started = time.monotonic()
-        shells.create(
+        shell_create.create(
             alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None
         )
         elapsed = time.monotonic() - started
@@ -62,7 +62,12 @@ def list_thousand(root: Path) -> None:
         spec_request = CreateRequest(name="template", user="alice", authorized_keys=(KEY,))
         node = NodeCapacity.from_node(server.list("Node")[0])
         now = datetime.now(UTC)
-        spec = shells.build_spec(spec_request, Platform(), node, "shared-wekafs", "nvidia", now)
+        facts = ClusterFacts(
+            settings=Platform(), nodes=(node,), quota={"spec": {"hard": {"requests.nvidia.com/gpu": "8"}}},
+            storage_class="shared-wekafs", storage_class_exists=True, runtime_class="nvidia",
+            runtime_class_exists=True, shell_exists=False,
+        )  # fmt: skip
+        spec = plan_create(spec_request, facts, now).spec
         for index in range(1000):
             sts = shell_manifests.statefulset(replace(spec, name=f"shell-{index:04d}"))
             sts["spec"]["replicas"] = 0  # paused: the list is what is measured, not 1000 pods
@@ -90,7 +95,7 @@ def fifty_at_once(root: Path) -> None:
             connection = kube.connect(root / f"user{index:02d}")
             request = CreateRequest(name="train", user=f"user{index:02d}", authorized_keys=(KEY,))
             try:
-                shells.create(connection, request, lambda _: None)
+                shell_create.create(connection, request, lambda _: None)
             except Exception as error:  # counted and shown: every failure matters here
                 return f"{type(error).__name__}: {error}"
             return "ok"

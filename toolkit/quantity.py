@@ -22,7 +22,6 @@ _SCALE = {
     "Pi": Fraction(2**50),
 }
 _PATTERN = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi|)\s*$")
-GIB = 2**30
 
 
 def parse(text: str, what: str = "quantity") -> Fraction:
@@ -49,5 +48,6 @@ def human_bytes(value: Fraction) -> str:
     for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20)):
         if value >= size:
             amount = value / size
-            return f"{amount:.0f}{unit}" if amount.denominator == 1 else f"{float(amount):.1f}{unit}"
+            # Fraction has no format spec before Python 3.12: whole amounts go through int.
+            return f"{int(amount)}{unit}" if amount.denominator == 1 else f"{float(amount):.1f}{unit}"
     return f"{int(value)}"

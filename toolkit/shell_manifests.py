@@ -16,14 +16,14 @@ from fractions import Fraction
 from typing import Any
 
 from toolkit import quantity
+from toolkit.errors import BadInputError
 from toolkit.sshkeys import KeyPair
+from toolkit.tenancy import MANAGED_BY, USER_LABEL
 
 Manifest = dict[str, Any]
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
 SHELL_LABEL = "toolkit.dev/shell"
-USER_LABEL = "toolkit.dev/user"
 EXPIRES_AT = "toolkit.dev/expires-at"
 HOST_KEY = "toolkit.dev/ssh-host-key"
 ENDPOINT = "toolkit.dev/ssh-endpoint"
@@ -73,6 +73,15 @@ class ShellSpec:
     node_selector: dict[str, str] = field(default_factory=dict)
     expose: str = "NodePort"
     web_endpoint: str = ""
+
+
+def check_shell_name(name: str) -> str:
+    if not SHELL_NAME.match(name):
+        raise BadInputError(
+            f"shell name {name!r} is invalid: use 1-40 lowercase letters, digits and '-', starting with a "
+            "letter and ending with a letter or digit"
+        )
+    return name
 
 
 def labels(name: str, user: str) -> dict[str, str]:
@@ -258,13 +267,3 @@ def network_policy(spec: ShellSpec) -> Manifest:
             "ingress": [{"ports": ports}],
         },
     }
-
-
-def render_network(spec: ShellSpec) -> list[Manifest]:
-    """The Service first, so its node port is known when the StatefulSet records its endpoint."""
-    return [service(spec), network_policy(spec)]
-
-
-def render(spec: ShellSpec) -> list[Manifest]:
-    """Every object of the shell, in the order they are applied."""
-    return [secret(spec), claim(spec), *render_network(spec), statefulset(spec)]

@@ -19,9 +19,9 @@ from toolkit import quantity, shells, sshkeys
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
-from toolkit.kubeconfig import write_private
-from toolkit.shell_manifests import MANAGED_BY, USER_LABEL
+from toolkit.kubeconfig import write_kubeconfig
 from toolkit.shell_settings import SYSTEM_NAMESPACE
+from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, USER_LABEL, check_user_name, namespace_of
 
 ACCOUNT = "shell-user"
 TOKEN_SECRET = "shell-user-token"
@@ -51,6 +51,10 @@ CLUSTER_RULES = [
 ]
 
 
+class NoSuchUser(BadInputError):
+    """The cluster has no namespace for this user."""
+
+
 @dataclass(frozen=True)
 class User:
     name: str
@@ -63,14 +67,14 @@ class User:
 
 
 def _binding_subject(user: str) -> list[dict[str, str]]:
-    return [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": shells.namespace_of(user)}]
+    return [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace_of(user)}]
 
 
 def manifests(
     user: str, max_gpus: int, cpu: Fraction, memory: Fraction, github: str = ""
 ) -> list[dict[str, Any]]:
     """Every object of one user, in the order they are applied."""
-    namespace = shells.namespace_of(user)
+    namespace = namespace_of(user)
     labels = {**LABELS, USER_LABEL: user}
     rbac = "rbac.authorization.k8s.io/v1"
     return [
@@ -78,7 +82,7 @@ def manifests(
         {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
-            "metadata": {"name": shells.QUOTA_NAME, "namespace": namespace, "labels": labels},
+            "metadata": {"name": QUOTA_NAME, "namespace": namespace, "labels": labels},
             "spec": {
                 "hard": {
                     f"requests.{GPU}": str(max_gpus),
@@ -171,8 +175,17 @@ def _wait_for_token(kube: Kube, namespace: str, timeout: float = 30) -> dict[str
 
 def recorded_github(kube: Kube, user: str) -> str:
     """The GitHub account the operator recorded for the user, or ""."""
-    profile = kube.get("ConfigMap", PROFILE, shells.namespace_of(user)) or {}
+    profile = kube.get("ConfigMap", PROFILE, namespace_of(user)) or {}
     return str((profile.get("data") or {}).get("github", ""))
+
+
+def shell_keys(kube: Kube, user: str, ssh_keys: list[Path], github: list[str], github_url: str) -> list[str]:
+    """The public keys given for a shell; with none, those of the GitHub account recorded for the user."""
+    github_users = list(github)
+    if not ssh_keys and not github_users:
+        account = recorded_github(kube, user)
+        github_users = [account] if account else []
+    return sshkeys.gather(ssh_keys, github_users, github_url)
 
 
 def kubeconfig_for(user: str, server: str, token: str, ca_certificate: str) -> dict[str, Any]:
@@ -186,7 +199,7 @@ def kubeconfig_for(user: str, server: str, token: str, ca_certificate: str) -> d
         "clusters": [{"name": name, "cluster": cluster}],
         "users": [{"name": name, "user": {"token": token}}],
         "contexts": [
-            {"name": name, "context": {"cluster": name, "user": name, "namespace": shells.namespace_of(user)}}
+            {"name": name, "context": {"cluster": name, "user": name, "namespace": namespace_of(user)}}
         ],
         "current-context": name,
         "preferences": {},
@@ -208,7 +221,7 @@ def add(
     `github` records the user's GitHub account: their shells get its published keys when no key
     is given. It must publish at least one key.
     """
-    shells.check_user_name(user)
+    check_user_name(user)
     if github:
         sshkeys.keys_from_github(github, github_url)
     if max_gpus < 0:
@@ -227,7 +240,7 @@ def add(
     cpu_share, memory_share = share(largest, max(max_gpus, 1))
     cpu_quota = quantity.parse(cpu, "--cpu") if cpu else cpu_share
     memory_quota = quantity.parse(memory, "--memory") if memory else memory_share
-    namespace = shells.namespace_of(user)
+    namespace = namespace_of(user)
     existed = kube.get("Namespace", namespace) is not None
     try:
         for manifest in manifests(user, max_gpus, cpu_quota, memory_quota, github):
@@ -235,10 +248,11 @@ def add(
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
         if not existed:
-            with contextlib.suppress(BadInputError):  # the namespace never got made: nothing to undo
+            with contextlib.suppress(NoSuchUser):  # the namespace never got made: nothing to undo
                 remove(kube, user, purge=True)
         raise
-    write_private(kubeconfig_path, kubeconfig_for(user, kube.server, token["token"], token.get("ca.crt", "")))
+    document = kubeconfig_for(user, kube.server, token["token"], token.get("ca.crt", ""))
+    write_kubeconfig(kubeconfig_path, document)
     return User(user, namespace, max_gpus, 0, "", True, github)
 
 
@@ -248,7 +262,7 @@ def list_users(kube: Kube) -> list[User]:
     quotas = {
         q["metadata"]["namespace"]: q
         for q in kube.list("ResourceQuota", labels=f"{MANAGED_BY}=toolkit")["items"]
-        if q["metadata"]["name"] == shells.QUOTA_NAME
+        if q["metadata"]["name"] == QUOTA_NAME
     }
     profiles = {
         c["metadata"]["namespace"]: (c.get("data") or {}).get("github", "")
@@ -277,10 +291,10 @@ def list_users(kube: Kube) -> list[User]:
 
 def remove(kube: Kube, user: str, purge: bool) -> list[str]:
     """Remove the user's shells and access; their homes (PVCs) stay unless `purge`."""
-    shells.check_user_name(user)
-    namespace = shells.namespace_of(user)
+    check_user_name(user)
+    namespace = namespace_of(user)
     if kube.get("Namespace", namespace) is None:
-        raise BadInputError(f"there is no user {user!r} on this cluster (toolkit user list shows them)")
+        raise NoSuchUser(f"there is no user {user!r} on this cluster (toolkit user list shows them)")
     removed = (
         [f"ClusterRoleBinding/{CLUSTER_ROLE}-{user}"]
         if kube.delete("ClusterRoleBinding", f"{CLUSTER_ROLE}-{user}")
@@ -299,7 +313,7 @@ def remove(kube: Kube, user: str, purge: bool) -> list[str]:
         ("RoleBinding", ACCOUNT),
         ("Role", ACCOUNT),
         ("ServiceAccount", ACCOUNT),
-        ("ResourceQuota", shells.QUOTA_NAME),
+        ("ResourceQuota", QUOTA_NAME),
     ):
         if kube.delete(kind, name, namespace):
             removed.append(f"{kind}/{name}")

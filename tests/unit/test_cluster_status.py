@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tests.standins.kube_apiserver import FakeApiServer
 from toolkit import cluster_status, kube, shells, users
-from toolkit.shells import CreateRequest
+from toolkit.shell_create import create
+from toolkit.shell_plan import CreateRequest
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
 
@@ -20,10 +21,8 @@ def test_status_counts_gpus_held_per_node_and_lists_shells(
     fake_cluster.add_gpu_node("server-1", gpus=0, labels={"node-role.kubernetes.io/control-plane": "true"})
     admin = kube.connect(admin_kubeconfig)
     users.add(admin, "alice", 4, tmp_path / "alice", None, None)
-    shells.create(
-        admin, CreateRequest(name="train", user="alice", authorized_keys=(KEY,), gpus=3), lambda _: None
-    )
-    shells.create(admin, CreateRequest(name="idle", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    create(admin, CreateRequest(name="train", user="alice", authorized_keys=(KEY,), gpus=3), lambda _: None)
+    create(admin, CreateRequest(name="idle", user="alice", authorized_keys=(KEY,)), lambda _: None)
     shells.pause(admin, "alice", "idle")
 
     found = cluster_status.collect(admin)

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from tests.manifests import validate
-from toolkit import shell_manifests, shells, users
+from toolkit import shell_manifests, users
 from toolkit.capacity import NodeCapacity
+from toolkit.shell_plan import ClusterFacts, CreateRequest, Endpoint, ShellPlan, plan_create
 from toolkit.shell_settings import Platform
-from toolkit.shells import CreateRequest
-from toolkit.sshkeys import generate_key_pair
 
 H100_NODE = NodeCapacity(
     name="gpu-1", address="10.0.0.11", ready=True, schedulable=True, labels={}, gpus=8,
@@ -23,18 +22,28 @@ H100_NODE = NodeCapacity(
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def spec(**changes: Any) -> shell_manifests.ShellSpec:
+FACTS = ClusterFacts(
+    settings=Platform(), nodes=(H100_NODE,), quota={"spec": {"hard": {"requests.nvidia.com/gpu": "8"}}},
+    storage_class="shared-wekafs", storage_class_exists=True, runtime_class="nvidia",
+    runtime_class_exists=True, shell_exists=False,
+)  # fmt: skip
+ENDPOINT = Endpoint("10.0.0.11", 30022, 30681)
+
+
+def plan(**changes: Any) -> ShellPlan:
     request = CreateRequest(
         name="train", user="alice", authorized_keys=("ssh-ed25519 AAAA alice",), **changes
     )
-    return shells.build_spec(
-        request, Platform(), H100_NODE, "shared-wekafs", "nvidia", NOW, generate_key_pair()
-    )
+    return plan_create(request, FACTS, NOW)
+
+
+def spec(**changes: Any) -> shell_manifests.ShellSpec:
+    return plan(**changes).spec
 
 
 @pytest.mark.parametrize("web", [False, True])
 def test_every_shell_object_validates(web: bool) -> None:
-    validate(shell_manifests.render(spec(web=web, shm="16Gi")))
+    validate(plan(web=web, shm="16Gi").objects(ENDPOINT))
 
 
 def test_user_objects_validate() -> None:
@@ -72,7 +81,7 @@ def test_network_policy_admits_only_ssh_and_ttyd() -> None:
 
 
 def test_every_object_carries_the_managed_by_shell_and_user_labels() -> None:
-    for manifest in shell_manifests.render(spec()):
+    for manifest in plan().objects(ENDPOINT):
         labels = manifest["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "toolkit", manifest["kind"]
         assert (labels["toolkit.dev/shell"], labels["toolkit.dev/user"]) == ("train", "alice")

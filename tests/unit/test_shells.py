@@ -14,7 +14,9 @@ import pytest
 from tests.standins.kube_apiserver import FakeApiServer
 from toolkit import capacity, kube, shells, users
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.shells import CreateRequest, ShellFailed
+from toolkit.shell_create import create
+from toolkit.shell_plan import CreateRequest
+from toolkit.shell_wait import ShellFailed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
 
@@ -66,12 +68,17 @@ def test_user_add_writes_a_private_kubeconfig_for_their_namespace(admin: kube.Ku
 
 def test_the_whole_flow_as_the_user(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
     seen, report = phases()
-    created, spec = shells.create(alice, request(gpus=2, web=True), report)
+    created = create(alice, request(gpus=2, web=True), report)
     assert seen[0] == "scheduling" and seen[-1] == "ready"
     assert created.node in ("gpu-1", "gpu-2") and created.ssh_port >= 30000
-    assert (
-        created.host_key == spec.host_key.public and created.web_credential == f"alice:{spec.ttyd_password}"
+    sts, secret = (
+        fake_cluster.get("StatefulSet", "train", "user-alice"),
+        alice.get("Secret", "train-ssh", "user-alice"),
     )
+    assert sts is not None and secret is not None
+    assert created.host_key == sts["metadata"]["annotations"]["toolkit.dev/ssh-host-key"]
+    credential = base64.b64decode(secret["data"]["ttyd-credential"]).decode()
+    assert created.web_credential == credential and credential.startswith("alice:")
     [listed] = shells.list_shells(alice, "alice")
     assert (listed.name, listed.gpus, listed.status) == ("train", 2, "ready")
     assert listed.endpoint == f"{created.ssh_host}:{created.ssh_port}"
@@ -100,11 +107,11 @@ def test_the_whole_flow_as_the_user(alice: kube.Kube, fake_cluster: FakeApiServe
 def test_a_shell_recreated_after_delete_gets_its_kept_home_back(
     alice: kube.Kube, fake_cluster: FakeApiServer
 ) -> None:
-    shells.create(alice, request(), lambda _: None)
+    create(alice, request(), lambda _: None)
     home = fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice")
     shells.delete(alice, "alice", "train", purge=False)
     seen, report = phases()
-    shells.create(alice, request(), report)
+    create(alice, request(), report)
     assert "reusing the home volume kept from an earlier shell" in seen
     again = fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice")
     assert home is not None and again is not None and again["metadata"]["uid"] == home["metadata"]["uid"]
@@ -113,7 +120,7 @@ def test_a_shell_recreated_after_delete_gets_its_kept_home_back(
 
 
 def test_adding_a_collaborators_key_restarts_the_shell_with_both_keys(alice: kube.Kube) -> None:
-    shells.create(alice, request(), lambda _: None)
+    create(alice, request(), lambda _: None)
     other = KEY.replace("AAAAIHeQ", "AAAAIHeR").replace("alice@laptop", "bob@laptop")
     assert shells.add_keys(alice, "alice", "train", [other]) == 1
     secret = alice.get("Secret", "train-ssh", "user-alice")
@@ -131,7 +138,7 @@ def test_reap_deletes_when_the_cluster_says_so_and_keeps_the_home(
     fake_cluster.seed("ConfigMap", {"metadata": {"name": "shells", "namespace": "toolkit-system",
                                                  "labels": {"toolkit.dev/shells-config": "true"}},
                                     "data": {"reapPolicy": "delete"}})  # fmt: skip
-    shells.create(alice, request(hours=1), lambda _: None)
+    create(alice, request(hours=1), lambda _: None)
     assert shells.reap(admin, None, now=datetime.now(UTC)) == []
     reaped = shells.reap(admin, None, now=datetime.now(UTC) + timedelta(hours=2))
     assert [(r.shell.user, r.shell.name, r.action) for r in reaped] == [("alice", "train", "deleted")]
@@ -144,11 +151,11 @@ def test_scheduler_shortage_fails_in_one_line_and_removes_everything(
 ) -> None:
     users.add(admin, "bob", 16, tmp_path / "bob.kubeconfig", None, None)
     bob = kube.connect(tmp_path / "bob.kubeconfig")
-    shells.create(bob, request("one", user="bob", gpus=8), lambda _: None)
-    shells.create(bob, request("two", user="bob", gpus=7), lambda _: None)
+    create(bob, request("one", user="bob", gpus=8), lambda _: None)
+    create(bob, request("two", user="bob", gpus=7), lambda _: None)
     before = snapshot(fake_cluster)
     with pytest.raises(ShellFailed) as failure:
-        shells.create(alice, request(gpus=2), lambda _: None)
+        create(alice, request(gpus=2), lambda _: None)
     assert str(failure.value).startswith("shell train cannot start: Insufficient nvidia.com/gpu (0/2 nodes")
     assert "\n" not in str(failure.value)
     assert snapshot(fake_cluster) == before
@@ -161,10 +168,10 @@ def test_image_pull_backoff_is_reported_and_kept_on_request(
     with pytest.raises(
         ShellFailed, match=r"ImagePullBackOff: Back-off pulling image \"registry.invalid/shell:1\""
     ):
-        shells.create(alice, request(image="registry.invalid/shell:1"), lambda _: None)
+        create(alice, request(image="registry.invalid/shell:1"), lambda _: None)
     assert fake_cluster.list("StatefulSet", "user-alice") == []
     with pytest.raises(ShellFailed, match="kept for inspection"):
-        shells.create(alice, request(image="registry.invalid/shell:1", keep_on_failure=True), lambda _: None)
+        create(alice, request(image="registry.invalid/shell:1", keep_on_failure=True), lambda _: None)
     assert [s["metadata"]["name"] for s in fake_cluster.list("StatefulSet", "user-alice")] == ["train"]
 
 
@@ -174,7 +181,7 @@ def test_a_home_volume_stuck_pending_times_out_with_its_cause(
     fake_cluster.behaviour.provisioner_stuck = True
     before = snapshot(fake_cluster)
     with pytest.raises(ShellFailed) as failure:
-        shells.create(alice, request(timeout=2), lambda _: None)
+        create(alice, request(timeout=2), lambda _: None)
     message = str(failure.value)
     assert "timed out after 2s: PVC train-home is stuck Pending" in message
     assert "external provisioner 'csi.weka.io'" in message
@@ -184,7 +191,7 @@ def test_a_home_volume_stuck_pending_times_out_with_its_cause(
 def test_a_slow_start_shows_each_phase(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
     fake_cluster.behaviour.pod_start_delay = 0.5
     seen, report = phases()
-    shells.create(alice, request(), report)
+    create(alice, request(), report)
     assert seen == ["scheduling", "pulling image", "ready"]
 
 
@@ -214,7 +221,7 @@ def test_bad_input_is_refused_and_creates_nothing(
     connection = admin if "user" in changes else alice  # only an operator may ask for another user
     before = snapshot(fake_cluster)
     with pytest.raises(BadInputError) as refused:
-        shells.create(connection, request(**changes), lambda _: None)
+        create(connection, request(**changes), lambda _: None)
     assert message in str(refused.value)
     assert snapshot(fake_cluster) == before
 
@@ -222,18 +229,18 @@ def test_bad_input_is_refused_and_creates_nothing(
 def test_duplicate_name_and_missing_runtime_class_are_refused(
     alice: kube.Kube, fake_cluster: FakeApiServer
 ) -> None:
-    shells.create(alice, request(), lambda _: None)
+    create(alice, request(), lambda _: None)
     with pytest.raises(BadInputError, match="alice already has a shell named 'train'"):
-        shells.create(alice, request(), lambda _: None)
+        create(alice, request(), lambda _: None)
     del fake_cluster.objects[("runtimeclasses.node.k8s.io", "", "nvidia")]
     with pytest.raises(BadInputError, match="RuntimeClass 'nvidia' does not exist"):
-        shells.create(alice, request("other"), lambda _: None)
+        create(alice, request("other"), lambda _: None)
 
 
 def test_user_remove_keeps_homes_unless_purged(
     admin: kube.Kube, alice: kube.Kube, fake_cluster: FakeApiServer
 ) -> None:
-    shells.create(alice, request(), lambda _: None)
+    create(alice, request(), lambda _: None)
     removed = users.remove(admin, "alice", purge=False)
     assert "StatefulSet/train" in removed and "ServiceAccount/shell-user" in removed
     assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
@@ -277,7 +284,7 @@ def test_user_recorded_with_github_gets_its_keys_in_shells(
 def test_load_balancer_shells_wait_for_the_address_and_use_port_22(
     alice: kube.Kube, fake_cluster: FakeApiServer
 ) -> None:
-    created, _ = shells.create(alice, request(expose="LoadBalancer", web=True), lambda _: None)
+    created = create(alice, request(expose="LoadBalancer", web=True), lambda _: None)
     node_address = fake_cluster.get("Node", "gpu-1")["status"]["addresses"][0]["address"]  # type: ignore[index]
     assert (created.ssh_host, created.ssh_port) == (node_address, 22)
     assert created.web_url == f"http://{node_address}:7681/"
@@ -288,13 +295,13 @@ def test_create_makes_at_most_twelve_requests_and_list_one(
     alice: kube.Kube, fake_cluster: FakeApiServer
 ) -> None:
     fake_cluster.reset_request_log()
-    shells.create(alice, request(), lambda _: None)
+    create(alice, request(), lambda _: None)
     methods = [method for method, _ in fake_cluster.requests]
     assert len(methods) <= 12, fake_cluster.requests
     watches = [path for _, path in fake_cluster.requests if "watch=true" in path]
     assert len(watches) == 1  # one watch until Ready, never a poll loop
     for index in range(3):
-        shells.create(alice, request(f"extra{index}", gpus=1), lambda _: None)
+        create(alice, request(f"extra{index}", gpus=1), lambda _: None)
     fake_cluster.reset_request_log()
     assert len(shells.list_shells(alice, "alice")) == 4
     assert len(fake_cluster.requests) == 1
@@ -309,7 +316,7 @@ def test_a_pod_the_api_refuses_fails_fast_with_the_reason(
     before = snapshot(fake_cluster)
     started = time.monotonic()
     with pytest.raises(ShellFailed) as failure:
-        shells.create(alice, request(), lambda _: None)
+        create(alice, request(), lambda _: None)
     assert time.monotonic() - started < 20
     assert "exceeded quota: site-policy" in str(failure.value)
     assert snapshot(fake_cluster) == before

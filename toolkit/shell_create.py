@@ -1,0 +1,131 @@
+"""Creating a shell: read what the plan needs, apply its objects, wait until it is Ready.
+
+Requests are counted: the platform settings, the nodes, the quota, the classes and a duplicate
+are read once each, every object is applied once with server-side apply, and one watch waits
+for the pod (bench/shell_api.py lists them). A failure removes what this create made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from toolkit.capacity import NodeCapacity
+from toolkit.errors import ToolkitError
+from toolkit.kube import Kube
+from toolkit.shell_plan import ClusterFacts, CreateRequest, Endpoint, ShellPlan, check_request, plan_create
+from toolkit.shell_settings import platform
+from toolkit.shell_wait import Phase, ShellFailed, wait_ready
+from toolkit.tenancy import QUOTA_NAME, namespace_of
+
+
+@dataclass(frozen=True)
+class CreatedShell:
+    name: str
+    user: str
+    namespace: str
+    ssh_host: str
+    ssh_port: int
+    host_key: str
+    expires_at: datetime
+    node: str
+    web_url: str | None = None
+    web_credential: str | None = None
+
+
+def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
+    """What the plan needs from the cluster, one request each."""
+    namespace = namespace_of(request.user)
+    settings = platform(kube)
+    storage_class = request.storage_class or settings.storage_class
+    runtime_class = settings.runtime_class if request.gpus else None
+    runtime_class_exists = runtime_class is not None and kube.get("RuntimeClass", runtime_class) is not None
+    return ClusterFacts(
+        settings=settings,
+        nodes=tuple(NodeCapacity.from_node(n) for n in kube.list("Node")["items"]),
+        quota=kube.get("ResourceQuota", QUOTA_NAME, namespace),
+        storage_class=storage_class,
+        storage_class_exists=kube.get("StorageClass", storage_class) is not None,
+        runtime_class=runtime_class,
+        runtime_class_exists=runtime_class_exists,
+        shell_exists=kube.get("StatefulSet", request.name, namespace) is not None,
+    )
+
+
+def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | None = None) -> CreatedShell:
+    """Plan, apply the shell's objects, wait until it is Ready; undo everything on failure."""
+    check_request(request)
+    started = now or datetime.now(UTC).replace(microsecond=0)
+    plan = plan_create(request, read_facts(kube, request), started)
+    spec = plan.spec
+    applied: list[dict[str, Any]] = []
+
+    def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+        result = kube.apply(manifest)
+        applied.append(manifest)
+        return result
+
+    try:
+        apply(plan.secret)
+        # Created, not applied: a home kept from an earlier shell of this name is reused as it is,
+        # and never removed when this create fails.
+        _, new_home = kube.create(plan.claim)
+        if new_home:
+            applied.append(plan.claim)
+        else:
+            on_phase("reusing the home volume kept from an earlier shell")
+        endpoint = plan.endpoint(apply(plan.service))
+        apply(plan.network_policy)
+        apply(plan.statefulset(endpoint))
+        pod = wait_ready(kube, spec.namespace, spec.name, on_phase, request.timeout)
+    except (ToolkitError, KeyboardInterrupt) as failure:
+        if not request.keep_on_failure:
+            on_phase("cleaning up")
+            left = _remove(kube, spec.namespace, applied)
+            if left:
+                raise ToolkitError(f"{failure}; cleaning up failed, left behind: {', '.join(left)}") from None
+        if isinstance(failure, ShellFailed) and request.keep_on_failure:
+            raise ShellFailed(
+                f"{failure} (kept for inspection: toolkit shell delete {spec.name} --purge)"
+            ) from None
+        raise
+    if spec.expose == "LoadBalancer" and not endpoint.host:
+        endpoint = _record_load_balancer_address(kube, plan, endpoint)
+    return CreatedShell(
+        name=spec.name,
+        user=spec.user,
+        namespace=spec.namespace,
+        ssh_host=endpoint.host,
+        ssh_port=endpoint.ssh_port,
+        host_key=spec.host_key.public,
+        expires_at=spec.expires_at,
+        node=pod["spec"].get("nodeName", ""),
+        web_url=f"http://{endpoint.host}:{endpoint.web_port}/" if endpoint.host and spec.web else None,
+        web_credential=f"{spec.user}:{spec.ttyd_password}" if spec.web else None,
+    )
+
+
+def _record_load_balancer_address(kube: Kube, plan: ShellPlan, pending: Endpoint) -> Endpoint:
+    """A load balancer assigns its address after the Service is applied: record it once it has."""
+    service = kube.get("Service", plan.spec.name, plan.spec.namespace) or {}
+    endpoint = plan.endpoint(service) if service else pending
+    if endpoint.host:
+        kube.merge_patch(
+            "StatefulSet",
+            plan.spec.name,
+            plan.spec.namespace,
+            {"metadata": {"annotations": endpoint.annotations()}},
+        )
+    return endpoint
+
+
+def _remove(kube: Kube, namespace: str, applied: list[dict[str, Any]]) -> list[str]:
+    """Delete what a failed create made, newest first; what could not be deleted, as kind/name."""
+    left = []
+    for manifest in reversed(applied):
+        try:
+            kube.delete(manifest["kind"], manifest["metadata"]["name"], namespace)
+        except ToolkitError:
+            left.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+    return left

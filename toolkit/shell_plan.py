@@ -1,0 +1,270 @@
+"""Planning a shell: the user's request and what the cluster holds in, every object to apply out.
+
+Nothing here talks to the API server. `shell_create` reads the `ClusterFacts` (one request
+each), asks `plan_create` for the objects, applies them and waits; unit tests check plans
+without any server. A request the cluster can't honour is refused with every reason at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from toolkit import quantity
+from toolkit import shell_manifests as manifests
+from toolkit.capacity import GPU, NodeCapacity, share
+from toolkit.errors import BadInputError, ToolkitError
+from toolkit.shell_settings import Platform
+from toolkit.sshkeys import KeyPair, generate_key_pair
+from toolkit.tenancy import check_user_name, namespace_of
+
+EXPOSE_CHOICES = ("NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str
+    user: str
+    authorized_keys: tuple[str, ...]
+    gpus: int = 1
+    cpu: str | None = None
+    memory: str | None = None
+    shm: str | None = None
+    image: str | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    web: bool = False
+    hours: int | None = None
+    storage: str = "100Gi"
+    storage_class: str | None = None
+    expose: str | None = None
+    timeout: float = 300
+    keep_on_failure: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """What a create must know of the cluster before it applies anything."""
+
+    settings: Platform
+    nodes: tuple[NodeCapacity, ...]
+    quota: dict[str, Any] | None  # the user's ResourceQuota; None when the user is not set up
+    storage_class: str  # the class the home volume asks for
+    storage_class_exists: bool
+    runtime_class: str | None  # None for a CPU-only shell, or a cluster without one
+    runtime_class_exists: bool
+    shell_exists: bool
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where users reach the shell: the host, SSH's port and the web terminal's (or None)."""
+
+    host: str
+    ssh_port: int
+    web_port: int | None
+
+    def annotations(self) -> dict[str, str]:
+        if not self.host:
+            return {}
+        found = {manifests.ENDPOINT: f"{self.host}:{self.ssh_port}"}
+        if self.web_port:
+            found[manifests.WEB_ENDPOINT] = f"{self.host}:{self.web_port}"
+        return found
+
+
+@dataclass(frozen=True)
+class ShellPlan:
+    """A shell's objects, in the order they are applied. The StatefulSet records its endpoint,
+    which depends on the Service's node port, so it is rendered once that is known."""
+
+    spec: manifests.ShellSpec
+    node: NodeCapacity  # the node the shell was sized from
+    ssh_host: str | None  # the site's SSH host name, if it set one
+
+    @property
+    def secret(self) -> dict[str, Any]:
+        return manifests.secret(self.spec)
+
+    @property
+    def claim(self) -> dict[str, Any]:
+        return manifests.claim(self.spec)
+
+    @property
+    def service(self) -> dict[str, Any]:
+        return manifests.service(self.spec)
+
+    @property
+    def network_policy(self) -> dict[str, Any]:
+        return manifests.network_policy(self.spec)
+
+    def endpoint(self, service: dict[str, Any]) -> Endpoint:
+        """Where the applied Service is reached: a load balancer's address once it has one, else
+        the site's SSH host or the node's address, at the node ports."""
+        load_balanced = self.spec.expose == "LoadBalancer"
+        if load_balanced:
+            ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            host = (ingress[0].get("ip") or ingress[0].get("hostname", "")) if ingress else ""
+        else:
+            host = self.ssh_host or self.node.address
+        ports = {
+            port.get("name"): int(port["port"] if load_balanced else port["nodePort"])
+            for port in (service.get("spec") or {}).get("ports") or []
+            if (port.get("port") if load_balanced else port.get("nodePort"))
+        }
+        if "ssh" not in ports:
+            raise ToolkitError(f"service {self.spec.name} has no ssh port")
+        return Endpoint(host, ports["ssh"], ports.get("web") if self.spec.web else None)
+
+    def statefulset(self, endpoint: Endpoint) -> dict[str, Any]:
+        recorded = endpoint.annotations()
+        return manifests.statefulset(
+            replace(
+                self.spec,
+                ssh_endpoint=recorded.get(manifests.ENDPOINT, ""),
+                web_endpoint=recorded.get(manifests.WEB_ENDPOINT, ""),
+            )
+        )
+
+    def objects(self, endpoint: Endpoint) -> list[dict[str, Any]]:
+        """Every object, as `shell_create` applies them."""
+        return [self.secret, self.claim, self.service, self.network_policy, self.statefulset(endpoint)]
+
+
+def check_request(request: CreateRequest) -> None:
+    """What can be refused before asking the cluster anything: names, choices, signs, quantities."""
+    check_user_name(request.user)
+    manifests.check_shell_name(request.name)
+    reasons = []
+    if request.expose not in (None, *EXPOSE_CHOICES):
+        reasons.append(f"--expose must be nodeport or loadbalancer, not {request.expose!r}")
+    if request.gpus < 0:
+        reasons.append(f"--gpus must be 0 or more, not {request.gpus}")
+    for option, text in (("--cpu", request.cpu), ("--memory", request.memory), ("--shm", request.shm),
+                         ("--storage", request.storage)):  # fmt: skip
+        if text is not None:
+            try:
+                quantity.parse(text, option)
+            except BadInputError as error:
+                reasons.append(str(error))
+    _refuse(reasons)
+
+
+def plan_create(
+    request: CreateRequest,
+    facts: ClusterFacts,
+    now: datetime,
+    host_key: KeyPair | None = None,
+    ttyd_password: str | None = None,
+) -> ShellPlan:
+    """The shell's plan, or a BadInputError naming every reason the cluster can't honour it."""
+    check_request(request)
+    settings = facts.settings
+    reasons = []
+    if request.gpus == 0 and settings.require_gpu:
+        reasons.append(
+            "--gpus 0: this cluster's shells need a GPU (shells config requireGpu is true); "
+            "ask for --gpus 1 or more"
+        )
+    hours = request.hours if request.hours is not None else settings.default_hours
+    if hours <= 0 or hours > settings.max_hours:
+        reasons.append(
+            f"--hours must be between 1 and {settings.max_hours} (this cluster's maximum), not {hours}"
+        )
+    node = _largest_candidate(request, facts.nodes, reasons)
+    reasons += _quota_refusals(request, facts.quota)
+    if not facts.storage_class_exists:
+        reasons.append(f"StorageClass {facts.storage_class!r} does not exist on this cluster")
+    if facts.runtime_class and not facts.runtime_class_exists:
+        reasons.append(
+            f"RuntimeClass {facts.runtime_class!r} does not exist: "
+            "the GPU stack is not deployed (toolkit cluster up)"
+        )
+    if facts.shell_exists:
+        reasons.append(
+            f"{request.user} already has a shell named {request.name!r}: pick another name or delete it"
+        )
+    # A shell more GPUs than the node has is refused already; its share would only say so again.
+    sizes = _size(request, node, reasons) if node and request.gpus <= node.gpus else None
+    _refuse(reasons)
+    assert node is not None and sizes is not None  # a missing node is a refusal above
+    cpu, memory = sizes
+    spec = manifests.ShellSpec(
+        name=request.name,
+        user=request.user,
+        namespace=namespace_of(request.user),
+        image=request.image or settings.image,
+        gpus=request.gpus,
+        cpu=cpu,
+        memory=memory,
+        storage=request.storage,
+        storage_class=facts.storage_class,
+        expires_at=now + timedelta(hours=hours),
+        authorized_keys=request.authorized_keys,
+        host_key=host_key or generate_key_pair(),
+        ttyd_password=ttyd_password or secrets.token_urlsafe(18),
+        ssh_endpoint="",
+        web=request.web,
+        shm=quantity.parse(request.shm, "--shm") if request.shm else None,
+        runtime_class=facts.runtime_class,
+        node_selector=dict(request.node_selector),
+        expose=request.expose or settings.expose,
+    )
+    return ShellPlan(spec, node, settings.ssh_host)
+
+
+def _refuse(reasons: list[str]) -> None:
+    if reasons:
+        raise BadInputError("; ".join(reasons))
+
+
+def _largest_candidate(
+    request: CreateRequest, nodes: tuple[NodeCapacity, ...], reasons: list[str]
+) -> NodeCapacity | None:
+    """The largest ready node the selector allows: shells are sized from it."""
+    candidates = [n for n in nodes if n.ready and n.schedulable and n.matches(request.node_selector)]
+    if not candidates:
+        wanted = ",".join(f"{k}={v}" for k, v in request.node_selector.items())
+        reasons.append(f"no ready node matches {wanted}" if wanted else "the cluster has no ready node")
+        return None
+    largest = max(candidates, key=lambda n: (n.gpus, n.cpu, n.memory))
+    if request.gpus > largest.gpus:
+        where = " matching the selector" if request.node_selector else ""
+        reasons.append(
+            f"--gpus {request.gpus} is more than any node{where} has "
+            f"(the largest, {largest.name}, has {largest.gpus})"
+        )
+    return largest
+
+
+def _quota_refusals(request: CreateRequest, quota: dict[str, Any] | None) -> list[str]:
+    if quota is None:
+        return [
+            f"user {request.user!r} is not set up on this cluster: "
+            f"an operator runs 'toolkit user add {request.user}'"
+        ]
+    hard = int((quota.get("spec") or {}).get("hard", {}).get(f"requests.{GPU}", "0"))
+    used = int(((quota.get("status") or {}).get("used") or {}).get(f"requests.{GPU}", "0"))
+    if request.gpus > hard - used:
+        return [
+            f"--gpus {request.gpus} is more than {request.user}'s quota allows: "
+            f"{hard} GPUs, {used} in use by other shells"
+        ]
+    return []
+
+
+def _size(request: CreateRequest, node: NodeCapacity, reasons: list[str]) -> tuple[Fraction, Fraction]:
+    """CPU and memory: as asked, or the GPUs' share of the node; never more than the node has."""
+    cpu_share, memory_share = share(node, request.gpus)
+    cpu = quantity.parse(request.cpu, "--cpu") if request.cpu else cpu_share
+    memory = quantity.parse(request.memory, "--memory") if request.memory else memory_share
+    if cpu <= 0 or memory <= 0:
+        reasons.append("--cpu and --memory must be more than 0")
+    elif cpu * Fraction(9, 10) > node.cpu or memory * Fraction(9, 10) > node.memory:
+        reasons.append(
+            f"--cpu {quantity.cpu(cpu)} / --memory {quantity.human_bytes(memory)} is more than "
+            f"{node.name} has ({quantity.cpu(node.cpu)} CPUs, {quantity.human_bytes(node.memory)})"
+        )
+    return cpu, memory
