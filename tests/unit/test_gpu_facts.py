@@ -1,4 +1,5 @@
-"""The toolkit.nvidia.gpu_facts module, parsing real nvidia-smi and PCI outputs (tests/fixtures/nvidia)."""
+"""The toolkit.nvidia.gpu_facts module, parsing real nvidia-smi and PCI outputs (tests/fixtures/nvidia),
+and the rules of its module_utils/nvidia_host.py that the roles and `toolkit doctor` share."""
 
 from __future__ import annotations
 
@@ -12,19 +13,13 @@ from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[2]
 NVIDIA = PROJECT / "tests" / "fixtures" / "nvidia"
-MODULE = (
-    PROJECT
-    / "collections"
-    / "ansible_collections"
-    / "toolkit"
-    / "nvidia"
-    / "plugins"
-    / "modules"
-    / "gpu_facts.py"
-)
-sys.path.insert(0, str(MODULE.parent))
+COLLECTIONS = PROJECT / "collections"  # its ansible_collections joins the one pip's ansible installs
+MODULE = COLLECTIONS / "ansible_collections" / "toolkit" / "nvidia" / "plugins" / "modules" / "gpu_facts.py"
+sys.path[:0] = [str(MODULE.parent), str(COLLECTIONS)]
 
 import gpu_facts as facts  # noqa: E402
+from ansible_collections.toolkit.nvidia.plugins.filter.fabric_manager import FilterModule  # noqa: E402
+from ansible_collections.toolkit.nvidia.plugins.module_utils import nvidia_host  # noqa: E402
 
 
 def sysfs_from_lines(root: Path, lines: list[tuple[str, str, str, str]]) -> Path:
@@ -153,7 +148,7 @@ def run_module(tmp_path: Path, args: dict[str, Any], env: dict[str, str]) -> tup
         [sys.executable, str(MODULE), str(args_file)],
         capture_output=True,
         text=True,
-        env={**os.environ, **env},
+        env={**os.environ, "PYTHONPATH": str(COLLECTIONS), **env},
         check=False,
     )
     return completed.returncode, json.loads(completed.stdout)
@@ -208,3 +203,20 @@ def test_pci_only_needs_no_nvidia_smi(tmp_path: Path) -> None:
     assert result["ansible_facts"]["nvidia"] == {
         "pci": {"gpus": 8, "nvswitches": 4, "gpu_device_ids": ["0x2330"]}
     }
+
+
+def test_fabric_manager_matches_the_driver_of_its_version_whatever_the_packaging_revision() -> None:
+    assert not nvidia_host.fabric_manager_mismatch("580.105.08", "580.105.08-1")
+    assert not nvidia_host.fabric_manager_mismatch("580.105.08-0ubuntu1", "580.105.08-1")
+    assert nvidia_host.fabric_manager_mismatch("580.105.08", "590.44.01-1")
+
+
+def test_an_absent_driver_or_fabric_manager_is_no_mismatch() -> None:
+    assert not nvidia_host.fabric_manager_mismatch("", "580.105.08-1")
+    assert not nvidia_host.fabric_manager_mismatch("580.105.08", "")
+
+
+def test_the_roles_filters_are_the_module_utils_rule() -> None:
+    filters = FilterModule().filters()
+    assert filters["fabric_manager_mismatch"] is nvidia_host.fabric_manager_mismatch
+    assert filters["upstream_version"]("580.105.08-1") == "580.105.08"

@@ -57,41 +57,15 @@ ansible_facts:
       fabric_state: Completed
 """
 
-import os
 import re
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.toolkit.nvidia.plugins.module_utils.nvidia_host import PCI_DEVICES, pci_inventory
 
-NVIDIA_VENDOR = 0x10DE
-PCI_CLASS_DISPLAY = 0x03  # VGA (0x0300) and 3D controllers (0x0302): GPUs
-PCI_CLASS_BRIDGE_OTHER = 0x0680  # how NVSwitches show on the bus
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 NOT_AVAILABLE = ("N/A", "", None)
-
-
-def pci_inventory(devices_path: str) -> dict[str, Any]:
-    """NVIDIA GPUs and NVSwitches on the PCI bus, read from sysfs as lspci does."""
-    gpus, nvswitches, device_ids = 0, 0, set()
-    if os.path.isdir(devices_path):
-        for address in sorted(os.listdir(devices_path)):
-            fields = {}
-            for name in ("vendor", "device", "class"):
-                try:
-                    with open(os.path.join(devices_path, address, name)) as handle:
-                        fields[name] = int(handle.read().strip(), 16)
-                except (OSError, ValueError):
-                    break
-            else:
-                if fields["vendor"] != NVIDIA_VENDOR:
-                    continue
-                if fields["class"] >> 16 == PCI_CLASS_DISPLAY:
-                    gpus += 1
-                    device_ids.add(f"0x{fields['device']:04x}")
-                elif fields["class"] >> 8 == PCI_CLASS_BRIDGE_OTHER:
-                    nvswitches += 1
-    return {"gpus": gpus, "nvswitches": nvswitches, "gpu_device_ids": sorted(device_ids)}
 
 
 def _text(node: ElementTree.Element | None, path: str) -> str | None:
@@ -213,7 +187,7 @@ def main() -> None:
         argument_spec={
             "pci_only": {"type": "bool", "default": False},
             "nvidia_smi": {"type": "str", "default": "nvidia-smi"},
-            "pci_devices_path": {"type": "path", "default": "/sys/bus/pci/devices"},
+            "pci_devices_path": {"type": "path", "default": PCI_DEVICES},
         },
         supports_check_mode=True,
     )
