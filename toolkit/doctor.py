@@ -3,34 +3,41 @@
 One SSH connection per host runs one probe script; its `key=value` lines are judged here.
 Host keys are checked strictly against the inventory's known_hosts; `accept_new` accepts
 unknown keys and saves them, as OpenSSH's StrictHostKeyChecking=accept-new does.
+
+The GPU count and the Fabric Manager version rule are the toolkit.nvidia collection's
+(module_utils/nvidia_host.py), as the roles apply them: the probe runs that file with the
+host's python3 to count, and the judging imports it here.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from toolkit.checks import Check, Status
+from toolkit.errors import ToolkitError
 from toolkit.inventory import Inventory
+from toolkit.paths import project_dir
 
 SUPPORTED_OS = ("debian 12", "ubuntu 22.04", "ubuntu 24.04")
 K3S_PORTS = (6443, 2379, 2380, 10250, 8472)
 MIN_FREE_GIB = 50
 
+NVIDIA_HOST = Path("collections/ansible_collections/toolkit/nvidia/plugins/module_utils/nvidia_host.py")
+
 # Runs as the login user; `sudo -n` tells whether the toolkit's become will work.
-PROBE = r"""
+SHELL_PROBE = r"""
 . /etc/os-release 2>/dev/null; echo "os=$ID $VERSION_ID"
 echo "kernel=$(uname -r)"
 if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then echo sudo=yes; else echo sudo=no; fi
 echo "headers=$(apt-cache policy "linux-headers-$(uname -r)" 2>/dev/null | awk '/Candidate:/ {print $2}')"
-gpus=0; switches=0
-for d in /sys/bus/pci/devices/*; do
-  [ "$(cat "$d/vendor" 2>/dev/null)" = 0x10de ] || continue
-  case "$(cat "$d/class")" in 0x03*) gpus=$((gpus + 1));; 0x0680*) switches=$((switches + 1));; esac
-done
-echo "gpus=$gpus"; echo "nvswitches=$switches"
 dir=/var/lib/rancher; [ -d "$dir" ] || dir=/
 echo "disk_free_kib=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')"
 echo "time_synced=$(timedatectl show -p NTPSynchronized --value 2>/dev/null)"
@@ -42,6 +49,9 @@ fm=$(dpkg-query -W -f='${Version}\n' nvidia-fabricmanager 'nvidia-fabricmanager-
 echo "fabricmanager=$fm"
 echo "k3s=$(/usr/local/bin/k3s --version 2>/dev/null | awk 'NR == 1 {print $3}')"
 """
+# Appended to nvidia_host.py's source: what the host's python3 prints, one `pci=<JSON>` line.
+PCI_REPORT = 'import json\nprint("pci=" + json.dumps(pci_inventory()))'
+NO_PCI_REPORT = "not counted: the host's python3 did not report its PCI bus"
 
 
 @dataclass(frozen=True)
@@ -56,23 +66,47 @@ class Target:
     gpu_node: bool
 
 
-@dataclass(frozen=True)
-class Check:
-    status: str  # ok, warn, fail
-    detail: str
-
-
 @dataclass
 class HostReport:
     host: str
     address: str
     reachable: bool
     error: str = ""
-    checks: dict[str, Check] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return not self.reachable or any(check.status == "fail" for check in self.checks.values())
+        return not self.reachable or any(check.failed for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For --output json: each check under its name."""
+        return {
+            "host": self.host,
+            "address": self.address,
+            "reachable": self.reachable,
+            "error": self.error,
+            "checks": {
+                check.check: {"status": check.status, "detail": check.detail} for check in self.checks
+            },
+        }
+
+
+@functools.cache
+def nvidia_host() -> ModuleType:
+    """The collection's nvidia_host module_utils, loaded from the checkout's collection."""
+    path = project_dir() / NVIDIA_HOST
+    spec = importlib.util.spec_from_file_location("toolkit_nvidia_host", path)
+    if spec is None or spec.loader is None:
+        raise ToolkitError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def probe_script() -> str:
+    """The shell probe, then nvidia_host.py's own source run by the host's python3 to count GPUs."""
+    source = Path(str(nvidia_host().__file__)).read_text()
+    return f"{SHELL_PROBE}python3 - <<'TOOLKIT_NVIDIA_HOST'\n{source}\n{PCI_REPORT}\nTOOLKIT_NVIDIA_HOST\n"
 
 
 def _option(args: str, name: str) -> str | None:
@@ -117,56 +151,71 @@ def parse_probe(output: str) -> dict[str, str]:
     return facts
 
 
-def judge(target: Target, facts: dict[str, str]) -> dict[str, Check]:
+def _pci(facts: dict[str, str]) -> tuple[int, int] | None:
+    """GPUs and NVSwitches from the `pci` line nvidia_host.py printed; None without one."""
+    try:
+        counted = json.loads(facts["pci"])
+        return int(counted["gpus"]), int(counted["nvswitches"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def judge(target: Target, facts: dict[str, str]) -> list[Check]:
     """Each check's verdict from the probe's facts."""
-    checks: dict[str, Check] = {}
-    checks["sudo"] = (
-        Check("ok", "yes") if facts.get("sudo") == "yes" else Check("fail", "no passwordless sudo")
+    verdicts: dict[str, tuple[Status, str]] = {}
+    verdicts["sudo"] = (
+        (Status.PASS, "yes") if facts.get("sudo") == "yes" else (Status.FAIL, "no passwordless sudo")
     )
     os_name = facts.get("os", "?")
-    checks["os"] = Check("ok" if os_name in SUPPORTED_OS else "fail", os_name)
+    verdicts["os"] = (Status.PASS if os_name in SUPPORTED_OS else Status.FAIL, os_name)
     headers = facts.get("headers", "")
-    checks["kernel"] = (
-        Check("ok", f"{facts.get('kernel')} (headers {headers})")
+    verdicts["kernel"] = (
+        (Status.PASS, f"{facts.get('kernel')} (headers {headers})")
         if headers and headers != "(none)"
-        else Check("warn", f"{facts.get('kernel')}: no headers package; DKMS cannot build the driver")
+        else (Status.WARN, f"{facts.get('kernel')}: no headers package; DKMS cannot build the driver")
     )
-    gpus = int(facts.get("gpus", "0") or 0)
-    if target.expected_gpus and gpus != target.expected_gpus:
-        checks["gpus"] = Check("fail", f"{gpus} found, {target.expected_gpus} expected")
-    elif target.gpu_node and gpus == 0:
-        checks["gpus"] = Check("warn", "0 on a host in gpu_nodes")
+    pci = _pci(facts)
+    if pci is None:
+        verdicts["gpus"] = verdicts["nvswitch"] = (Status.FAIL, NO_PCI_REPORT)
     else:
-        checks["gpus"] = Check("ok", str(gpus))
-    checks["nvswitch"] = Check("ok", facts.get("nvswitches", "0"))
+        gpus, nvswitches = pci
+        if target.expected_gpus and gpus != target.expected_gpus:
+            verdicts["gpus"] = (Status.FAIL, f"{gpus} found, {target.expected_gpus} expected")
+        elif target.gpu_node and gpus == 0:
+            verdicts["gpus"] = (Status.WARN, "0 on a host in gpu_nodes")
+        else:
+            verdicts["gpus"] = (Status.PASS, str(gpus))
+        verdicts["nvswitch"] = (Status.PASS, str(nvswitches))
     free_gib = int(facts.get("disk_free_kib", "0") or 0) // (1024 * 1024)
-    checks["disk"] = Check("ok" if free_gib >= MIN_FREE_GIB else "warn", f"{free_gib} GiB free")
+    verdicts["disk"] = (Status.PASS if free_gib >= MIN_FREE_GIB else Status.WARN, f"{free_gib} GiB free")
     synced = facts.get("time_synced") == "yes" or facts.get("chrony") == "Normal"
-    checks["time"] = Check("ok", "synchronised") if synced else Check("warn", "not synchronised")
+    verdicts["time"] = (Status.PASS, "synchronised") if synced else (Status.WARN, "not synchronised")
     busy = {int(port) for port in facts.get("ports_busy", "").split() if port.isdigit()}
     taken = sorted(busy.intersection(K3S_PORTS))
     if facts.get("k3s"):
-        checks["ports"] = Check("ok", "in use by k3s")
+        verdicts["ports"] = (Status.PASS, "in use by k3s")
     else:
-        checks["ports"] = (
-            Check("fail", "busy: " + ", ".join(map(str, taken))) if taken else Check("ok", "free")
+        verdicts["ports"] = (
+            (Status.FAIL, "busy: " + ", ".join(map(str, taken))) if taken else (Status.PASS, "free")
         )
     driver, fabric_manager = facts.get("driver", ""), facts.get("fabricmanager", "")
-    fm_version = fabric_manager.split("-")[0]
-    if driver and fabric_manager and fm_version != driver:
-        checks["nvidia"] = Check(
-            "fail", f"driver {driver}, Fabric Manager {fm_version}: mismatch (CUDA error 802)"
+    rules = nvidia_host()
+    fm_version = rules.upstream_version(fabric_manager)
+    if rules.fabric_manager_mismatch(driver, fabric_manager):
+        verdicts["nvidia"] = (
+            Status.FAIL,
+            f"driver {driver}, Fabric Manager {fm_version}: mismatch (CUDA error 802)",
         )
     else:
         parts = [f"driver {driver}" if driver else "no driver loaded"]
         if fabric_manager:
             parts.append(f"FM {fm_version}")
-        checks["nvidia"] = Check("ok", ", ".join(parts))
-    checks["k3s"] = Check("ok", facts.get("k3s") or "not installed")
-    return checks
+        verdicts["nvidia"] = (Status.PASS, ", ".join(parts))
+    verdicts["k3s"] = (Status.PASS, facts.get("k3s") or "not installed")
+    return [Check(name, target.host, status, detail) for name, (status, detail) in verdicts.items()]
 
 
-def _probe(target: Target, accept_new: bool, timeout: float) -> HostReport:
+def _probe(target: Target, script: str, accept_new: bool, timeout: float) -> HostReport:
     import paramiko
 
     report = HostReport(target.host, target.address, reachable=False)
@@ -193,7 +242,7 @@ def _probe(target: Target, accept_new: bool, timeout: float) -> HostReport:
         )
         if accept_new:
             client.save_host_keys(str(target.known_hosts))
-        _, stdout, _ = client.exec_command(PROBE, timeout=timeout * 4)
+        _, stdout, _ = client.exec_command(script, timeout=timeout * 4)
         facts = parse_probe(stdout.read().decode(errors="replace"))
         report.reachable = True
         report.checks = judge(target, facts)
@@ -215,6 +264,6 @@ def run(
     inventory: Inventory, *, accept_new: bool = False, timeout: float = 5.0, workers: int = 32
 ) -> list[HostReport]:
     """Probe every cluster host in parallel; unreachable hosts come back as reports too."""
-    found = targets(inventory)
+    found, script = targets(inventory), probe_script()
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(found)))) as pool:
-        return list(pool.map(lambda target: _probe(target, accept_new, timeout), found))
+        return list(pool.map(lambda target: _probe(target, script, accept_new, timeout), found))

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Annotated
 
 import typer
 
 from toolkit.cli import Output
 from toolkit.cli.cluster import InventoryOption
-
-STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def doctor(
@@ -38,19 +35,20 @@ def doctor(
 
     from toolkit import doctor as checks
     from toolkit import inventory
+    from toolkit.checks import STYLE
 
     loaded, _ = inventory.load_and_check(inventory_path)
     reports = checks.run(loaded, accept_new=accept_new, timeout=timeout)
     if output is Output.json:
-        typer.echo(json.dumps([asdict(report) for report in reports], indent=2))
+        typer.echo(json.dumps([report.as_dict() for report in reports], indent=2))
     else:
-        names = list(next((r.checks for r in reports if r.reachable), {}).keys())
+        names = [c.check for c in next((r.checks for r in reports if r.reachable), [])]
         table = Table("host", "address", "ssh", *names)
         for report in reports:
             if not report.reachable:
                 table.add_row(report.host, report.address, f"[bold red]{report.error}[/]", *[""] * len(names))
                 continue
-            cells = [f"[{STYLE[c.status]}]{c.detail}[/]" for c in (report.checks[name] for name in names)]
+            cells = [f"[{STYLE[c.status]}]{c.detail}[/]" for c in report.checks]
             table.add_row(report.host, report.address, "[green]ok[/]", *cells)
         Console().print(table)
     if any(not report.reachable for report in reports):
