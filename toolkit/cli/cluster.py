@@ -300,60 +300,32 @@ def verify(
     the reason. Exit 1 when any check fails. `-e verify_cuda_image=...` names a local CUDA image.
     """
     import json
+    from collections import Counter
     from dataclasses import asdict
 
     from rich.console import Console
     from rich.table import Table
 
     from toolkit import verify as acceptance
+    from toolkit.checks import STYLE
+    from toolkit.runner import RunOutcome
 
-    outcome = run_playbook_command(
-        "verify.yml",
-        inventory_path,
-        extra_vars=extra_vars,
-        quiet_recap=True,
-        progress_to_stderr=output is Output.json,
-    )
-    if outcome.exit_code not in (0, 1):
-        raise typer.Exit(outcome.exit_code)
-    checks = acceptance.checks_from_stats(outcome.tracker.stats_data)
-    api_skip = str(outcome.tracker.stats_data.get("verify_api_skip") or "").strip()
-    if outcome.exit_code:
-        # A task of verify.yml itself failed: its checks after it are missing, so say so.
-        checks += [
-            acceptance.Check("verify.yml", p.host, "fail", f"{p.task}: {p.message}")
-            for p in outcome.tracker.problems
-        ]
-        checks.append(acceptance.Check(acceptance.SHELL_CHECK, "-", "skip", "verify.yml did not finish"))
-    elif api_skip:
-        checks.append(acceptance.Check(acceptance.SHELL_CHECK, "-", "skip", api_skip))
-    else:
-        with tempfile.TemporaryDirectory(prefix="toolkit-verify-") as scratch:
-            fetched = Path(scratch) / "admin.yaml"
-            fetch = run_playbook_command(
-                "kubeconfig.yml",
-                inventory_path,
-                extra_vars=[f"k3s_kubeconfig_dest={fetched}"],
-                quiet_recap=True,
-                progress_to_stderr=output is Output.json,
-            )
-            if fetch.exit_code != 0:
-                checks.append(
-                    acceptance.Check(acceptance.SHELL_CHECK, "-", "fail", "could not fetch the kubeconfig")
-                )
-            else:
-                gpus = 1 if any(c.check == "cuda smoke pod" and c.status != "skip" for c in checks) else 0
-                checks.append(acceptance.shell_check(fetched, Path(scratch), gpus))
-    failed = [c for c in checks if c.status == "fail"]
+    def playbook(name: str, extra: list[str]) -> RunOutcome:
+        return run_playbook_command(
+            name, inventory_path, extra_vars=extra, quiet_recap=True, progress_to_stderr=output is Output.json
+        )
+
+    report = acceptance.run(playbook, extra_vars or [])
+    if not report.checks:
+        raise typer.Exit(report.exit_code)
     if output is Output.json:
-        typer.echo(json.dumps([asdict(c) for c in checks], indent=2))
+        typer.echo(json.dumps([asdict(c) for c in report.checks], indent=2))
     else:
-        style = {"pass": "green", "fail": "bold red", "skip": "yellow"}
         table = Table("check", "host", "result", "detail")
-        for item in checks:
-            table.add_row(item.check, item.host, f"[{style[item.status]}]{item.status}[/]", item.detail)
+        for item in report.checks:
+            table.add_row(item.check, item.host, f"[{STYLE[item.status]}]{item.status}[/]", item.detail)
         console = Console(highlight=False)
         console.print(table)
-        counts = {status: sum(1 for c in checks if c.status == status) for status in ("pass", "fail", "skip")}
+        counts = Counter(str(c.status) for c in report.checks)
         console.print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
-    raise typer.Exit(1 if failed or outcome.exit_code else 0)
+    raise typer.Exit(report.exit_code)
