@@ -113,18 +113,19 @@ def shell_check(kubeconfig: Path, scratch: Path, gpus: int, timeout: float = 300
     """Create a shell for a throwaway user, run `id -un` in it over SSH, remove both."""
     import paramiko
 
-    from toolkit import kube, shells, users
+    from toolkit import kube, shell_create, users
+    from toolkit.shell_plan import CreateRequest
     from toolkit.sshkeys import generate_key_pair
 
     admin = kube.connect(kubeconfig)
     client_key = generate_key_pair()
-    request = shells.CreateRequest(
+    request = CreateRequest(
         name="verify", user=VERIFY_USER, authorized_keys=(f"{client_key.public} toolkit-verify",), gpus=gpus,
         storage="1Gi", hours=1, timeout=timeout,
     )  # fmt: skip
     try:
         users.add(admin, VERIFY_USER, gpus, scratch / "verify.kubeconfig", None, None)
-        created, _ = shells.create(admin, request, lambda _: None)
+        created = shell_create.create(admin, request, lambda _: None)
         algorithm, blob = created.host_key.split()[:2]
         address = created.ssh_host if created.ssh_port == 22 else f"[{created.ssh_host}]:{created.ssh_port}"
         ssh = paramiko.SSHClient()  # knows only the shell's pinned key, nothing from ~/.ssh

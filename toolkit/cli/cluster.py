@@ -308,7 +308,6 @@ def verify(
 
     from toolkit import verify as acceptance
     from toolkit.checks import STYLE
-    from toolkit.runner import RunOutcome
 
     def playbook(name: str, extra: list[str]) -> RunOutcome:
         return run_playbook_command(
