@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASK_FAILED, EXIT_UNREACHABLE, BadInputError
+from toolkit.paths import state_dir
 
 # A role's meta/argument_specs.yml rejecting a variable: the input is wrong, not the host.
 ARGUMENT_CHECK_ACTIONS = ("validate_argument_spec", "ansible.builtin.validate_argument_spec")
@@ -227,6 +228,40 @@ def build_cmdline(request: RunRequest) -> str:
 KEEP_RUNS = 30
 
 
+def prepare_run(
+    project: Path,
+    playbook: str,
+    inventory_path: Path,
+    *,
+    limit: str | None = None,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    extra_vars: tuple[str, ...] = (),
+    check: bool = False,
+    diff: bool = False,
+    node: str | None = None,
+) -> tuple[RunRequest, list[str]]:
+    """Check the inventory and the extra vars before anything runs; the run and the inventory's
+    warnings. `node`, when given, must be a k3s server or agent of the inventory."""
+    from toolkit import inventory
+
+    loaded, warnings = inventory.load_and_check(inventory_path)
+    if node is not None and node not in set(loaded.hosts("k3s_servers")) | set(loaded.hosts("k3s_agents")):
+        raise BadInputError(f"{node} is not a k3s server or agent in {inventory_path}: add it there first")
+    validate_extra_vars(extra_vars)
+    request = RunRequest(
+        playbook=project / "playbooks" / playbook,
+        inventory=inventory_path,
+        limit=limit,
+        tags=tags,
+        skip_tags=skip_tags,
+        extra_vars=extra_vars,
+        check=check,
+        diff=diff,
+    )
+    return request, warnings
+
+
 def _new_run_dir(project: Path, playbook: Path) -> Path:
     """A private data dir of its own for each run, 0700, the oldest pruned beyond KEEP_RUNS.
 
@@ -234,7 +269,7 @@ def _new_run_dir(project: Path, playbook: Path) -> Path:
     reads it back on later runs that pass none, so a shared dir would leak one run's `-e` into
     the next.
     """
-    runs = project / ".cache" / "runs"
+    runs = state_dir(project) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     for old in sorted(p for p in runs.iterdir() if p.is_dir())[: -KEEP_RUNS + 1]:
         shutil.rmtree(old, ignore_errors=True)

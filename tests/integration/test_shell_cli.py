@@ -64,6 +64,12 @@ CASES = [
     (["create", "train", "--pub", "--node-selector", "gpu"], "--node-selector 'gpu' is not KEY=VALUE"),
     (["delete", "ghost", "--yes"], "alice has no shell named 'ghost'"),
     (["extend", "ghost", "--hours", "2"], "alice has no shell named 'ghost'"),
+    # The argument parser's own refusals follow the same scheme: one line, exit 3.
+    (["create", "train", "--pub", "--gpus", "abc"], "toolkit shell create: Invalid value for '--gpus'"),
+    (["create", "train", "--pub", "--expose", "bogus"], "Invalid value for '--expose'"),
+    (["create", "train", "--pub", "--frobnicate"], "No such option: --frobnicate"),
+    (["extend", "ghost", "--hours", "1.5"], "Invalid value for '--hours'"),
+    (["frobnicate"], "toolkit shell: No such command 'frobnicate'"),
 ]
 
 
@@ -110,7 +116,7 @@ def test_no_kubeconfig_and_unreachable_api_server(
     config = fake_cluster.kubeconfig(tmp_path / "gone.kubeconfig")
     fake_cluster.stop()
     gone = toolkit("shell", "list", "--user", "alice", "--kubeconfig", str(config))
-    assert gone.returncode == 3 and gone.stderr.startswith(
+    assert gone.returncode == 2 and gone.stderr.startswith(
         "error: cannot reach the Kubernetes API at https://127.0.0.1"
     )
     assert gone.stderr.count("\n") == 1
@@ -140,7 +146,7 @@ def test_the_flow_through_the_cli(alice: Path, keys: Path, admin_kubeconfig: Pat
         (["shell", "resume", "train", *user], "shell train is ready"),
         (["shell", "extend", "train", "--hours", "5", *user], "now expires"),
         (["shell", "avail", *user], "GPUs free"),
-        (["shell", "reap", "--dry-run", "--kubeconfig", str(admin_kubeconfig)], "0 expired shell(s) found"),
+        (["shell", "reap", "-A", "--dry-run", "--kubeconfig", str(admin_kubeconfig)], "0 expired shell(s) found"),
         (["shell", "delete", "train", "--yes", *user], "deleted StatefulSet/train"),
         (["user", "list", "--kubeconfig", str(admin_kubeconfig)], "alice"),
     ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from toolkit.runner import HostCounts, RunOutcome, RunTracker
+from toolkit.paths import project_dir
+from toolkit.runner import HostCounts, RunOutcome, RunTracker, prepare_run, run_playbook
 
 
 def _counts_table(tracker: RunTracker, title: str | None = None) -> Table:
@@ -80,3 +83,41 @@ def print_recap(console: Console, outcome: RunOutcome) -> None:
         reason = lines[-1] if lines else outcome.status
         console.print(f"[bold red]the run stopped before its recap:[/bold red] {reason}")
     console.print(f"full log: {outcome.artifacts / 'stdout'}")
+
+
+def run_playbook_command(
+    playbook: str,
+    inventory_path: Path,
+    *,
+    limit: str | None = None,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    extra_vars: list[str] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    quiet_recap: bool = False,
+    node: str | None = None,
+    progress_to_stderr: bool = False,
+) -> RunOutcome:
+    """Run one playbook of the project with progress, then print the recap; the outcome.
+
+    The inventory and the extra vars are checked first (runner.prepare_run): on bad input
+    nothing runs. `progress_to_stderr` keeps stdout for a command's own output, such as JSON.
+    """
+    project = project_dir()
+    request, warnings = prepare_run(
+        project, playbook, inventory_path, limit=limit, tags=tags, skip_tags=skip_tags,
+        extra_vars=tuple(extra_vars or ()), check=check, diff=diff, node=node,
+    )  # fmt: skip
+    console = Console(stderr=progress_to_stderr)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    tracker = RunTracker()
+    if console.is_terminal:
+        with Live(LiveView(tracker), console=console, refresh_per_second=8, transient=True):
+            outcome = run_playbook(project, request, tracker)
+    else:
+        outcome = run_playbook(project, request, tracker, on_event=PlainProgress(console, tracker))
+    if not (quiet_recap and outcome.exit_code == 0):
+        print_recap(console, outcome)
+    return outcome

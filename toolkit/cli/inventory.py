@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import command_group
-from toolkit.cli.cluster import InventoryOption
+from toolkit.cli.options import InventoryOption
 
 app = command_group("Write a site's inventory skeleton, and validate an inventory before anything runs.")
 

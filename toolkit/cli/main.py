@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from toolkit.cli import HELP_OPTIONS, cluster, doctor, images, inventory, lab, node, shell, user
-from toolkit.errors import ToolkitError
+from toolkit.cli import HELP_OPTIONS, cluster, doctor, images, inventory, lab, node, shell, ssh_config, user
+from toolkit.errors import BadInputError, ToolkitError
+
+
+def _is_usage_error(error: BaseException) -> bool:
+    """Click's UsageError and its kinds (a bad value, an unknown option or command). Typer may
+    carry its own copy of click, so the class is recognised by name rather than imported."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return "UsageError" in names and "NoArgsIsHelpError" not in names
+
+
+class ToolkitGroup(TyperGroup):
+    """The root command: a usage error anywhere below it is bad input like any other, one line
+    and exit 3, instead of click's usage box and exit 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            if not _is_usage_error(error):
+                raise
+            where = getattr(getattr(error, "ctx", None), "command_path", None) or ctx.command_path
+            message = " ".join(str(error.format_message()).split())  # type: ignore[attr-defined]
+            raise BadInputError(f"{where}: {message} (see '{where} --help')") from None
+
 
 app = typer.Typer(
+    cls=ToolkitGroup,
     name="toolkit",
     help=(
         "Turn bare-metal NVIDIA H100 hosts into a k3s GPU cluster, and give each user a GPU shell on it.\n\n"
@@ -49,6 +74,7 @@ app.add_typer(images.app, name="images")
 app.add_typer(inventory.app, name="inventory")
 app.command("doctor")(doctor.doctor)
 app.add_typer(node.app, name="node")
+shell.app.add_typer(ssh_config.app, name="ssh-config")
 app.add_typer(shell.app, name="shell")
 app.add_typer(user.app, name="user")
 

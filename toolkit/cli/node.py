@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import command_group
-from toolkit.cli.cluster import InventoryOption, run_playbook_command
+from toolkit.cli.options import InventoryOption
 
 app = command_group("Add a host to the cluster, and drain or uncordon a node.")
 
@@ -16,6 +16,8 @@ HostArgument = Annotated[str, typer.Argument(help="The host's name in the invent
 
 
 def _node_action(action: str, host: str, inventory_path: Path) -> None:
+    from toolkit.cli.display import run_playbook_command
+
     raise typer.Exit(
         run_playbook_command(
             "node.yml", inventory_path, extra_vars=[f"node_action={action}", f"node_host={host}"], node=host
@@ -29,6 +31,8 @@ def add(host: HostArgument, *, inventory_path: InventoryOption) -> None:
 
     Runs site.yml on the host and on the servers (their certificates name every server).
     """
+    from toolkit.cli.display import run_playbook_command
+
     raise typer.Exit(
         run_playbook_command("site.yml", inventory_path, limit=f"{host},k3s_servers", node=host).exit_code
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+import shutil
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolkit.cli import Output, command_group
+from toolkit.cli import Output, command_group, present
+from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption, UserOption
+from toolkit.errors import BadInputError, MissingToolError, ToolkitError
+from toolkit.tenancy import user_from_context
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-
     from rich.console import Console
 
     from toolkit.kube import Kube
-    from toolkit.shells import Shell
 
 app = command_group(
     "Your own GPU shell on the cluster: SSH (and a web terminal with --web) on a persistent home.\n\n"
@@ -30,22 +30,6 @@ app = command_group(
 
 NameArgument = Annotated[
     str, typer.Argument(help="The shell's name (lowercase letters, digits, '-').", show_default=False)
-]
-KubeconfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--kubeconfig",
-        envvar="KUBECONFIG",
-        help="Kubeconfig to use (default ~/.kube/config).",
-        show_default=False,
-    ),
-]
-ContextOption = Annotated[
-    str | None, typer.Option("--context", help="Kubeconfig context (default: current).")
-]
-UserOption = Annotated[
-    str | None,
-    typer.Option("--user", "-u", help="Act for this user (operators). Users' kubeconfigs name their own."),
 ]
 SshKeyOption = Annotated[
     list[Path] | None,
@@ -57,14 +41,6 @@ GithubOption = Annotated[
         "--github", help="Use the SSH keys GitHub publishes for this user. Repeatable.", show_default=False
     ),
 ]
-GithubUrlOption = Annotated[
-    str,
-    typer.Option(
-        "--github-url",
-        envvar="TOOLKIT_GITHUB_URL",
-        help="Where USER.keys is fetched from (a mirror, or tests).",
-    ),
-]
 TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait for the shell to be ready.")]
 
 
@@ -74,57 +50,16 @@ class Expose(StrEnum):
 
 
 def _connect(kubeconfig: Path | None, context: str | None, user: str | None) -> tuple[Kube, str]:
-    from toolkit import kube, shells
+    from toolkit import kube
 
     connection = kube.connect(kubeconfig, context)
-    return connection, shells.user_from_context(connection, user)
+    return connection, user_from_context(connection, user)
 
 
 def _console() -> Console:
     from rich.console import Console
 
     return Console(highlight=False)
-
-
-def _keys(
-    ssh_keys: list[Path] | None, github: list[str] | None, github_url: str, recorded: Callable[[], str]
-) -> list[str]:
-    """The keys given; with none, those of the GitHub account the operator recorded for the user."""
-    from toolkit import sshkeys
-
-    github_users = list(github or [])
-    if not ssh_keys and not github_users:
-        account = recorded()
-        github_users = [account] if account else []
-    return sshkeys.gather(list(ssh_keys or []), github_users, github_url)
-
-
-def _age(moment: datetime, now: datetime) -> str:
-    seconds = int((now - moment).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if abs(seconds) >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _expiry(shell: Shell, now: datetime) -> str:
-    if shell.expires_at is None:
-        return "never"
-    left = (shell.expires_at - now).total_seconds()
-    if left <= 0:
-        return "[bold red]expired[/]"
-    text = f"in {_age(now, shell.expires_at)}"
-    return f"[yellow]{text}[/]" if left < 3600 else text
-
-
-@contextmanager
-def _phases(console: Console, what: str) -> Iterator[Callable[[str], None]]:
-    """A phase reporter: a spinner on a terminal, one line per phase otherwise (logs, CI)."""
-    if not console.is_terminal:
-        yield lambda phase: console.print(f"{what}: {phase}")
-        return
-    with console.status(f"{what}: scheduling") as status:
-        yield lambda phase: status.update(f"{what}: {phase}")
 
 
 @app.command()
@@ -180,8 +115,9 @@ def create(
     host key pinned in the toolkit's ssh config, and only your keys. On failure the cause is
     printed in one line and everything created is removed (unless --keep-on-failure).
     """
-    from toolkit import shells, sshconfig, users
-    from toolkit.errors import BadInputError
+    from toolkit import shell_create, sshconfig, users
+    from toolkit.shell_manifests import check_shell_name
+    from toolkit.shell_plan import CreateRequest
 
     selector: dict[str, str] = {}
     for item in node_selector or []:
@@ -191,10 +127,10 @@ def create(
         selector[key] = value
     if gpu_type:
         selector["nvidia.com/gpu.product"] = gpu_type
-    shells.check_shell_name(name)
+    check_shell_name(name)
     connection, who = _connect(kubeconfig, context, user)
-    keys = _keys(ssh_key, github, github_url, lambda: users.recorded_github(connection, who))
-    request = shells.CreateRequest(
+    keys = users.shell_keys(connection, who, list(ssh_key or []), list(github or []), github_url)
+    request = CreateRequest(
         name=name,
         user=who,
         authorized_keys=tuple(keys),
@@ -213,8 +149,8 @@ def create(
         keep_on_failure=keep_on_failure,
     )
     console = _console()
-    with _phases(console, f"shell {name}") as report:
-        created, _ = shells.create(connection, request, report)
+    with present.phases(console, f"shell {name}") as report:
+        created = shell_create.create(connection, request, report)
     expires = f"{created.expires_at:%Y-%m-%d %H:%M} UTC"
     console.print(f"[green]shell {name} is ready[/] on {created.node}; it expires {expires}")
     if created.ssh_host:
@@ -250,7 +186,7 @@ def list_(
     from toolkit import kube, shells
 
     connection = kube.connect(kubeconfig, context)
-    who = None if all_users else shells.user_from_context(connection, user)
+    who = None if all_users else user_from_context(connection, user)
     found = shells.list_shells(connection, who)
     if output is Output.json:
         typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
@@ -263,15 +199,15 @@ def list_(
             shell.user,
             str(shell.gpus),
             shell.status,
-            _age(shell.created, now),
-            _expiry(shell, now),
+            present.age(shell.created, now),
+            present.expiry(shell, now),
             shell.endpoint,
         )
     console = _console()
     console.print(table if found else "no shells")
     for shell in found:
         if shell.expires_at and 0 < (shell.expires_at - now).total_seconds() < 3600:
-            left = _age(now, shell.expires_at)
+            left = present.age(now, shell.expires_at)
             hint = f"toolkit shell extend {shell.name} --hours H"
             console.print(f"[yellow]warning:[/] {shell.name} expires in {left}: {hint}")
 
@@ -316,10 +252,7 @@ def connect(
     user: UserOption = None,
 ) -> None:
     """Open an SSH session to the shell with the toolkit's ssh config (strict host keys)."""
-    import shutil
-
     from toolkit import shells, sshconfig
-    from toolkit.errors import MissingToolError, ToolkitError
 
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.get_shell(connection, who, name)
@@ -392,7 +325,7 @@ def resume(
 
     connection, who = _connect(kubeconfig, context, user)
     console = _console()
-    with _phases(console, f"shell {name}") as report:
+    with present.phases(console, f"shell {name}") as report:
         shells.resume(connection, who, name, report, timeout)
     console.print(f"[green]shell {name} is ready[/]")
 
@@ -430,7 +363,7 @@ def add_key(
     from toolkit import shells, users
 
     connection, who = _connect(kubeconfig, context, user)
-    keys = _keys(ssh_key, github, github_url, lambda: users.recorded_github(connection, who))
+    keys = users.shell_keys(connection, who, list(ssh_key or []), list(github or []), github_url)
     added = shells.add_keys(connection, who, name, keys)
     if added:
         _console().print(f"added {added} key(s) to shell {name}; it restarts to load them")
@@ -468,50 +401,22 @@ def reap(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
     all_users: Annotated[
         bool, typer.Option("--all-users", "-A", help="Every user's shells (operators).")
-    ] = True,
+    ] = False,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
     user: UserOption = None,
 ) -> None:
     """Pause (or delete, per the cluster's reapPolicy) the shells past their expiry. Homes are kept.
 
-    Run it periodically, e.g. from cron with the admin kubeconfig:
-    [bold]*/10 * * * * toolkit shell reap --kubeconfig /etc/rancher/k3s/k3s.yaml[/bold]
+    Run it periodically for every user, e.g. from cron with the admin kubeconfig:
+    [bold]*/10 * * * * toolkit shell reap -A --kubeconfig /etc/rancher/k3s/k3s.yaml[/bold]
     """
     from toolkit import kube, shells
 
     connection = kube.connect(kubeconfig, context)
-    who = shells.user_from_context(connection, user) if (user or not all_users) else None
+    who = None if all_users else user_from_context(connection, user)
     reaped = shells.reap(connection, who, dry_run=dry_run)
     verb = "would be" if dry_run else ""
     for item in reaped:
         _console().print(f"{item.shell.user}/{item.shell.name} {verb} {item.action}".replace("  ", " "))
     _console().print(f"{len(reaped)} expired shell(s) {'found' if dry_run else 'reaped'}")
-
-
-ssh_config_app = command_group(
-    "Add or remove the Include line that makes ssh (and VS Code) know your shells."
-)
-app.add_typer(ssh_config_app, name="ssh-config")
-
-
-@ssh_config_app.command()
-def enable(
-    ssh_config: Annotated[Path, typer.Option(help="Your ssh config.")] = Path("~/.ssh/config"),
-) -> None:
-    """Add 'Include <toolkit config dir>/ssh_config' to the top of your ssh config (idempotent)."""
-    from toolkit import sshconfig
-
-    changed = sshconfig.set_include(True, ssh_config.expanduser())
-    _console().print(f"{'added' if changed else 'already present'}: {sshconfig.include_line()}")
-
-
-@ssh_config_app.command()
-def disable(
-    ssh_config: Annotated[Path, typer.Option(help="Your ssh config.")] = Path("~/.ssh/config"),
-) -> None:
-    """Remove the toolkit's Include line from your ssh config (idempotent)."""
-    from toolkit import sshconfig
-
-    changed = sshconfig.set_include(False, ssh_config.expanduser())
-    _console().print(f"{'removed' if changed else 'not present'}: {sshconfig.include_line()}")

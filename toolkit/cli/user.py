@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from toolkit.cli import Output, command_group
-from toolkit.cli.shell import ContextOption, GithubUrlOption, KubeconfigOption
+from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption
+from toolkit.tenancy import check_user_name
 
 app = command_group(
     "Shell users (operators, with the admin kubeconfig): a namespace, a GPU quota and a kubeconfig each."
@@ -45,9 +47,9 @@ def add(
     """Create (or update) a user and write their kubeconfig, mode 0600. Hand it to the user."""
     from rich.console import Console
 
-    from toolkit import kube, shells, users
+    from toolkit import kube, users
 
-    shells.check_user_name(name)
+    check_user_name(name)
     target = output or Path(f"{name}.kubeconfig")
     added = users.add(
         kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory, github, github_url
@@ -67,8 +69,6 @@ def list_(
     context: ContextOption = None,
 ) -> None:
     """Every user, their GPU quota and the GPUs their shells hold."""
-    from dataclasses import asdict
-
     from rich.console import Console
     from rich.table import Table
 

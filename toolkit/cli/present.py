@@ -1,0 +1,43 @@
+"""How shells' times and progress read in a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from toolkit.shells import Shell
+
+
+def age(moment: datetime, now: datetime) -> str:
+    """A duration in its largest whole unit: 3d, 7h, 12m, 40s."""
+    seconds = int((now - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def expiry(shell: Shell, now: datetime) -> str:
+    """When the shell expires, in yellow under an hour, red once past."""
+    if shell.expires_at is None:
+        return "never"
+    left = (shell.expires_at - now).total_seconds()
+    if left <= 0:
+        return "[bold red]expired[/]"
+    text = f"in {age(now, shell.expires_at)}"
+    return f"[yellow]{text}[/]" if left < 3600 else text
+
+
+@contextmanager
+def phases(console: Console, what: str) -> Iterator[Callable[[str], None]]:
+    """A phase reporter: a spinner on a terminal, one line per phase otherwise (logs, CI)."""
+    if not console.is_terminal:
+        yield lambda phase: console.print(f"{what}: {phase}")
+        return
+    with console.status(f"{what}: scheduling") as status:
+        yield lambda phase: status.update(f"{what}: {phase}")
