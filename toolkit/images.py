@@ -13,7 +13,9 @@ from pathlib import Path
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
 
 BUILDERS = ("podman", "buildah", "docker")
-DEFAULT_TAG = "localhost/toolkit-shell:latest"
+# The name `toolkit images build` gives the shell image, and the one shells run unless the site's
+# shells_platform_image names another (its default is this name too; a unit test ties them).
+SHELL_IMAGE = "localhost/toolkit-shell:latest"
 
 Report = Callable[[str], None]
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.errors import ToolkitError
+from toolkit.images import SHELL_IMAGE
 from toolkit.kube import ApiError, Kube
 
 SYSTEM_NAMESPACE = "toolkit-system"
 CONFIG_LABEL = "toolkit.dev/shells-config"
-DEFAULT_IMAGE = "localhost/toolkit-shell:latest"
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Platform:
 
     storage_class: str = "shared-wekafs"
     runtime_class: str | None = "nvidia"
-    image: str = DEFAULT_IMAGE
+    image: str = SHELL_IMAGE
     default_hours: int = 24
     max_hours: int = 168
     expose: str = "NodePort"

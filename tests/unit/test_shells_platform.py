@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.manifests import render, validate
+from toolkit.images import SHELL_IMAGE
 from toolkit.shell_settings import Platform
 
 
@@ -43,3 +44,8 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
 def test_an_empty_runtime_class_means_none() -> None:
     [_, config_map] = render("shells_platform", "shells.yaml.j2", shells_platform_runtime_class="")
     assert Platform.from_config_maps([config_map]).runtime_class is None
+
+
+def test_the_roles_default_image_is_the_one_toolkit_images_builds() -> None:
+    [_, config_map] = render("shells_platform", "shells.yaml.j2")
+    assert config_map["data"]["image"] == SHELL_IMAGE == Platform().image

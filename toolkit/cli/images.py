@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import command_group
+from toolkit.images import SHELL_IMAGE
 
 app = command_group("Build the prebuilt GPU shell image (images/shell): CUDA, sshd, ttyd, ready in seconds.")
 
@@ -18,7 +19,7 @@ def build(
     base: Annotated[
         str | None, typer.Option(help="Base image (default: the Dockerfile's NVIDIA CUDA devel image).")
     ] = None,
-    tag: Annotated[str, typer.Option(help="Name of the built image.")] = "localhost/toolkit-shell:latest",
+    tag: Annotated[str, typer.Option(help="Name of the built image.")] = SHELL_IMAGE,
     ttyd: Annotated[
         Path | None,
         typer.Option(help="A local ttyd binary (air-gapped builds); it must match the pinned sha256."),
@@ -37,11 +38,11 @@ def build(
     from rich.console import Console
 
     from toolkit import images
-    from toolkit.paths import project_dir
+    from toolkit.paths import project_dir, state_dir
 
     project = project_dir()
     tool = images.find_builder(builder)
-    log = project / ".cache" / "images" / "shell-build.log"
+    log = state_dir(project) / "images" / "shell-build.log"
     console = Console()
     with console.status("building the shell image") as status:
         images.build(project, status.update, base=base, tag=tag, ttyd=ttyd, builder=tool, log=log)
