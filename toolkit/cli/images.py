@@ -9,6 +9,7 @@ import typer
 
 from toolkit.cli import command_group
 from toolkit.images import SHELL_IMAGE
+from toolkit.paths import project_dir, state_dir
 
 app = command_group("Build the prebuilt GPU shell image (images/shell): CUDA, sshd, ttyd, ready in seconds.")
 
@@ -38,7 +39,6 @@ def build(
     from rich.console import Console
 
     from toolkit import images
-    from toolkit.paths import project_dir, state_dir
 
     project = project_dir()
     tool = images.find_builder(builder)

@@ -10,6 +10,8 @@ import typer
 
 from toolkit.cli import command_group
 from toolkit.cli.options import InventoryOption
+from toolkit.errors import BadInputError
+from toolkit.paths import project_dir
 
 app = command_group("Write a site's inventory skeleton, and validate an inventory before anything runs.")
 
@@ -21,9 +23,6 @@ def init(
     ],
 ) -> None:
     """Write a commented inventory skeleton: the groups, and the group_vars a site must fill."""
-    from toolkit.errors import BadInputError
-    from toolkit.paths import project_dir
-
     if directory.exists() and any(directory.iterdir()):
         raise BadInputError(f"{directory} exists and is not empty; choose a new directory")
     shutil.copytree(project_dir() / "inventory" / "example", directory, dirs_exist_ok=True)
