@@ -1,0 +1,132 @@
+"""Planning a shell needs no server: the request and the cluster's facts in, objects or every
+reason for a refusal out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from toolkit.capacity import NodeCapacity
+from toolkit.errors import BadInputError, ToolkitError
+from toolkit.shell_plan import ClusterFacts, CreateRequest, Endpoint, check_request, plan_create
+from toolkit.shell_settings import Platform
+
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+NODE = NodeCapacity(
+    name="gpu-1", address="10.0.0.11", ready=True, schedulable=True,
+    labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, gpus=8, cpu=Fraction(192),
+    memory=Fraction(2 * 2**40),
+)  # fmt: skip
+FACTS = ClusterFacts(
+    settings=Platform(), nodes=(NODE,),
+    quota={"spec": {"hard": {"requests.nvidia.com/gpu": "4"}},
+           "status": {"used": {"requests.nvidia.com/gpu": "1"}}},
+    storage_class="shared-wekafs", storage_class_exists=True, runtime_class="nvidia",
+    runtime_class_exists=True, shell_exists=False,
+)  # fmt: skip
+
+
+def request(**changes: Any) -> CreateRequest:
+    fields: dict[str, Any] = {
+        "name": "train",
+        "user": "alice",
+        "authorized_keys": ("ssh-ed25519 AAAA alice",),
+    }
+    return CreateRequest(**(fields | changes))
+
+
+def test_a_plan_holds_every_object_in_apply_order_for_the_users_namespace() -> None:
+    plan = plan_create(request(gpus=2, web=True), FACTS, NOW)
+    kinds = [o["kind"] for o in plan.objects(Endpoint("10.0.0.11", 30022, 30681))]
+    assert kinds == ["Secret", "PersistentVolumeClaim", "Service", "NetworkPolicy", "StatefulSet"]
+    assert {o["metadata"]["namespace"] for o in plan.objects(Endpoint("", 22, None))} == {"user-alice"}
+    assert plan.node == NODE and plan.spec.expires_at == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    assert (plan.spec.cpu, plan.spec.memory) == (Fraction(48), Fraction(512 * 2**30))
+
+
+def test_every_reason_for_a_refusal_is_given_at_once() -> None:
+    facts = replace(FACTS, storage_class_exists=False, shell_exists=True)
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpus=4, hours=500), facts, NOW)
+    reasons = str(refused.value).split("; ")
+    assert reasons == [
+        "--hours must be between 1 and 168 (this cluster's maximum), not 500",
+        "--gpus 4 is more than alice's quota allows: 4 GPUs, 1 in use by other shells",
+        "StorageClass 'shared-wekafs' does not exist on this cluster",
+        "alice already has a shell named 'train': pick another name or delete it",
+    ]
+    assert "\n" not in str(refused.value)
+
+
+def test_a_user_not_set_up_and_a_selector_no_node_matches_are_refused() -> None:
+    facts = replace(FACTS, quota=None)
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(node_selector={"nvidia.com/gpu.product": "A100"}), facts, NOW)
+    assert str(refused.value) == (
+        "no ready node matches nvidia.com/gpu.product=A100; "
+        "user 'alice' is not set up on this cluster: an operator runs 'toolkit user add alice'"
+    )
+
+
+def test_more_than_the_node_is_refused_once_not_again_as_cpu_and_memory() -> None:
+    with pytest.raises(BadInputError) as refused:
+        plan_create(
+            request(gpus=9), replace(FACTS, quota={"spec": {"hard": {"requests.nvidia.com/gpu": "16"}}}), NOW
+        )
+    assert str(refused.value) == "--gpus 9 is more than any node has (the largest, gpu-1, has 8)"
+    with pytest.raises(
+        BadInputError, match=r"--cpu 1000 / --memory 1Ti is more than gpu-1 has \(192 CPUs, 2Ti\)"
+    ):
+        plan_create(request(cpu="1000", memory="1Ti"), FACTS, NOW)
+
+
+def test_malformed_input_is_refused_before_the_cluster_is_asked() -> None:
+    with pytest.raises(BadInputError) as refused:
+        check_request(request(expose="ClusterIP", gpus=-1, shm="lots"))
+    assert str(refused.value) == (
+        "--expose must be nodeport or loadbalancer, not 'ClusterIP'; --gpus must be 0 or more, not -1; "
+        "--shm 'lots' is not a Kubernetes quantity (examples: 24, 500m, 256Gi)"
+    )
+    with pytest.raises(BadInputError, match="shell name 'Train' is invalid"):
+        check_request(request(name="Train"))
+
+
+def test_a_cpu_only_shell_on_a_cluster_that_allows_it_has_no_runtime_class_or_gpu() -> None:
+    facts = replace(
+        FACTS, settings=Platform(require_gpu=False), runtime_class=None, runtime_class_exists=False
+    )
+    plan = plan_create(request(gpus=0), facts, NOW)
+    pod = plan.statefulset(Endpoint("10.0.0.11", 30022, None))["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in pod
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    with pytest.raises(BadInputError, match="--gpus 0: this cluster's shells need a GPU"):
+        plan_create(request(gpus=0), FACTS, NOW)
+
+
+def test_a_node_port_shell_is_reached_at_the_sites_host_and_recorded_on_its_statefulset() -> None:
+    plan = plan_create(
+        request(web=True), replace(FACTS, settings=Platform(ssh_host="shells.example.org")), NOW
+    )
+    service = {"spec": {"ports": [{"name": "ssh", "port": 22, "nodePort": 31022},
+                                  {"name": "web", "port": 7681, "nodePort": 31681}]}}  # fmt: skip
+    endpoint = plan.endpoint(service)
+    assert endpoint == Endpoint("shells.example.org", 31022, 31681)
+    annotations = plan.statefulset(endpoint)["metadata"]["annotations"]
+    assert annotations["toolkit.dev/ssh-endpoint"] == "shells.example.org:31022"
+    assert annotations["toolkit.dev/web-endpoint"] == "shells.example.org:31681"
+
+
+def test_a_load_balancer_without_an_address_yet_records_no_endpoint() -> None:
+    plan = plan_create(request(expose="LoadBalancer"), FACTS, NOW)
+    service: dict[str, Any] = {"spec": {"ports": [{"name": "ssh", "port": 22, "nodePort": 31022}]}}
+    pending = plan.endpoint(service)
+    assert pending == Endpoint("", 22, None) and pending.annotations() == {}
+    assert plan.statefulset(pending)["metadata"]["annotations"]["toolkit.dev/ssh-endpoint"] == ""
+    service["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}
+    assert plan.endpoint(service).annotations() == {"toolkit.dev/ssh-endpoint": "192.0.2.10:22"}
+    with pytest.raises(ToolkitError, match="service train has no ssh port"):
+        plan.endpoint({"spec": {"ports": []}})
