@@ -2,6 +2,13 @@
 
 The toolkit's objects are rendered as manifests (dicts), so it talks to the API through the
 client's ApiClient (authentication, TLS, kubeconfig handling) without the typed models.
+
+Of the ApiClient it uses only what every major version of the client has kept: the
+Configuration's `host` and `auth_settings()` (the bearer token, refreshed by the kubeconfig
+loader's hook) and `rest_client.pool_manager`, the urllib3 pool built from the kubeconfig's TLS,
+proxy and retry settings. The rest is urllib3's own documented API. `call_api`,
+`update_params_for_auth`, the REST client's `request` and `RESTResponse` all changed shape at
+version 37 (the OpenAPI generator's new Python template), so the toolkit calls none of them.
 """
 
 from __future__ import annotations
@@ -10,10 +17,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from toolkit.errors import BadInputError, ToolkitError
+
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
 
 FIELD_MANAGER = "toolkit"
 Manifest = dict[str, Any]
@@ -91,14 +101,12 @@ class Kube:
         content_type: str | None = None,
         timeout: float | None = 30,
     ) -> Manifest:
-        response = self._send(method, path, query, body, content_type, timeout, stream=False)
-        data = response.read()
+        data = self._send(method, path, query, body, content_type, timeout).data
         return json.loads(data) if data else {}
 
     def text(self, path: str, query: dict[str, Any] | None = None) -> str:
         """A plain-text endpoint, such as a pod's log."""
-        response = self._send("GET", path, query, None, None, 30, stream=False)
-        return str(response.read().decode(errors="replace"))
+        return self._send("GET", path, query, None, None, 30).data.decode(errors="replace")
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> Manifest | None:
         """The object, or None when it does not exist."""
@@ -184,19 +192,17 @@ class Kube:
             query["labelSelector"] = labels
         if resource_version:
             query["resourceVersion"] = resource_version
-        response = self._send(
-            "GET", KINDS[kind].path(namespace), query, None, None, timeout + 10, stream=True
-        )
+        response = self._send("GET", KINDS[kind].path(namespace), query, None, None, timeout + 10)
         try:
             buffer = b""
-            for chunk in response.response.stream(4096, decode_content=True):
+            for chunk in response.stream(4096, decode_content=True):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
                         yield json.loads(line)
         finally:
-            response.response.release_conn()
+            response.release_conn()
 
     def _send(
         self,
@@ -206,30 +212,33 @@ class Kube:
         body: Any,
         content_type: str | None,
         timeout: float | None,
-        *,
-        stream: bool,
-    ) -> Any:
+    ) -> BaseHTTPResponse:
+        """The response to one request, its body not yet read; ApiError for a status outside 2xx."""
         import urllib3
 
-        url = self.api.configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        configuration = self.api.configuration
+        url = configuration.host + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": "application/json"}
+        for auth in configuration.auth_settings().values():
+            if auth["in"] == "header" and auth["value"]:
+                headers[auth["key"]] = auth["value"]
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
-        auth_headers: dict[str, str] = {}
-        self.api.update_params_for_auth(auth_headers, [], ["BearerToken"], path, method, body)
-        headers.update(auth_headers)
         try:
-            response = self.api.call_api(
-                method, url, header_params=headers, body=body, _request_timeout=timeout
+            response: BaseHTTPResponse = self.api.rest_client.pool_manager.request(
+                method,
+                url,
+                body=None if body is None else json.dumps(body),
+                headers=headers,
+                timeout=urllib3.Timeout(total=timeout) if timeout else None,
+                preload_content=False,
             )
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise UnreachableError(
                 f"cannot reach the Kubernetes API at {self.server}: {_cause(error)}"
             ) from None
         if not 200 <= response.status <= 299:
-            raise _api_error(response.status, response.read())
-        if not stream:
-            response.read()
+            raise _api_error(response.status, response.data)
         return response
 
 
