@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 from toolkit.errors import BadInputError, ToolkitError
 
 GITHUB_KEYS_URL = "https://github.com"
+# An authorized_keys file of a few hundred keys; anything larger is not a list of public keys.
+MAX_KEY_FILE_BYTES = 256 * 1024
 PUBLIC_KEY_TYPES = frozenset(
     {
         "ssh-ed25519",
@@ -56,13 +60,31 @@ def keys_from_text(text: str, source: str) -> list[str]:
     return [public_key_line(line, f"{source} line {number}") for number, line in enumerate(lines, 1)]
 
 
-def keys_from_file(path: Path) -> list[str]:
+def read_small_file(path: Path, what: str, limit: int) -> str:
+    """A regular text file of at most `limit` bytes; a one-line error for anything else.
+
+    It is opened without blocking and checked before it is read, so a FIFO, a device such as
+    /dev/zero or a huge file is refused instead of hanging or filling memory.
+    """
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise BadInputError(
-            f"cannot read SSH key file {path}: {getattr(error, 'strerror', None) or error}"
-        ) from None
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise BadInputError(f"cannot read {what} {path}: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise BadInputError(f"{what} {path} is not a regular file")
+    with os.fdopen(descriptor, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise BadInputError(f"{what} {path} is larger than {limit // 1024} KiB: is it the right file?")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise BadInputError(f"{what} {path} is not text") from None
+
+
+def keys_from_file(path: Path) -> list[str]:
+    text = read_small_file(path, "SSH key file", MAX_KEY_FILE_BYTES)
     keys = keys_from_text(text, str(path))
     if not keys:
         raise BadInputError(f"{path} holds no SSH public key")

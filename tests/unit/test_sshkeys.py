@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,23 @@ def test_generated_host_key_is_one_ssh_keygen_reads(tmp_path: Path) -> None:
         ["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True, check=True
     )
     assert derived.stdout.split()[:2] == host_key.public.split()[:2]
+
+
+def test_a_device_a_fifo_a_huge_or_binary_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.pub"
+    huge.write_text("ssh-ed25519 AAAA\n" * 20000)
+    binary = tmp_path / "binary.pub"
+    binary.write_bytes(b"\xff\xfe\x00ssh")
+    for path, message in (
+        (Path("/dev/zero"), "SSH key file /dev/zero is not a regular file"),
+        (fifo, f"SSH key file {fifo} is not a regular file"),
+        (tmp_path, f"SSH key file {tmp_path} is not a regular file"),
+        (huge, f"SSH key file {huge} is larger than 256 KiB"),
+        (binary, f"SSH key file {binary} is not text"),
+        (tmp_path / "missing.pub", "cannot read SSH key file"),
+    ):
+        with pytest.raises(BadInputError) as refused:
+            sshkeys.keys_from_file(path)
+        assert message in str(refused.value) and "\n" not in str(refused.value)
