@@ -260,11 +260,17 @@ def _size(request: CreateRequest, node: NodeCapacity, reasons: list[str]) -> tup
     cpu_share, memory_share = share(node, request.gpus)
     cpu = quantity.parse(request.cpu, "--cpu") if request.cpu else cpu_share
     memory = quantity.parse(request.memory, "--memory") if request.memory else memory_share
+    shm = quantity.parse(request.shm, "--shm") if request.shm else None
     if cpu <= 0 or memory <= 0:
         reasons.append("--cpu and --memory must be more than 0")
-    elif cpu * Fraction(9, 10) > node.cpu or memory * Fraction(9, 10) > node.memory:
+        return cpu, memory
+    if cpu * Fraction(9, 10) > node.cpu or memory * Fraction(9, 10) > node.memory:
         reasons.append(
             f"--cpu {quantity.cpu(cpu)} / --memory {quantity.human_bytes(memory)} is more than "
             f"{node.name} has ({quantity.cpu(node.cpu)} CPUs, {quantity.human_bytes(node.memory)})"
         )
+    if shm is not None and shm > memory:
+        # /dev/shm is memory-backed: it is charged to the shell's memory and can never exceed it.
+        limit = quantity.human_bytes(memory)
+        reasons.append(f"--shm {quantity.human_bytes(shm)} is more than the shell's memory ({limit})")
     return cpu, memory

@@ -137,10 +137,12 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
 def extend(kube: Kube, user: str, name: str, hours: int, now: datetime | None = None) -> Shell:
     """Push the expiry `hours` later (from now when already past), within the cluster's maximum."""
     settings = platform(kube)
+    if hours <= 0 or hours > settings.max_hours:
+        raise BadInputError(
+            f"--hours must be between 1 and {settings.max_hours} (this cluster's maximum), not {hours}"
+        )
     shell = get_shell(kube, user, name)
     moment = now or datetime.now(UTC).replace(microsecond=0)
-    if hours <= 0:
-        raise BadInputError(f"--hours must be more than 0, not {hours}")
     base = max(shell.expires_at or moment, moment)
     expires = base + timedelta(hours=hours)
     if expires > moment + timedelta(hours=settings.max_hours):

@@ -69,6 +69,9 @@ CASES = [
     (["create", "train", "--pub", "--expose", "bogus"], "Invalid value for '--expose'"),
     (["create", "train", "--pub", "--frobnicate"], "No such option: --frobnicate"),
     (["extend", "ghost", "--hours", "1.5"], "Invalid value for '--hours'"),
+    (["extend", "train", "--hours", "1" + "0" * 30], "--hours must be between 1 and 168"),
+    (["create", "train", "--pub", "--shm", "900Ti"], "--shm 900Ti is more than the shell's memory"),
+    (["create", "train", "--pub", "--cpu", "1000000000"], "--cpu 1000000000 / --memory 256Gi is more than"),
     (["frobnicate"], "toolkit shell: No such command 'frobnicate'"),
 ]
 
@@ -146,7 +149,10 @@ def test_the_flow_through_the_cli(alice: Path, keys: Path, admin_kubeconfig: Pat
         (["shell", "resume", "train", *user], "shell train is ready"),
         (["shell", "extend", "train", "--hours", "5", *user], "now expires"),
         (["shell", "avail", *user], "GPUs free"),
-        (["shell", "reap", "-A", "--dry-run", "--kubeconfig", str(admin_kubeconfig)], "0 expired shell(s) found"),
+        (
+            ["shell", "reap", "-A", "--dry-run", "--kubeconfig", str(admin_kubeconfig)],
+            "0 expired shell(s) found",
+        ),
         (["shell", "delete", "train", "--yes", *user], "deleted StatefulSet/train"),
         (["user", "list", "--kubeconfig", str(admin_kubeconfig)], "alice"),
     ]

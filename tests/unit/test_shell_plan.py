@@ -130,3 +130,10 @@ def test_a_load_balancer_without_an_address_yet_records_no_endpoint() -> None:
     assert plan.endpoint(service).annotations() == {"toolkit.dev/ssh-endpoint": "192.0.2.10:22"}
     with pytest.raises(ToolkitError, match="service train has no ssh port"):
         plan.endpoint({"spec": {"ports": []}})
+
+
+def test_shm_beyond_the_shells_memory_and_absurd_sizes_are_refused_in_one_line() -> None:
+    with pytest.raises(BadInputError, match=r"^--shm 900Ti is more than the shell's memory \(256Gi\)$"):
+        plan_create(request(shm="900Ti"), FACTS, NOW)
+    with pytest.raises(BadInputError, match=r"^--cpu 1000000000 / --memory 1024Ti is more than gpu-1 has"):
+        plan_create(request(cpu="1000000000", memory="1Pi"), FACTS, NOW)
