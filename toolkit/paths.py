@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import BadInputError, ToolkitError
 
 PROJECT_DIR_ENV = "TOOLKIT_PROJECT_DIR"
 
@@ -28,6 +29,31 @@ def project_dir() -> Path:
 def state_dir(project: Path) -> Path:
     """Gitignored working state of this checkout: lab keys, run artifacts, cached facts, build logs."""
     return project / ".cache"
+
+
+def reserve_private_file(path: Path, what: str, overwrite: bool) -> bool:
+    """Make sure `path` can be written before a command changes anything: create it empty (0600)
+    or, with `overwrite`, open the existing file for writing. Whether it was created here, so a
+    failed command removes only what it made.
+
+    An existing file is never replaced without `overwrite`; a directory, a path under a file, in
+    /proc or anywhere read-only is a one-line error.
+    """
+    if path.is_dir():
+        raise BadInputError(f"{what} {path} is a directory: name the file to write")
+    if path.exists() and not overwrite:
+        raise BadInputError(f"{what} {path} exists: pass --force to overwrite it")
+    flags = os.O_WRONLY | os.O_NONBLOCK | (0 if overwrite and path.exists() else os.O_CREAT | os.O_EXCL)
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except OSError as error:
+        raise BadInputError(f"cannot write {what} {path}: {error.strerror}") from None
+    created = bool(flags & os.O_CREAT)
+    regular = stat.S_ISREG(os.fstat(descriptor).st_mode)
+    os.close(descriptor)
+    if not regular:
+        raise BadInputError(f"{what} {path} is not a regular file")
+    return created
 
 
 def write_private(path: Path, text: str) -> None:

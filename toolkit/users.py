@@ -20,6 +20,7 @@ from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.kubeconfig import write_kubeconfig
+from toolkit.paths import reserve_private_file
 from toolkit.shell_settings import SYSTEM_NAMESPACE
 from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, USER_LABEL, check_user_name, namespace_of
 
@@ -215,19 +216,19 @@ def add(
     memory: str | None,
     github: str = "",
     github_url: str = sshkeys.GITHUB_KEYS_URL,
+    overwrite: bool = False,
 ) -> User:
     """Create or update the user (idempotent), and write their kubeconfig (0600).
 
     `github` records the user's GitHub account: their shells get its published keys when no key
-    is given. It must publish at least one key.
+    is given. It must publish at least one key. An existing kubeconfig file is replaced only
+    with `overwrite`; the file is checked before anything is created on the cluster.
     """
     check_user_name(user)
     if github:
         sshkeys.keys_from_github(github, github_url)
     if max_gpus < 0:
         raise BadInputError(f"--max-gpus must be 0 or more, not {max_gpus}")
-    if kubeconfig_path.is_dir():
-        raise BadInputError(f"--output {kubeconfig_path} is a directory: name the kubeconfig file to write")
     nodes = [NodeCapacity.from_node(n) for n in kube.list("Node")["items"]]
     gpu_nodes = [n for n in nodes if n.gpus] or nodes
     if not gpu_nodes:
@@ -242,11 +243,14 @@ def add(
     memory_quota = quantity.parse(memory, "--memory") if memory else memory_share
     namespace = namespace_of(user)
     existed = kube.get("Namespace", namespace) is not None
+    reserved = reserve_private_file(kubeconfig_path, "--output", overwrite)
     try:
         for manifest in manifests(user, max_gpus, cpu_quota, memory_quota, github):
             kube.apply(manifest)
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
+        if reserved:
+            kubeconfig_path.unlink(missing_ok=True)
         if not existed:
             with contextlib.suppress(NoSuchUser):  # the namespace never got made: nothing to undo
                 remove(kube, user, purge=True)

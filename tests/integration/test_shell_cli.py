@@ -129,14 +129,23 @@ def test_bad_user_input(admin_kubeconfig: Path, fake_cluster: FakeApiServer, tmp
     before = objects(fake_cluster)
     admin = ["--kubeconfig", str(admin_kubeconfig)]
     output = ["-o", str(tmp_path / "k")]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    admin_text = admin_kubeconfig.read_text()
     for args, message in (
         (["add", "Alice", *output], "user name 'Alice' is invalid"),
         (["add", "bob", "--max-gpus", "99", *output], "--max-gpus 99 is more than the cluster's 16 GPUs"),
         (["remove", "nobody", "--yes"], "there is no user 'nobody'"),
+        (["add", "bob", "-o", str(admin_kubeconfig)], f"--output {admin_kubeconfig} exists: pass --force"),
+        (["add", "bob", "-o", str(a_file / "k")], f"cannot write --output {a_file}/k: Not a directory"),
+        (["add", "bob", "-o", "/proc/bob.kubeconfig"], "cannot write --output /proc/bob.kubeconfig"),
+        (["add", "bob", "-o", str(tmp_path)], f"--output {tmp_path} is a directory"),
     ):
         result = toolkit("user", *args, *admin)
         assert result.returncode == 3 and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
     assert objects(fake_cluster) == before and not (tmp_path / "k").exists()
+    assert admin_kubeconfig.read_text() == admin_text and a_file.read_text() == "not a directory\n"
 
 
 def test_the_flow_through_the_cli(alice: Path, keys: Path, admin_kubeconfig: Path, tmp_path: Path) -> None:

@@ -41,6 +41,9 @@ def add(
             "--output", "-o", help="Where to write the user's kubeconfig.", show_default="./NAME.kubeconfig"
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the kubeconfig file when it exists.")
+    ] = False,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
 ) -> None:
@@ -52,7 +55,7 @@ def add(
     check_user_name(name)
     target = output or Path(f"{name}.kubeconfig")
     added = users.add(
-        kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory, github, github_url
+        kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory, github, github_url, force
     )
     console = Console(highlight=False)
     console.print(f"user {added.name}: namespace {added.namespace}, up to {added.max_gpus} GPU(s)")
