@@ -3,7 +3,8 @@ through `toolkit cluster verify` on this machine (a local-connection host) again
 API server, with a real kubectl in place of `k3s kubectl` and a version-only k3s in place of k3s.
 
 This host has no k3s service, no GPU and no Weka, so those checks fail or skip as they should;
-what is asserted is the nodes check, on Ready and NotReady nodes."""
+what is asserted is the nodes check, on Ready and NotReady nodes, the GPU node's checks, and that
+the shell check asks for a GPU from the GPU nodes verify.yml records."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import pytest
 from tests.integration.conftest import PROJECT, toolkit
 from tests.standins.kube_apiserver import FakeApiServer
 from tests.unit.test_gpu_facts import NVIDIA, sysfs_from_lspci
+from toolkit import verify
+from toolkit.checks import Check, Status
+from toolkit.runner import RunOutcome, RunRequest, RunTracker, run_playbook
 
 STANDINS = PROJECT / "tests" / "standins"
 
@@ -29,6 +33,20 @@ def verify_run(fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Pa
 
 
 def make_run(fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path, gpu: bool) -> Any:
+    inventory, extra, env = verify_setup(admin_kubeconfig, tmp_path, gpu)
+
+    def run() -> dict[str, tuple[str, str]]:
+        result = toolkit("cluster", "verify", "-i", str(inventory), "--output", "json", *extra, env=env)
+        assert result.returncode == 1, result.stdout + result.stderr  # no k3s service on this machine
+        assert result.stdout.startswith("["), result.stdout + result.stderr
+        return {c["check"]: (c["status"], c["detail"]) for c in json.loads(result.stdout)}
+
+    return run
+
+
+def verify_setup(admin_kubeconfig: Path, tmp_path: Path, gpu: bool) -> tuple[Path, list[str], dict[str, str]]:
+    """This machine as the one host of an inventory, and the `-e` options and environment that put
+    the stand-ins in place."""
     inventory = tmp_path / "hosts.yml"
     local = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
     groups = {
@@ -57,14 +75,7 @@ def make_run(fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path
             "NVIDIA_SMI_STANDIN_QUERY_XML": str(NVIDIA / "h100-hgx8-k8s-test-infra-nvidia-smi-q-x.xml"),
             "NVIDIA_SMI_STANDIN_TOPO": str(NVIDIA / "h100-hgx8-tpgds-aihub0007-topo-m.txt"),
         }
-
-    def run() -> dict[str, tuple[str, str]]:
-        result = toolkit("cluster", "verify", "-i", str(inventory), "--output", "json", *extra, env=env)
-        assert result.returncode == 1, result.stdout + result.stderr  # no k3s service on this machine
-        assert result.stdout.startswith("["), result.stdout + result.stderr
-        return {c["check"]: (c["status"], c["detail"]) for c in json.loads(result.stdout)}
-
-    return run
+    return inventory, extra, env
 
 
 def test_ready_nodes_pass_and_a_not_ready_node_fails_by_name(
@@ -109,3 +120,31 @@ def test_gpu_node_checks_on_an_hgx_h100(
     checks = run()
     assert checks["gpu allocatable"] == ("fail", "7 allocatable nvidia.com/gpu, 8 on the host")
     assert checks["cuda smoke pod"][0] == "fail"
+
+
+def test_the_shell_check_asks_for_a_gpu_from_the_gpu_nodes_verify_yml_records(
+    fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    inventory, extra, env = verify_setup(admin_kubeconfig, tmp_path, gpu=True)
+    fake_cluster.add_gpu_node(socket.gethostname(), gpus=8)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    asked: list[int] = []
+
+    def shell_check(kubeconfig: Path, scratch: Path, gpus: int) -> Check:
+        asked.append(gpus)
+        return Check(verify.SHELL_CHECK, "-", Status.SKIP, f"asked for {gpus} GPU")
+
+    def playbook(name: str, extra_vars: list[str]) -> RunOutcome:
+        if name == "kubeconfig.yml":  # this machine runs no k3s: its kubeconfig is the stand-in's
+            Path(extra_vars[0].partition("=")[2]).write_text(admin_kubeconfig.read_text())
+            return RunOutcome(RunTracker(), runner_rc=0, status="successful", artifacts=tmp_path)
+        request = RunRequest(PROJECT / "playbooks" / name, inventory, extra_vars=tuple(extra_vars))
+        return run_playbook(PROJECT, request, RunTracker())
+
+    monkeypatch.setattr(verify, "shell_check", shell_check)
+    report = verify.run(playbook, extra[1::2])  # the values of the `-e` options
+    assert asked == [1]
+    assert report.checks[-1].detail == "asked for 1 GPU"
