@@ -308,6 +308,9 @@ def run_playbook(
         cmdline=build_cmdline(request) or None,
         envvars={
             "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
+            # ansible-runner turns host-key checking off unless the environment names it, which
+            # would override ansible.cfg: secrets must never go to a host whose key is unknown.
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
             # ansible-playbook lives beside this interpreter, also when its venv is not activated.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         },
