@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -193,23 +194,41 @@ class RunOutcome:
         return self.tracker.exit_code(self.runner_rc)
 
 
+# Variable names that hold secrets (k3s_token, wekafs_client_password, ..._secret, ..._key).
+SECRET_NAME = re.compile(r"(token|passw(or)?d|secret|(^|_)key$)", re.IGNORECASE)
+
+
 def validate_extra_vars(values: tuple[str, ...]) -> None:
-    """`-e` takes what ansible-playbook takes: key=value pairs, a JSON/YAML mapping, or @FILE."""
+    """`-e` takes what ansible-playbook takes: key=value pairs, a JSON/YAML mapping, or @FILE.
+
+    A variable that looks like a secret is refused on the command line: ansible-runner saves the
+    command line in the run's artifacts. Secrets go in a file (`-e @FILE`, vault-encrypted or not).
+    """
     for value in values:
         if value.startswith("@"):
             path = Path(value[1:])
             if not path.is_file():
                 raise BadInputError(f"-e {value}: no such file {path}")
-        elif value.lstrip().startswith("{"):
+            continue
+        if value.lstrip().startswith("{"):
             try:
-                json.loads(value)
+                mapping = json.loads(value)
             except json.JSONDecodeError as error:
                 raise BadInputError(f"-e {value!r} is not valid JSON: {error.msg}") from None
+            keys = [str(key) for key in mapping] if isinstance(mapping, dict) else []
         else:
+            keys = []
             for pair in shlex.split(value):
                 key, sep, _ = pair.partition("=")
                 if not sep or not key.isidentifier():
                     raise BadInputError(f"-e {pair!r}: expected key=value, a JSON mapping or @FILE")
+                keys.append(key)
+        for key in keys:
+            if SECRET_NAME.search(key):
+                raise BadInputError(
+                    f"-e {key}=...: secrets are not taken on the command line, which the run's artifacts "
+                    "keep; put it in a file and pass -e @FILE (ansible-vault encrypt works too)"
+                )
 
 
 def build_cmdline(request: RunRequest) -> str:

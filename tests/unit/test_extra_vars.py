@@ -8,7 +8,9 @@ from toolkit.errors import BadInputError
 from toolkit.runner import RunRequest, build_cmdline, validate_extra_vars
 
 
-@pytest.mark.parametrize("value", ["a=1", "a=1 b=two", '{"a": [1, 2]}'])
+@pytest.mark.parametrize(
+    "value", ["a=1", "a=1 b=two", '{"a": [1, 2]}', "k3s_kubeconfig_dest=/tmp/k", "node_host=keystone-1"]
+)
 def test_valid_extra_vars_pass(value: str) -> None:
     validate_extra_vars((value,))
 
@@ -25,6 +27,24 @@ def test_valid_extra_vars_pass(value: str) -> None:
 def test_malformed_extra_vars_are_rejected(value: str, message: str) -> None:
     with pytest.raises(BadInputError, match=message):
         validate_extra_vars((value,))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["k3s_token=K10abc::server:s3cret", "a=1 wekafs_client_password=hunter2", '{"weka_secret": "x"}',
+     "wekafs_csi_api_key=abc", "K3S_TOKEN=x"],
+)  # fmt: skip
+def test_secrets_on_the_command_line_are_refused_and_pointed_to_a_file(value: str) -> None:
+    with pytest.raises(
+        BadInputError, match=r"secrets are not taken on the command line.*-e @FILE"
+    ) as refused:
+        validate_extra_vars((value,))
+    assert "hunter2" not in str(refused.value) and "s3cret" not in str(refused.value)
+
+
+def test_secrets_in_a_vars_file_pass(tmp_path: Path) -> None:
+    (tmp_path / "secrets.yml").write_text("k3s_token: K10abc::server:s3cret\n")
+    validate_extra_vars((f"@{tmp_path / 'secrets.yml'}",))
 
 
 def test_cmdline_makes_var_files_absolute_and_adds_check_and_diff(tmp_path: Path, monkeypatch) -> None:
