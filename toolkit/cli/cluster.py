@@ -2,97 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from toolkit.cli import Output, command_group
-
-if TYPE_CHECKING:
-    from toolkit.runner import RunOutcome
+from toolkit.cli.options import (
+    ContextOption,
+    ExtraVarsOption,
+    InventoryOption,
+    KubeconfigOption,
+    LimitOption,
+    SkipTagsOption,
+    TagsOption,
+)
+from toolkit.errors import BadInputError
 
 app = command_group("Build and change the cluster described by an inventory.")
-
-InventoryOption = Annotated[
-    Path,
-    typer.Option(
-        "--inventory",
-        "-i",
-        help="Inventory file or directory (see inventory/example/).",
-        envvar="TOOLKIT_INVENTORY",
-        show_default=False,
-    ),
-]
-LimitOption = Annotated[str | None, typer.Option("--limit", "-l", help="Only these hosts or groups.")]
-TagsOption = Annotated[str | None, typer.Option("--tags", "-t", help="Only tasks with these tags.")]
-SkipTagsOption = Annotated[str | None, typer.Option("--skip-tags", help="Skip tasks with these tags.")]
-ExtraVarsOption = Annotated[
-    list[str] | None,
-    typer.Option("--extra-vars", "-e", help="key=value, a JSON mapping, or @FILE. Repeatable."),
-]
-
-
-def run_playbook_command(
-    playbook: str,
-    inventory_path: Path,
-    *,
-    limit: str | None = None,
-    tags: str | None = None,
-    skip_tags: str | None = None,
-    extra_vars: list[str] | None = None,
-    check: bool = False,
-    diff: bool = False,
-    quiet_recap: bool = False,
-    node: str | None = None,
-    progress_to_stderr: bool = False,
-) -> RunOutcome:
-    """Validate the inventory, run one playbook with progress, print the recap; the outcome (its
-    exit code, recap counts and set_stats data).
-
-    `node`, when given, must be a k3s server or agent of the inventory. `progress_to_stderr`
-    keeps stdout for a command's own output, such as JSON.
-    """
-    # Imported here so `toolkit --help` does not pay for Ansible, rich's live display and YAML.
-    from rich.console import Console
-    from rich.live import Live
-
-    from toolkit import inventory
-    from toolkit.cli.display import LiveView, PlainProgress, print_recap
-    from toolkit.errors import BadInputError
-    from toolkit.paths import project_dir
-    from toolkit.runner import RunRequest, RunTracker, run_playbook, validate_extra_vars
-
-    project = project_dir()
-    loaded, warnings = inventory.load_and_check(inventory_path)
-    if node is not None and node not in set(loaded.hosts("k3s_servers")) | set(loaded.hosts("k3s_agents")):
-        raise BadInputError(f"{node} is not a k3s server or agent in {inventory_path}: add it there first")
-    extras = tuple(extra_vars or ())
-    validate_extra_vars(extras)
-    request = RunRequest(
-        playbook=project / "playbooks" / playbook,
-        inventory=inventory_path,
-        limit=limit,
-        tags=tags,
-        skip_tags=skip_tags,
-        extra_vars=extras,
-        check=check,
-        diff=diff,
-    )
-    console = Console(stderr=progress_to_stderr)
-    for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    tracker = RunTracker()
-    if console.is_terminal:
-        with Live(LiveView(tracker), console=console, refresh_per_second=8, transient=True):
-            outcome = run_playbook(project, request, tracker)
-    else:
-        outcome = run_playbook(project, request, tracker, on_event=PlainProgress(console, tracker))
-    if not (quiet_recap and outcome.exit_code == 0):
-        print_recap(console, outcome)
-    return outcome
 
 
 @app.command()
@@ -111,6 +43,8 @@ def up(
     Exit codes: 0 done, 1 a task failed, 2 a host was unreachable, 3 bad input (nothing ran).
     A second run on a converged cluster reports no changes.
     """
+    from toolkit.cli.display import run_playbook_command
+
     raise typer.Exit(
         run_playbook_command(
             "site.yml",
@@ -157,6 +91,8 @@ def upgrade(
 
     Each node is drained before and uncordoned after; nodes already at that version are left alone.
     """
+    from toolkit.cli.display import run_playbook_command
+
     raise typer.Exit(
         run_playbook_command("upgrade.yml", inventory_path, limit=limit, extra_vars=extra_vars).exit_code
     )
@@ -174,7 +110,7 @@ def reset(
     Asks first, naming the hosts; --yes skips the question.
     """
     from toolkit import inventory
-    from toolkit.errors import BadInputError
+    from toolkit.cli.display import run_playbook_command
 
     loaded, _ = inventory.load_and_check(inventory_path)
     hosts = sorted(set(loaded.hosts("k3s_servers")) | set(loaded.hosts("k3s_agents")))
@@ -219,6 +155,7 @@ def kubeconfig(
 
     It is written with mode 0600, to --output or merged into your kubeconfig as a named context.
     """
+    from toolkit.cli.display import run_playbook_command
     from toolkit.kubeconfig import merge_into
 
     with tempfile.TemporaryDirectory(prefix="toolkit-kubeconfig-") as scratch:
@@ -240,20 +177,11 @@ def kubeconfig(
 def status(
     *,
     output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
-    kubeconfig_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--kubeconfig",
-            envvar="KUBECONFIG",
-            help="Admin kubeconfig (toolkit cluster kubeconfig).",
-            show_default="~/.kube/config",
-        ),
-    ] = None,
-    context: Annotated[str | None, typer.Option(help="Kubeconfig context (default: current).")] = None,
+    kubeconfig_path: KubeconfigOption = None,
+    context: ContextOption = None,
 ) -> None:
-    """The cluster from its Kubernetes API: nodes, versions, GPUs allocatable and used, shells."""
-    import json
-
+    """The cluster from its Kubernetes API (with the admin kubeconfig from `toolkit cluster kubeconfig`):
+    nodes, versions, GPUs allocatable and used, shells."""
     from rich.console import Console
     from rich.table import Table
 
@@ -299,15 +227,13 @@ def verify(
     Checks that cannot run (no GPU, the lab's stand-in k3s, Weka off) are shown as skipped, with
     the reason. Exit 1 when any check fails. `-e verify_cuda_image=...` names a local CUDA image.
     """
-    import json
-    from collections import Counter
-    from dataclasses import asdict
-
     from rich.console import Console
     from rich.table import Table
 
     from toolkit import verify as acceptance
     from toolkit.checks import STYLE
+    from toolkit.cli.display import run_playbook_command
+    from toolkit.runner import RunOutcome
 
     def playbook(name: str, extra: list[str]) -> RunOutcome:
         return run_playbook_command(

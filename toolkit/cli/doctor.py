@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import Output
-from toolkit.cli.cluster import InventoryOption
+from toolkit.cli.options import InventoryOption
 
 
 def doctor(
