@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from toolkit.errors import BadInputError, ToolkitError
+from toolkit.errors import BadInputError, ToolkitError, UnreachableError
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
@@ -77,10 +77,6 @@ class ApiError(ToolkitError):
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.code, self.reason = code, reason
-
-
-class UnreachableError(BadInputError):
-    """No answer from the API server the kubeconfig names: a wrong kubeconfig, or the cluster is down."""
 
 
 @dataclass

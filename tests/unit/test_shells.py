@@ -13,7 +13,7 @@ import pytest
 
 from tests.standins.kube_apiserver import FakeApiServer
 from toolkit import capacity, kube, shells, users
-from toolkit.errors import BadInputError, ToolkitError
+from toolkit.errors import BadInputError, ToolkitError, UnreachableError
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
 from toolkit.shell_wait import ShellFailed
@@ -257,7 +257,7 @@ def test_unreachable_api_server_is_one_line(tmp_path: Path, fake_cluster: FakeAp
     config = fake_cluster.kubeconfig(tmp_path / "gone")
     fake_cluster.stop()
     with pytest.raises(
-        kube.UnreachableError, match=r"^cannot reach the Kubernetes API at https://127.0.0.1:\d+: "
+        UnreachableError, match=r"^cannot reach the Kubernetes API at https://127.0.0.1:\d+: "
     ):
         shells.list_shells(kube.connect(config), "alice")
 
