@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -10,12 +12,9 @@ from tests.manifests import render, validate
 
 SENTINEL_PASSWORD = "sentinel-password-7f3c"
 WEKA = {
-    "wekafs_csi_enabled": True,
     "wekafs_csi_api_endpoints": ["10.0.0.1:14000", "10.0.0.2:14000"],
     "wekafs_csi_api_username": "csi",
     "wekafs_csi_api_password": SENTINEL_PASSWORD,
-    "_wekafs_csi_chart_content": "",
-    "_wekafs_csi_shells_storage_class": "shared-wekafs",
 }
 
 
@@ -52,9 +51,7 @@ def test_storage_class_is_rwx_capable_dir_volumes_kept_after_release() -> None:
 
 
 def test_without_weka_shells_fall_back_to_local_path_and_no_class_is_made() -> None:
-    documents = rendered(
-        "shells-storage.yaml.j2", wekafs_csi_enabled=False, _wekafs_csi_shells_storage_class="local-path"
-    )
+    documents = rendered("shells-storage.yaml.j2", wekafs_enabled=False)
     validate(documents)
     assert [d["kind"] for d in documents] == ["Namespace", "ConfigMap"]
     assert documents[1]["data"] == {"storageClassName": "local-path"}
@@ -71,9 +68,11 @@ def test_helm_chart_is_pinned_and_points_the_driver_at_k3s_kubelet() -> None:
     assert values["images"] == {"csidriver": "mirror.local:5000/weka.io/csi-wekafs", "csidriverTag": "2.7.4"}
 
 
-def test_air_gapped_chart_travels_inside_the_manifest() -> None:
-    (chart,) = rendered("csi-wekafs.yaml.j2", _wekafs_csi_chart_content="H4sIAAAA")
-    assert chart["spec"]["chartContent"] == "H4sIAAAA"
+def test_air_gapped_chart_travels_inside_the_manifest(tmp_path: Path) -> None:
+    archive = tmp_path / "csi-wekafsplugin-2.7.4.tgz"
+    archive.write_bytes(b"\x1f\x8b\x08\x00chart")
+    (chart,) = rendered("csi-wekafs.yaml.j2", wekafs_csi_chart_archive=str(archive))
+    assert base64.b64decode(chart["spec"]["chartContent"]) == archive.read_bytes()
     assert "repo" not in chart["spec"]
 
 
