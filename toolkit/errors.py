@@ -39,5 +39,11 @@ class UnreachableError(ToolkitError):
     exit_code = EXIT_UNREACHABLE
 
 
+class Interrupted(ToolkitError):
+    """Ctrl-C stopped the command; the message says what was undone."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class MissingToolError(ToolkitError):
     """A program the command needs is not installed."""

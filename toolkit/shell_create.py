@@ -7,14 +7,26 @@ for the pod (bench/shell_api.py lists them). A failure removes what this create 
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from toolkit.capacity import NodeCapacity
-from toolkit.errors import ToolkitError
+from toolkit.errors import Interrupted, ToolkitError
 from toolkit.kube import Kube
-from toolkit.shell_plan import ClusterFacts, CreateRequest, Endpoint, ShellPlan, check_request, plan_create
+from toolkit.shell_plan import (
+    CREATED_BY,
+    ClusterFacts,
+    CreateRequest,
+    Endpoint,
+    ShellPlan,
+    check_request,
+    plan_create,
+)
 from toolkit.shell_settings import platform
 from toolkit.shell_wait import Phase, ShellFailed, wait_ready
 from toolkit.tenancy import QUOTA_NAME, namespace_of
@@ -54,41 +66,52 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
 
 
 def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | None = None) -> CreatedShell:
-    """Plan, apply the shell's objects, wait until it is Ready; undo everything on failure."""
+    """Plan, apply the shell's objects, wait until it is Ready; undo everything on failure.
+
+    Each object is recorded before its request is sent, so a failure or a Ctrl-C at any moment
+    removes whatever this create may have made: the home volume only when this create made it.
+    A second Ctrl-C does not stop that cleanup.
+    """
     check_request(request)
     started = now or datetime.now(UTC).replace(microsecond=0)
     plan = plan_create(request, read_facts(kube, request), started)
     spec = plan.spec
-    applied: list[dict[str, Any]] = []
+    made: list[dict[str, Any]] = []
 
     def apply(manifest: dict[str, Any]) -> dict[str, Any]:
-        result = kube.apply(manifest)
-        applied.append(manifest)
-        return result
+        made.append(manifest)
+        return kube.apply(manifest)
 
     try:
         apply(plan.secret)
         # Created, not applied: a home kept from an earlier shell of this name is reused as it is,
         # and never removed when this create fails.
+        made.append(plan.claim)
         _, new_home = kube.create(plan.claim)
-        if new_home:
-            applied.append(plan.claim)
-        else:
+        if not new_home:
+            made.pop()
             on_phase("reusing the home volume kept from an earlier shell")
         endpoint = plan.endpoint(apply(plan.service))
         apply(plan.network_policy)
         apply(plan.statefulset(endpoint))
         pod = wait_ready(kube, spec.namespace, spec.name, on_phase, request.timeout)
     except (ToolkitError, KeyboardInterrupt) as failure:
-        if not request.keep_on_failure:
+        interrupted = isinstance(failure, KeyboardInterrupt)
+        if request.keep_on_failure and not interrupted:
+            if isinstance(failure, ShellFailed):
+                raise ShellFailed(
+                    f"{failure} (kept for inspection: toolkit shell delete {spec.name} --purge)"
+                ) from None
+            raise
+        with _ignoring_interrupts():
             on_phase("cleaning up")
-            left = _remove(kube, spec.namespace, applied)
-            if left:
-                raise ToolkitError(f"{failure}; cleaning up failed, left behind: {', '.join(left)}") from None
-        if isinstance(failure, ShellFailed) and request.keep_on_failure:
-            raise ShellFailed(
-                f"{failure} (kept for inspection: toolkit shell delete {spec.name} --purge)"
+            removed, left = _undo(kube, plan, made)
+        if left:
+            raise ToolkitError(
+                f"{failure or 'interrupted'}; cleaning up failed, left behind: {', '.join(left)}"
             ) from None
+        if interrupted:
+            raise Interrupted(f"interrupted; removed {', '.join(removed) or 'nothing'}") from None
         raise
     if spec.expose == "LoadBalancer" and not endpoint.host:
         endpoint = _record_load_balancer_address(kube, plan, endpoint)
@@ -120,12 +143,37 @@ def _record_load_balancer_address(kube: Kube, plan: ShellPlan, pending: Endpoint
     return endpoint
 
 
-def _remove(kube: Kube, namespace: str, applied: list[dict[str, Any]]) -> list[str]:
-    """Delete what a failed create made, newest first; what could not be deleted, as kind/name."""
-    left = []
-    for manifest in reversed(applied):
+def _undo(kube: Kube, plan: ShellPlan, made: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Delete what this create may have made, newest first: (removed, left behind) as kind/name.
+    The home volume is deleted only when it carries this create's mark."""
+    removed, left = [], []
+    for manifest in reversed(made):
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
         try:
-            kube.delete(manifest["kind"], manifest["metadata"]["name"], namespace)
+            if kind == "PersistentVolumeClaim" and not _made_by(kube, plan, name):
+                continue
+            if kube.delete(kind, name, plan.spec.namespace):
+                removed.append(f"{kind}/{name}")
         except ToolkitError:
-            left.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
-    return left
+            left.append(f"{kind}/{name}")
+    return removed, left
+
+
+def _made_by(kube: Kube, plan: ShellPlan, claim_name: str) -> bool:
+    claim = kube.get("PersistentVolumeClaim", claim_name, plan.spec.namespace)
+    annotations = ((claim or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(CREATED_BY) == plan.creation_id
+
+
+@contextmanager
+def _ignoring_interrupts() -> Iterator[None]:
+    """Ctrl-C ignored while cleaning up, so a second one can't leave half a shell behind. Only the
+    main thread can set signal handlers; creates in other threads are not interrupted by Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -22,6 +22,7 @@ from toolkit.sshkeys import KeyPair, generate_key_pair
 from toolkit.tenancy import check_user_name, namespace_of
 
 EXPOSE_CHOICES = ("NodePort", "LoadBalancer")
+CREATED_BY = "toolkit.dev/created-by"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class ShellPlan:
     spec: manifests.ShellSpec
     node: NodeCapacity  # the node the shell was sized from
     ssh_host: str | None  # the site's SSH host name, if it set one
+    # Marks the home volume this create makes, so an interrupted create can tell its own new
+    # volume from a home kept from an earlier shell, which it must never delete.
+    creation_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def secret(self) -> dict[str, Any]:
@@ -90,7 +94,9 @@ class ShellPlan:
 
     @property
     def claim(self) -> dict[str, Any]:
-        return manifests.claim(self.spec)
+        claim = manifests.claim(self.spec)
+        claim["metadata"]["annotations"] = {CREATED_BY: self.creation_id}
+        return claim
 
     @property
     def service(self) -> dict[str, Any]:

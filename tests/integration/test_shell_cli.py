@@ -4,13 +4,17 @@ bad input is one line on stderr, exit code 3, and nothing created."""
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import toolkit
+from tests.integration.conftest import PROJECT, toolkit
 from tests.standins.kube_apiserver import FakeApiServer
 
 
@@ -187,3 +191,30 @@ def test_shell_without_keys_uses_the_github_account_the_operator_recorded(
     assert secret is not None
     key_data = keys.with_suffix(".pub").read_text().split()[1]
     assert key_data in base64.b64decode(secret["data"]["authorized_keys"]).decode()
+
+
+def test_ctrl_c_while_a_shell_starts_removes_it_says_what_and_exits_130(
+    alice: Path, keys: Path, fake_cluster: FakeApiServer, tmp_path: Path
+) -> None:
+    before = objects(fake_cluster)
+    fake_cluster.behaviour.pod_start_delay = 30
+    command = [sys.executable, "-m", "toolkit", "shell", "create", "train", "--ssh-key", f"{keys}.pub"]
+    env = {**os.environ, "TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")}
+    started = subprocess.Popen(
+        [*command, "--kubeconfig", str(alice)], cwd=PROJECT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert started.stdout is not None
+    for line in started.stdout:  # the phases, one line each without a terminal
+        if "pulling image" in line:
+            break
+    started.send_signal(signal.SIGINT)
+    _, stderr = started.communicate(timeout=60)
+    assert started.returncode == 130, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("error: interrupted; removed StatefulSet/train"), (
+        stderr
+    )
+    deadline = time.monotonic() + 5
+    while objects(fake_cluster) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert objects(fake_cluster) == before

@@ -4,6 +4,8 @@ failure cause, and that bad input and failures leave nothing behind."""
 from __future__ import annotations
 
 import base64
+import signal
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from tests.standins.kube_apiserver import FakeApiServer
 from toolkit import capacity, kube, shells, users
-from toolkit.errors import BadInputError, ToolkitError, UnreachableError
+from toolkit.errors import BadInputError, Interrupted, ToolkitError, UnreachableError
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
 from toolkit.shell_wait import ShellFailed
@@ -337,3 +339,78 @@ def test_user_add_that_fails_midway_leaves_no_user(
     assert fake_cluster.get("Namespace", "user-erin") is None
     assert fake_cluster.get("ClusterRoleBinding", "toolkit-shell-user-erin") is None
     assert not (tmp_path / "erin").exists()
+
+
+def interrupt_main_after(*delays: float) -> list[threading.Timer]:
+    """Real SIGINTs to this process's main thread, as Ctrl-C sends, after each delay."""
+    main = threading.main_thread().ident
+    assert main is not None
+    timers = [threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT)) for delay in delays]
+    for timer in timers:
+        timer.start()
+    return timers
+
+
+def settled(server: FakeApiServer, expected: set[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """The objects once background deletion (a StatefulSet's pod) has caught up, or after 5 s."""
+    deadline = time.monotonic() + 5
+    while snapshot(server) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return snapshot(server)
+
+
+# With 40 ms per request and a slow pod, a create takes well over a second. Its reads end near
+# 0.28 s and its five writes follow, one every 40 ms: these moments fall in the reads, inside
+# and between each write (the home volume's creation among them) and in the wait.
+INTERRUPT_AT = [0.02, 0.15, *(round(0.26 + 0.015 * step, 3) for step in range(18)), 0.7, 1.0]
+
+
+@pytest.mark.parametrize("delay", INTERRUPT_AT)
+def test_ctrl_c_at_any_moment_of_a_create_leaves_nothing_behind(
+    alice: kube.Kube, fake_cluster: FakeApiServer, delay: float
+) -> None:
+    before = snapshot(fake_cluster)
+    fake_cluster.behaviour.latency = 0.04
+    fake_cluster.behaviour.pod_start_delay = 3
+    [timer] = interrupt_main_after(delay)
+    with pytest.raises((Interrupted, KeyboardInterrupt)) as stopped:
+        create(alice, request(), lambda _: None)
+    timer.join()
+    fake_cluster.behaviour.latency = 0
+    assert settled(fake_cluster, before) == before
+    if isinstance(stopped.value, Interrupted):
+        assert str(stopped.value).startswith("interrupted; removed ") and stopped.value.exit_code == 130
+
+
+def test_a_second_ctrl_c_does_not_stop_the_cleanup(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
+    before = snapshot(fake_cluster)
+    fake_cluster.behaviour.latency = 0.04
+    fake_cluster.behaviour.pod_start_delay = 3
+    timers = interrupt_main_after(0.6, 0.65, 0.7)
+    with pytest.raises(Interrupted, match="interrupted; removed StatefulSet/train, NetworkPolicy/train"):
+        create(alice, request(), lambda _: None)
+    for timer in timers:
+        timer.join()
+    fake_cluster.behaviour.latency = 0
+    assert settled(fake_cluster, before) == before
+
+
+def test_ctrl_c_keeps_a_home_volume_kept_from_an_earlier_shell(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    create(alice, request(), lambda _: None)
+    shells.delete(alice, "alice", "train", purge=False)
+    home = fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice")
+    assert home is not None
+    before = settled(fake_cluster, snapshot(fake_cluster))
+    fake_cluster.behaviour.latency = 0.04
+    fake_cluster.behaviour.pod_start_delay = 3
+    [timer] = interrupt_main_after(0.6)
+    with pytest.raises(Interrupted) as stopped:
+        create(alice, request(), lambda _: None)
+    timer.join()
+    fake_cluster.behaviour.latency = 0
+    assert "PersistentVolumeClaim" not in str(stopped.value)
+    assert settled(fake_cluster, before) == before
+    kept = fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice")
+    assert kept is not None and kept["metadata"]["uid"] == home["metadata"]["uid"]

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from toolkit.cli import HELP_OPTIONS, cluster, doctor, images, inventory, lab, node, shell, ssh_config, user
-from toolkit.errors import BadInputError, ToolkitError
+from toolkit.errors import BadInputError, Interrupted, ToolkitError
 
 
 def _is_usage_error(error: BaseException) -> bool:
@@ -26,6 +26,8 @@ class ToolkitGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
         except Exception as error:
             if not _is_usage_error(error):
                 raise
