@@ -19,6 +19,7 @@ from toolkit.cli.options import (
     InventoryOption,
     KubeconfigOption,
     LimitOption,
+    OutputOption,
     SkipTagsOption,
     TagsOption,
 )
@@ -176,7 +177,7 @@ def kubeconfig(
 @app.command()
 def status(
     *,
-    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    output: OutputOption = Output.table,
     kubeconfig_path: KubeconfigOption = None,
     context: ContextOption = None,
 ) -> None:
@@ -217,7 +218,7 @@ def verify(
     *,
     inventory_path: InventoryOption,
     extra_vars: ExtraVarsOption = None,
-    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    output: OutputOption = Output.table,
 ) -> None:
     """The acceptance test, on real hardware: every node Ready; each GPU node's allocatable GPUs
     equal nvidia-smi's count; a CUDA pod (runtimeClassName nvidia) runs nvidia-smi on every GPU

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import Output
-from toolkit.cli.options import InventoryOption
+from toolkit.cli.options import InventoryOption, OutputOption
 
 
 def doctor(
@@ -20,7 +20,7 @@ def doctor(
             "--accept-new", help="Trust and save unknown host keys (changed keys are still refused)."
         ),
     ] = False,
-    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    output: OutputOption = Output.table,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each host.")] = 5.0,
 ) -> None:
     """Check every host in parallel over SSH (no Ansible): reachability and sudo, OS, kernel

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from toolkit.cli import Output
+
 InventoryOption = Annotated[
     Path,
     typer.Option(
@@ -50,3 +52,4 @@ GithubUrlOption = Annotated[
         help="Where USER.keys is fetched from (a mirror, or tests).",
     ),
 ]
+OutputOption = Annotated[Output, typer.Option(help="table, or json for scripts.")]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli import Output, command_group, present
-from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption, UserOption
+from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption, OutputOption, UserOption
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
 from toolkit.tenancy import user_from_context
 
@@ -175,7 +175,7 @@ def list_(
     all_users: Annotated[
         bool, typer.Option("--all-users", "-A", help="Every user's shells (operators).")
     ] = False,
-    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    output: OutputOption = Output.table,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
     user: UserOption = None,
@@ -374,7 +374,7 @@ def add_key(
 @app.command()
 def avail(
     *,
-    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    output: OutputOption = Output.table,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
 ) -> None:

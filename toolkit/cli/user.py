@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import Output, command_group
-from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption
+from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption, OutputOption
 from toolkit.tenancy import check_user_name
 
 app = command_group(
@@ -67,7 +67,7 @@ def add(
 @app.command("list")
 def list_(
     *,
-    output: Annotated[Output, typer.Option(help="table, or json for scripts.")] = Output.table,
+    output: OutputOption = Output.table,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
 ) -> None:
