@@ -7,8 +7,10 @@ SSH as root with a key, strict host-key checking against a known_hosts file the 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -31,6 +33,8 @@ DEFAULT_SUBNET = "10.213.77.0/24"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MAX_HOSTS = 32
 K3S_RELEASES = "https://github.com/k3s-io/k3s/releases/download"
+# The lab's stand-in for k3s where no release can be downloaded, relative to the project.
+K3S_STANDIN = Path("images/lab-host/standins/k3s")
 SYSTEMD_BOOT_TIMEOUT_S = 60.0
 SSH_READY_TIMEOUT_S = 30.0
 
@@ -316,12 +320,35 @@ def k3s_release_reachable(version: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def lay_out_k3s_standin(project: Path, paths: LabPaths, version: str) -> dict[str, object]:
-    """An air-gap directory holding the stand-in k3s (tests/standins/k3s) as release `version`,
-    with its checksum file, laid out by the script the k3s role's molecule scenario uses; returns
-    the inventory settings that make the k3s role use it."""
-    _run(["sh", str(project / "tests" / "standins" / "k3s-release.sh"), str(paths.k3s_standin_dir), version])
-    return {"k3s_install_source": "airgap", "k3s_airgap_dir": str(paths.k3s_standin_dir / version)}
+def lay_out_k3s_standin(project: Path, directory: Path, version: str) -> Path:
+    """The stand-in k3s (K3S_STANDIN) as GitHub serves release `version`: `directory/version/k3s`,
+    reporting that version, and its `sha256sum-amd64.txt`. The k3s role's molecule scenario lays
+    out its releases with this too. Returns `directory/version`."""
+    source = (project / K3S_STANDIN).read_text()
+    binary = re.sub(r"^VERSION = .*$", f"VERSION = {version!r}", source, count=1, flags=re.MULTILINE)
+    release = directory / version
+    release.mkdir(parents=True, exist_ok=True)
+    (release / "k3s").write_text(binary)
+    (release / "k3s").chmod(0o755)
+    digest = hashlib.sha256(binary.encode()).hexdigest()
+    (release / "sha256sum-amd64.txt").write_text(f"{digest}  k3s\n")
+    return release
+
+
+def k3s_standin_settings(project: Path, paths: LabPaths, version: str) -> dict[str, object]:
+    """Lay out the stand-in k3s as an air-gap directory; returns the inventory settings that make
+    the k3s role install it, site.yml say so once, and verify.yml skip the checks that need the
+    Kubernetes API it does not serve."""
+    release = lay_out_k3s_standin(project, paths.k3s_standin_dir, version)
+    return {
+        "k3s_install_source": "airgap",
+        "k3s_airgap_dir": str(release),
+        "toolkit_standins": [
+            f"k3s is the stand-in binary ({K3S_STANDIN}; no k3s release is reachable here): services run"
+            " and tokens are real files, but no Kubernetes API answers"
+        ],
+        "verify_api_skip_reason": f"k3s here is the stand-in ({K3S_STANDIN}): it serves no Kubernetes API",
+    }
 
 
 def _existing_hosts(paths: LabPaths) -> dict[str, str]:
@@ -373,8 +400,8 @@ def up(
         standins: dict[str, object] = {}
         version = k3s_version(project)
         if not k3s_release_reachable(version):
-            report(f"stand-in: k3s {version} cannot be downloaded here; the lab uses tests/standins/k3s")
-            standins.update(lay_out_k3s_standin(project, paths, version))
+            report(f"stand-in: k3s {version} cannot be downloaded here; the lab uses {K3S_STANDIN}")
+            standins.update(k3s_standin_settings(project, paths, version))
         paths.inventory_dir.mkdir(parents=True, exist_ok=True)
         paths.hosts_file.write_text(render_inventory(hosts, paths, standins))
     except BaseException:

@@ -283,7 +283,7 @@ def test_verify_passes_what_the_lab_can_do_and_skips_the_rest_with_reasons(lab: 
         assert checks[("nvidia-smi", host)] == ("skip", "no NVIDIA GPU on the PCI bus")
         assert checks[("fabric manager", host)] == ("skip", "no NVSwitch on the PCI bus")
         assert checks[("weka mount", host)] == ("skip", "wekafs_enabled is false")
-    standin = "k3s here is the stand-in (tests/standins/k3s): it serves no Kubernetes API"
+    standin = "k3s here is the stand-in (images/lab-host/standins/k3s): it serves no Kubernetes API"
     for check in ("nodes ready",):
         assert checks[(check, "lab-server-1")] == ("skip", standin)
     for check in ("gpu allocatable", "cuda smoke pod", "shell over ssh"):

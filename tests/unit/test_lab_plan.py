@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hashlib
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -7,6 +10,8 @@ import yaml
 
 from toolkit import inventory, lab
 from toolkit.errors import BadInputError
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def test_default_lab_is_one_server_and_two_agents() -> None:
@@ -62,3 +67,34 @@ def test_missing_podman_is_one_line_naming_the_package(monkeypatch) -> None:
         lab.MissingToolError, match=r"podman is not installed: run `apt-get install -y podman"
     ):
         lab.status()
+
+
+def test_the_k3s_standin_is_laid_out_as_a_release_that_reports_its_version(tmp_path: Path) -> None:
+    release = lab.lay_out_k3s_standin(PROJECT, tmp_path, "v1.33.5+k3s1")
+    assert release == tmp_path / "v1.33.5+k3s1"
+    binary = release / "k3s"
+    digest, name = (release / "sha256sum-amd64.txt").read_text().split()
+    assert (digest, name) == (hashlib.sha256(binary.read_bytes()).hexdigest(), "k3s")
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True).stdout
+    first_line = version.splitlines()[0]
+    assert re.fullmatch(r"k3s version v1\.33\.5\+k3s1 \([0-9a-f]{8}\)", first_line), version
+
+
+def test_the_k3s_standin_settings_say_what_it_is_through_the_inventory(tmp_path: Path) -> None:
+    paths = lab.LabPaths(inventory_dir=tmp_path / "lab", state_dir=tmp_path / "state")
+    settings = lab.k3s_standin_settings(PROJECT, paths, "v1.33.5+k3s1")
+    assert settings["k3s_install_source"] == "airgap"
+    assert (Path(str(settings["k3s_airgap_dir"])) / "k3s").is_file()
+    (note,) = settings["toolkit_standins"]
+    assert note.startswith("k3s is the stand-in binary")
+    assert str(settings["verify_api_skip_reason"]).endswith("it serves no Kubernetes API")
+
+
+def test_the_toolkit_never_imports_or_runs_test_material() -> None:
+    pattern = re.compile(r"^\s*(from|import) tests\b|[\"']tests[\"']|[\"']tests/", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(PROJECT))
+        for path in sorted((PROJECT / "toolkit").rglob("*.py"))
+        if pattern.search(path.read_text())
+    ]
+    assert offenders == []
