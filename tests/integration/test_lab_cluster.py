@@ -213,8 +213,8 @@ def test_doctor_checks_every_lab_host(lab: None) -> None:
     assert set(reports) == {"lab-server-1", "lab-agent-1"}
     for report in reports.values():
         assert report["reachable"] is True
-        assert report["checks"]["os"] == {"status": "ok", "detail": "debian 12"}
-        assert report["checks"]["sudo"]["status"] == "ok"
+        assert report["checks"]["os"] == {"status": "pass", "detail": "debian 12"}
+        assert report["checks"]["sudo"]["status"] == "pass"
     assert reports["lab-agent-1"]["checks"]["gpus"] == {
         "status": "warn",
         "detail": "0 on a host in gpu_nodes",
