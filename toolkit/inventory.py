@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ PINNED_VERSIONS = (
     "wekafs_client_version",
 )
 FLOATING_VERSIONS = ("", "latest", "stable", "current")
+# Letters, digits, '.', '-' and the '_' inventories use in aliases: nothing a shell, an ssh
+# config or ssh's own option parsing would read as more than a name.
+HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
 # Why the server count must be odd. The k3s role's preflight asserts the same rule on the hosts
 # it runs on; this is the toolkit's one copy of it, for inventories and lab plans.
@@ -75,13 +80,20 @@ _SyntaxLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def _yaml_error(source: Path) -> str | None:
-    """The first YAML syntax error among the inventory's YAML files, in one line."""
-    files = [source] if source.is_file() else sorted(source.glob("*.y*ml"))
+    """The first file that is not UTF-8, or the first YAML syntax error, among the inventory's
+    files (its group_vars and host_vars included), in one line."""
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     for file in files:
+        if any(part.startswith(".") for part in file.relative_to(source.parent).parts):
+            continue
+        try:
+            text = file.read_bytes().decode()
+        except UnicodeDecodeError as error:
+            return f"{file}: is not UTF-8 (byte {error.start} is {file.read_bytes()[error.start]:#04x})"
         if file.suffix not in (".yml", ".yaml"):
             continue
         try:
-            yaml.load(file.read_text(), Loader=_SyntaxLoader)
+            yaml.load(text, Loader=_SyntaxLoader)
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark
             where = f"line {mark.line + 1}" if mark is not None else "somewhere"
@@ -166,9 +178,35 @@ def _setting(inventory: Inventory, host: str, name: str) -> Any:
     return inventory.host_vars.get(host, {}).get(name)
 
 
+def _is_address(text: str) -> bool:
+    """A host name or an IP address: what ssh can be pointed at."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return bool(HOST_NAME.match(text)) and all(len(label) <= 63 for label in text.split("."))
+    return True
+
+
+def host_problems(inventory: Inventory) -> list[str]:
+    """Host names, addresses and ports that can't be real; templated and vaulted values are
+    left to Ansible."""
+    found = []
+    for host in inventory.hosts("cluster"):
+        if not _is_address(host):
+            found.append(f"host name {host!r} is not a valid host name")
+        address = _setting(inventory, host, "ansible_host")
+        if isinstance(address, str) and "{{" not in address and not _is_address(address):
+            found.append(f"ansible_host {address!r} of {host} is not a host name or IP address")
+        port = _setting(inventory, host, "ansible_port")
+        checkable = port is not None and not _is_encrypted(port) and "{{" not in str(port)
+        if checkable and not (str(port).isdigit() and 0 < int(str(port)) < 65536):
+            found.append(f"ansible_port {str(port)!r} of {host} is not a port number (1-65535)")
+    return found
+
+
 def check(inventory: Inventory) -> Findings:
     """Everything `inventory validate` reports: errors stop `cluster up`, warnings do not."""
-    errors = problems(inventory)
+    errors = problems(inventory) + host_problems(inventory)
     warnings: list[str] = []
     if inventory.vars_error:
         warnings.append(f"variables were not checked: {inventory.vars_error}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,41 @@ def test_validate_command_prints_one_line_per_error_and_exits_3(tmp_path: Path) 
     assert len(lines) == 3, result.output
     assert any("k3s_servers has 2 hosts" in line for line in lines)
     assert any("k3s_version is 'latest'" in line for line in lines)
+
+
+def test_real_host_names_addresses_and_ports_pass(tmp_path: Path) -> None:
+    text = COMPLETE.replace(
+        "gpu1: {ansible_host: 192.0.2.21}",
+        "gpu1: {ansible_host: 'fd00::21', ansible_port: 2222}\n"
+        "        gpu_2.rack-3: {ansible_host: node2.example.org}",
+    )
+    loaded = inventory.load(write(tmp_path, text))
+    assert inventory.host_problems(loaded) == []
+
+
+@pytest.mark.parametrize(
+    ("host", "settings", "problem"),
+    [
+        ("s1;touch x", "{ansible_host: 192.0.2.11}", "host name 's1;touch x' is not a valid host name"),
+        ("s1", "{ansible_host: '$(id)'}", "ansible_host '$(id)' of s1 is not a host name or IP address"),
+        (
+            "s1",
+            "{ansible_host: '-oProxyCommand=x'}",
+            "ansible_host '-oProxyCommand=x' of s1 is not a host name",
+        ),
+        ("s1", "{ansible_host: 192.0.2.11, ansible_port: x}", "ansible_port 'x' of s1 is not a port number"),
+        ("s1", "{ansible_host: 192.0.2.11, ansible_port: 0}", "ansible_port '0' of s1 is not a port number"),
+    ],
+)
+def test_host_names_addresses_and_ports_that_cant_be_real_are_errors(
+    tmp_path: Path, host: str, settings: str, problem: str
+) -> None:
+    text = COMPLETE.replace("srv1: {ansible_host: 192.0.2.11}", f"{host!r}: {settings}")
+    with pytest.raises(BadInputError, match=re.escape(problem)):
+        inventory.load_and_check(write(tmp_path, text))
+
+
+def test_an_inventory_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "hosts.yml").write_bytes(COMPLETE.replace("srv1", "srv\xe9").encode("latin-1"))
+    with pytest.raises(BadInputError, match=r"hosts.yml: is not UTF-8 \(byte \d+ is 0xe9\)$"):
+        inventory.load(tmp_path)
