@@ -7,24 +7,20 @@ SSH as root with a key, strict host-key checking against a known_hosts file the 
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
-import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import lab_standins
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
-from toolkit.inventory import ODD_SERVERS_REASON, is_odd_server_count
+from toolkit.paths import state_dir
 
 LAB_IMAGE = "localhost/toolkit-lab-host:bookworm"
 LAB_LABEL = "io.toolkit.lab"
@@ -32,9 +28,6 @@ DEFAULT_NETWORK = "toolkit-lab"
 DEFAULT_SUBNET = "10.213.77.0/24"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MAX_HOSTS = 32
-K3S_RELEASES = "https://github.com/k3s-io/k3s/releases/download"
-# The lab's stand-in for k3s where no release can be downloaded, relative to the project.
-K3S_STANDIN = Path("images/lab-host/standins/k3s")
 SYSTEMD_BOOT_TIMEOUT_S = 60.0
 SSH_READY_TIMEOUT_S = 30.0
 
@@ -61,7 +54,7 @@ class LabPaths:
 
     @classmethod
     def for_project(cls, project: Path) -> LabPaths:
-        return cls(inventory_dir=project / "inventory" / "lab", state_dir=project / ".cache" / "lab")
+        return cls(inventory_dir=project / "inventory" / "lab", state_dir=state_dir(project) / "lab")
 
     @property
     def hosts_file(self) -> Path:
@@ -97,6 +90,8 @@ def plan_hosts(count: int, servers: int, subnet: str) -> list[LabHost]:
     """Names and addresses of a lab of `count` hosts, the first `servers` of them k3s servers."""
     if not 1 <= count <= MAX_HOSTS:
         raise BadInputError(f"--hosts must be between 1 and {MAX_HOSTS}, got {count}")
+    from toolkit.inventory import ODD_SERVERS_REASON, is_odd_server_count  # YAML: keep --help fast
+
     if not is_odd_server_count(servers):
         raise BadInputError(f"--servers must be odd, got {servers}: {ODD_SERVERS_REASON}")
     if servers > count:
@@ -303,54 +298,6 @@ def render_inventory(hosts: list[LabHost], paths: LabPaths, standins: dict[str, 
     return header + yaml.safe_dump(inventory, sort_keys=False)
 
 
-def k3s_version(project: Path) -> str:
-    """The k3s release the k3s role installs by default."""
-    import yaml
-
-    defaults = yaml.safe_load((project / "roles" / "k3s" / "defaults" / "main.yml").read_text())
-    return str(defaults["k3s_version"])
-
-
-def k3s_release_reachable(version: str, timeout: float = 3.0) -> bool:
-    url = f"{K3S_RELEASES}/{urllib.parse.quote(version)}/sha256sum-amd64.txt"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-            return True
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def lay_out_k3s_standin(project: Path, directory: Path, version: str) -> Path:
-    """The stand-in k3s (K3S_STANDIN) as GitHub serves release `version`: `directory/version/k3s`,
-    reporting that version, and its `sha256sum-amd64.txt`. The k3s role's molecule scenario lays
-    out its releases with this too. Returns `directory/version`."""
-    source = (project / K3S_STANDIN).read_text()
-    binary = re.sub(r"^VERSION = .*$", f"VERSION = {version!r}", source, count=1, flags=re.MULTILINE)
-    release = directory / version
-    release.mkdir(parents=True, exist_ok=True)
-    (release / "k3s").write_text(binary)
-    (release / "k3s").chmod(0o755)
-    digest = hashlib.sha256(binary.encode()).hexdigest()
-    (release / "sha256sum-amd64.txt").write_text(f"{digest}  k3s\n")
-    return release
-
-
-def k3s_standin_settings(project: Path, paths: LabPaths, version: str) -> dict[str, object]:
-    """Lay out the stand-in k3s as an air-gap directory; returns the inventory settings that make
-    the k3s role install it, site.yml say so once, and verify.yml skip the checks that need the
-    Kubernetes API it does not serve."""
-    release = lay_out_k3s_standin(project, paths.k3s_standin_dir, version)
-    return {
-        "k3s_install_source": "airgap",
-        "k3s_airgap_dir": str(release),
-        "toolkit_standins": [
-            f"k3s is the stand-in binary ({K3S_STANDIN}; no k3s release is reachable here): services run"
-            " and tokens are real files, but no Kubernetes API answers"
-        ],
-        "verify_api_skip_reason": f"k3s here is the stand-in ({K3S_STANDIN}): it serves no Kubernetes API",
-    }
-
-
 def _existing_hosts(paths: LabPaths) -> dict[str, str]:
     """Host keys already pinned for running lab hosts, by address."""
     if not paths.known_hosts.exists():
@@ -398,10 +345,12 @@ def up(
             pinned[host.address] = _start_host(host, network, public_key)
         paths.known_hosts.write_text("".join(f"{h.address} {pinned[h.address]}\n" for h in hosts))
         standins: dict[str, object] = {}
-        version = k3s_version(project)
-        if not k3s_release_reachable(version):
-            report(f"stand-in: k3s {version} cannot be downloaded here; the lab uses {K3S_STANDIN}")
-            standins.update(k3s_standin_settings(project, paths, version))
+        version = lab_standins.k3s_version(project)
+        if not lab_standins.k3s_release_reachable(version):
+            report(
+                f"stand-in: k3s {version} cannot be downloaded here; the lab uses {lab_standins.K3S_STANDIN}"
+            )
+            standins.update(lab_standins.k3s_standin_settings(project, paths.k3s_standin_dir, version))
         paths.inventory_dir.mkdir(parents=True, exist_ok=True)
         paths.hosts_file.write_text(render_inventory(hosts, paths, standins))
     except BaseException:
@@ -428,7 +377,7 @@ def down(
     paths.hosts_file.unlink(missing_ok=True)
     shutil.rmtree(paths.state_dir, ignore_errors=True)
     # Cached facts of lab hosts would describe the removed containers to the next lab's first run.
-    for cached in (project / ".cache" / "facts").glob("lab-*"):
+    for cached in (state_dir(project) / "facts").glob("lab-*"):
         cached.unlink()
     if remove_image and image_exists():
         report(f"removing image {LAB_IMAGE}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolkit import inventory, lab
+from toolkit import inventory, lab, lab_standins
 from toolkit.errors import BadInputError
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def test_missing_podman_is_one_line_naming_the_package(monkeypatch) -> None:
 
 
 def test_the_k3s_standin_is_laid_out_as_a_release_that_reports_its_version(tmp_path: Path) -> None:
-    release = lab.lay_out_k3s_standin(PROJECT, tmp_path, "v1.33.5+k3s1")
+    release = lab_standins.lay_out_k3s_standin(PROJECT, tmp_path, "v1.33.5+k3s1")
     assert release == tmp_path / "v1.33.5+k3s1"
     binary = release / "k3s"
     digest, name = (release / "sha256sum-amd64.txt").read_text().split()
@@ -82,7 +82,7 @@ def test_the_k3s_standin_is_laid_out_as_a_release_that_reports_its_version(tmp_p
 
 def test_the_k3s_standin_settings_say_what_it_is_through_the_inventory(tmp_path: Path) -> None:
     paths = lab.LabPaths(inventory_dir=tmp_path / "lab", state_dir=tmp_path / "state")
-    settings = lab.k3s_standin_settings(PROJECT, paths, "v1.33.5+k3s1")
+    settings = lab_standins.k3s_standin_settings(PROJECT, paths.k3s_standin_dir, "v1.33.5+k3s1")
     assert settings["k3s_install_source"] == "airgap"
     assert (Path(str(settings["k3s_airgap_dir"])) / "k3s").is_file()
     (note,) = settings["toolkit_standins"]

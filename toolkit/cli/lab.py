@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from toolkit import lab
 from toolkit.cli import command_group
 from toolkit.paths import project_dir
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
 
 app = command_group(
     "A local rehearsal lab: real Debian 12 systemd containers under podman, each with its own sshd "
@@ -31,7 +40,7 @@ def up(
 
     The host image is built once from Debian packages and cached. A failed start removes what it made.
     """
-    console = Console()
+    console = _console()
     project = project_dir()
     with console.status("starting the lab") as status:
         made = lab.up(project, status.update, count=hosts, servers=servers, subnet=subnet)
@@ -48,7 +57,7 @@ def down(
     image: Annotated[bool, typer.Option("--image", help="Also remove the cached host image.")] = False,
 ) -> None:
     """Remove the lab's containers, network, inventory and key. Nothing else is left behind."""
-    console = Console()
+    console = _console()
     with console.status("removing the lab") as status:
         lab.down(project_dir(), status.update, remove_image=image)
     console.print("lab is down")
@@ -60,7 +69,7 @@ def status() -> None:
     from rich.table import Table
 
     rows = lab.status()
-    console = Console()
+    console = _console()
     if not rows:
         console.print("no lab is running: [bold]toolkit lab up[/bold]")
         raise typer.Exit(1)
@@ -76,7 +85,7 @@ def image(
     rebuild: Annotated[bool, typer.Option(help="Build again even if the image is cached.")] = False,
 ) -> None:
     """Build the lab host image (also the platform of every molecule scenario)."""
-    console = Console()
+    console = _console()
     project = project_dir()
     with console.status("lab image") as status:
         built = lab.build_image(project, lab.LabPaths.for_project(project), status.update, rebuild=rebuild)
