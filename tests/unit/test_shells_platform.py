@@ -22,8 +22,7 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
     storage = render(
         "wekafs_csi",
         "shells-storage.yaml.j2",
-        wekafs_csi_enabled=False,
-        _wekafs_csi_shells_storage_class="local-path",
+        wekafs_enabled=False,
     )
     config_maps = [d for d in shells + storage if d["kind"] == "ConfigMap"]
     assert all(c["metadata"]["labels"]["toolkit.dev/shells-config"] == "true" for c in config_maps)
