@@ -7,14 +7,24 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASK_FAILED, EXIT_UNREACHABLE, BadInputError
+from toolkit.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_TASK_FAILED,
+    EXIT_UNREACHABLE,
+    BadInputError,
+    Interrupted,
+)
 from toolkit.paths import state_dir
 
 # A role's meta/argument_specs.yml rejecting a variable: the input is wrong, not the host.
@@ -298,6 +308,21 @@ def _new_run_dir(project: Path, playbook: Path) -> Path:
     return run_dir
 
 
+@contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """ansible-runner replaces SIGINT's and SIGTERM's handlers to cancel its run, and never puts
+    them back: afterwards Ctrl-C would no longer stop the command. Put them back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            signal.signal(number, handler)
+
+
 def run_playbook(
     project: Path,
     request: RunRequest,
@@ -315,27 +340,30 @@ def run_playbook(
             on_event()
         return keep
 
-    runner = ansible_runner.run(
-        private_data_dir=str(run_dir),
-        project_dir=str(project),
-        playbook=str(request.playbook),
-        inventory=str(request.inventory.resolve()),
-        ident="run",
-        limit=request.limit,
-        tags=request.tags,
-        skip_tags=request.skip_tags,
-        cmdline=build_cmdline(request) or None,
-        envvars={
-            "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
-            # ansible-runner turns host-key checking off unless the environment names it, which
-            # would override ansible.cfg: secrets must never go to a host whose key is unknown.
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            # ansible-playbook lives beside this interpreter, also when its venv is not activated.
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        },
-        event_handler=handle,
-        quiet=True,
-    )
+    with _signal_handlers_kept():
+        runner = ansible_runner.run(
+            private_data_dir=str(run_dir),
+            project_dir=str(project),
+            playbook=str(request.playbook),
+            inventory=str(request.inventory.resolve()),
+            ident="run",
+            limit=request.limit,
+            tags=request.tags,
+            skip_tags=request.skip_tags,
+            cmdline=build_cmdline(request) or None,
+            envvars={
+                "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
+                # ansible-runner turns host-key checking off unless the environment names it, which
+                # would override ansible.cfg: secrets must never go to a host whose key is unknown.
+                "ANSIBLE_HOST_KEY_CHECKING": "True",
+                # ansible-playbook lives beside this interpreter, also when its venv is not activated.
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            },
+            event_handler=handle,
+            quiet=True,
+        )
+    if runner.status == "canceled":
+        raise Interrupted(f"interrupted; the run stopped where it was (log: {runner.config.artifact_dir})")
     return RunOutcome(
         tracker=tracker,
         runner_rc=int(runner.rc),

@@ -1,16 +1,20 @@
-"""Every playbook run checks host keys, whatever ansible-runner's default: against a real sshd on
-loopback, an unknown host key makes the host unreachable, and a pinned one lets the run through."""
+"""Real ansible-runner runs. Every run checks host keys, whatever ansible-runner's default: against
+a real sshd on loopback, an unknown host key makes the host unreachable, and a pinned one lets the
+run through. Ctrl-C stops a run, and works again after it."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from toolkit.errors import EXIT_OK, EXIT_UNREACHABLE
+from toolkit.errors import EXIT_OK, EXIT_UNREACHABLE, Interrupted
 from toolkit.runner import RunRequest, RunTracker, run_playbook
 
 
@@ -80,3 +84,27 @@ def test_an_unknown_host_key_is_unreachable_and_a_pinned_one_is_not(
     algorithm, blob = host_key.read_text().split()[:2]
     known_hosts.write_text(f"[127.0.0.1]:{port} {algorithm} {blob}\n")
     assert run_ping(tmp_path / "project", port, client_key, known_hosts) == EXIT_OK
+
+
+def test_ctrl_c_stops_a_run_and_leaves_ctrl_c_working_after_it(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "playbooks").mkdir(parents=True)
+    (project / "playbooks" / "wait.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.wait_for:\n        timeout: 60\n"
+    )
+    (project / "ansible.cfg").write_text("[defaults]\ninterpreter_python = /usr/bin/python3\n")
+    inventory = project / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    local:\n      ansible_connection: local\n")
+    request = RunRequest(playbook=project / "playbooks" / "wait.yml", inventory=inventory)
+    main = threading.main_thread().ident
+    assert main is not None
+    timer = threading.Timer(5, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted, match=r"^interrupted; the run stopped where it was") as stopped:
+        run_playbook(project, request, RunTracker())
+    timer.join()
+    assert time.monotonic() - started < 40 and stopped.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
