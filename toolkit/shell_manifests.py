@@ -16,9 +16,8 @@ from fractions import Fraction
 from typing import Any
 
 from toolkit import quantity
-from toolkit.errors import BadInputError
 from toolkit.sshkeys import KeyPair
-from toolkit.tenancy import MANAGED_BY, USER_LABEL
+from toolkit.tenancy import MANAGED_BY, USER_LABEL, check_name
 
 Manifest = dict[str, Any]
 
@@ -76,12 +75,7 @@ class ShellSpec:
 
 
 def check_shell_name(name: str) -> str:
-    if not SHELL_NAME.match(name):
-        raise BadInputError(
-            f"shell name {name!r} is invalid: use 1-40 lowercase letters, digits and '-', starting with a "
-            "letter and ending with a letter or digit"
-        )
-    return name
+    return check_name("shell", name, SHELL_NAME, 40)
 
 
 def labels(name: str, user: str) -> dict[str, str]:

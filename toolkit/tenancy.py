@@ -26,13 +26,18 @@ def namespace_of(user: str) -> str:
     return f"{NAMESPACE_PREFIX}{user}"
 
 
-def check_user_name(user: str) -> str:
-    if not USER_NAME.match(user):
+def check_name(what: str, name: str, pattern: re.Pattern[str], longest: int) -> str:
+    """`name` when `pattern` (a DNS label of at most `longest`) matches it; a one-line error."""
+    if not pattern.match(name):
         raise BadInputError(
-            f"user name {user!r} is invalid: use 1-32 lowercase letters, digits and '-', starting with a "
-            "letter and ending with a letter or digit"
+            f"{what} name {name!r} is invalid: use 1-{longest} lowercase letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit"
         )
-    return user
+    return name
+
+
+def check_user_name(user: str) -> str:
+    return check_name("user", user, USER_NAME, 32)
 
 
 def user_from_context(kube: Kube, explicit: str | None) -> str:
