@@ -51,12 +51,14 @@ def lay_out_k3s_standin(project: Path, directory: Path, version: str) -> Path:
 
 def k3s_standin_settings(project: Path, directory: Path, version: str) -> dict[str, object]:
     """Lay out the stand-in k3s as an air-gap directory under `directory`; returns the inventory
-    settings that make the k3s role install it, site.yml say so once, and verify.yml skip the
-    checks that need the Kubernetes API it does not serve."""
+    settings that make the k3s role install it (its sha256 pinned in `k3s_checksums`, as an
+    inventory pins a release's), site.yml say so once, and verify.yml skip the checks that need
+    the Kubernetes API it does not serve."""
     release = lay_out_k3s_standin(project, directory, version)
     return {
         "k3s_install_source": "airgap",
         "k3s_airgap_dir": str(release),
+        "k3s_checksums": {version: hashlib.sha256((release / "k3s").read_bytes()).hexdigest()},
         "toolkit_standins": [
             f"k3s is the stand-in binary ({K3S_STANDIN}; no k3s release is reachable here): services run"
             " and tokens are real files, but no Kubernetes API answers"
