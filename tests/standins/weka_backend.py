@@ -8,20 +8,26 @@ A small HTTP server, as a backend serves on its API port (14000):
 - `GET /standin/requests` returns how many times each path was fetched, so tests can prove
   the client was installed exactly once.
 
-The stand-in `weka` CLI models `weka version current`, `weka user login USER PASSWORD --org
-ORG` (writes ~/.weka/auth-token.json, 0600), `weka local ps` and `weka local setup container`
-(recorded in /var/lib/standin-weka/containers).
+The stand-in `weka` CLI models `weka version current`, `weka user login USER --org ORG` with the
+password on stdin, as weka reads it when it is not an argument (refused without one; writes
+~/.weka/auth-token.json, 0600), `weka local ps` and `weka local setup container` (recorded in
+/var/lib/standin-weka/containers). It appends each call's arguments to /var/lib/standin-weka/argv,
+so tests can prove no secret was on a command line.
+
+`--install-sha256` prints the sha256 of the install script served for `--version`, for tests to
+pin as an inventory pins the real one.
 
 It does not model: the Weka cluster API, filesystems, mounting (the wekafs kernel module and
 mount helper are absent, so tests write fstab entries without mounting), authentication
 checks, HTTPS on 14003, or any other CLI command.
 
-Run: weka_backend.py --port 14000 --version 4.4.2 [--bind 127.0.0.1]
+Run: weka_backend.py --port 14000 --version 4.4.2 [--bind 127.0.0.1] [--install-sha256]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +40,7 @@ cat > /usr/bin/weka <<'CLI'
 #!/bin/sh
 # STAND-IN weka CLI (tests/standins/weka_backend.py).
 set -eu
+echo "$*" >> /var/lib/standin-weka/argv
 case "$*" in
   "version current") echo "@VERSION@" ;;
   "local ps")
@@ -48,6 +55,9 @@ case "$*" in
       shift
     done ;;
   "user login"*)
+    password=""
+    read -r password || true
+    if [ -z "$password" ]; then echo "stand-in weka: no password on stdin" >&2; exit 2; fi
     umask 077
     mkdir -p "$HOME/.weka"
     printf '{"access_token": "stand-in", "org": "%s"}\n' "$5" > "$HOME/.weka/auth-token.json" ;;
@@ -76,8 +86,12 @@ systemctl daemon-reload
 """
 
 
+def install_script(version: str) -> bytes:
+    return INSTALL_SCRIPT.replace("@VERSION@", version).encode()
+
+
 def make_handler(version: str, counts: Counter[str]) -> type[BaseHTTPRequestHandler]:
-    script = INSTALL_SCRIPT.replace("@VERSION@", version).encode()
+    script = install_script(version)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -107,7 +121,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=14000)
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--version", default="4.4.2")
+    parser.add_argument("--install-sha256", action="store_true", help="print the script's sha256 and exit")
     args = parser.parse_args()
+    if args.install_sha256:
+        print(hashlib.sha256(install_script(args.version)).hexdigest())
+        return
     server = ThreadingHTTPServer((args.bind, args.port), make_handler(args.version, Counter()))
     server.serve_forever()
 
