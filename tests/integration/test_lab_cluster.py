@@ -25,17 +25,44 @@ def podman(*args: str) -> str:
     return subprocess.run(["podman", *args], capture_output=True, text=True, check=True).stdout
 
 
-def final_stats(output: str) -> dict[str, dict[str, int]]:
-    """Ansible's own recap of the run, read from ansible-runner's artifacts named in the output."""
+# The k3s token the runs below pass as an operator would, with -e @FILE: a sentinel that no file
+# a run leaves behind may hold. The runs up to the plan pass it, since each must see the token the
+# one before it set to change nothing; later runs read the first server's, as without a token.
+SENTINEL_TOKEN = "sentinel-lab-k3s-token-6b2e0f"
+
+
+def run_artifacts(output: str) -> Path:
+    """ansible-runner's artifacts of the run, named in its output."""
     match = re.search(r"full log: (\S+)/stdout", output)
     assert match, output
+    return Path(match.group(1))
+
+
+def final_stats(output: str) -> dict[str, dict[str, int]]:
+    """Ansible's own recap of the run, read from ansible-runner's artifacts named in the output."""
     events = sorted(
-        Path(match.group(1), "job_events").glob("*.json"), key=lambda p: int(p.name.split("-")[0])
+        (run_artifacts(output) / "job_events").glob("*.json"), key=lambda p: int(p.name.split("-")[0])
     )
     stats = next(json.loads(p.read_text()) for p in reversed(events) if "playbook_on_stats" in p.read_text())[
         "event_data"
     ]
     return {key: stats[key] for key in ("ok", "changed", "failures", "dark")}
+
+
+def files_holding(output: str, secret: str) -> list[str]:
+    """The files of the run's whole directory under .cache/runs (env/, artifacts/, ...) holding `secret`."""
+    run_dir = run_artifacts(output).parents[1]
+    files = [path for path in run_dir.rglob("*") if path.is_file()]
+    assert any(path.parent.name == "env" for path in files), files
+    return [str(path) for path in files if secret.encode() in path.read_bytes()]
+
+
+@pytest.fixture(scope="module")
+def secret_vars(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """-e @FILE of a vars file that sets k3s_token to the sentinel."""
+    path = tmp_path_factory.mktemp("secrets") / "secrets.yml"
+    path.write_text(f"k3s_token: {SENTINEL_TOKEN}\n")
+    return f"@{path}"
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +85,14 @@ def test_lab_up_starts_two_reachable_hosts(lab: None) -> None:
     assert (PROJECT / "inventory" / "lab" / "hosts.yml").is_file()
 
 
-def test_cluster_up_converges_the_lab(lab: None) -> None:
-    result = toolkit("cluster", "up", "-i", "inventory/lab")
+def test_cluster_up_converges_the_lab(lab: None, secret_vars: str) -> None:
+    result = toolkit("cluster", "up", "-i", "inventory/lab", "-e", secret_vars)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The token reached the hosts, and no output or file of the run holds it.
+    config = yaml.safe_load(podman("exec", "toolkit-lab-agent-1", "cat", "/etc/rancher/k3s/config.yaml"))
+    assert config["token"] == SENTINEL_TOKEN
+    assert SENTINEL_TOKEN not in result.stdout + result.stderr
+    assert files_holding(result.stdout, SENTINEL_TOKEN) == []
     stats = final_stats(result.stdout)
     assert set(stats["ok"]) == {"lab-server-1", "lab-agent-1"}
     assert not stats["failures"] and not stats["dark"]
@@ -76,17 +108,18 @@ def test_cluster_up_converges_the_lab(lab: None) -> None:
     assert result.stdout.count("note: WekaFS is off (wekafs_enabled: false)") == 1
 
 
-def test_second_cluster_up_changes_nothing(lab: None) -> None:
-    result = toolkit("cluster", "up", "-i", "inventory/lab")
+def test_second_cluster_up_changes_nothing(lab: None, secret_vars: str) -> None:
+    result = toolkit("cluster", "up", "-i", "inventory/lab", "-e", secret_vars)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert files_holding(result.stdout, SENTINEL_TOKEN) == []
     stats = final_stats(result.stdout)
     assert set(stats["ok"]) == {"lab-server-1", "lab-agent-1"}
     assert stats["changed"] == {}, f"second run changed: {stats['changed']}"
 
 
-def test_plan_reports_and_changes_nothing(lab: None) -> None:
+def test_plan_reports_and_changes_nothing(lab: None, secret_vars: str) -> None:
     podman("exec", "toolkit-lab-agent-1", "rm", "/etc/modules-load.d/toolkit-kubernetes.conf")
-    result = toolkit("cluster", "plan", "-i", "inventory/lab", "--limit", "lab-agent-1")
+    result = toolkit("cluster", "plan", "-i", "inventory/lab", "--limit", "lab-agent-1", "-e", secret_vars)
     assert result.returncode == 0, result.stdout + result.stderr
     assert final_stats(result.stdout)["changed"] == {"lab-agent-1": 1}
     gone = subprocess.run(
@@ -101,7 +134,8 @@ def test_plan_reports_and_changes_nothing(lab: None) -> None:
         check=False,
     )
     assert gone.returncode == 1, "check mode must not write the file"
-    assert toolkit("cluster", "up", "-i", "inventory/lab", "--limit", "lab-agent-1").returncode == 0
+    restored = toolkit("cluster", "up", "-i", "inventory/lab", "--limit", "lab-agent-1", "-e", secret_vars)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
 
 
 def test_kubeconfig_is_written_private_and_points_at_the_endpoint(lab: None, tmp_path: Path) -> None:
