@@ -16,7 +16,7 @@ from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.shell_settings import platform
 from toolkit.shell_wait import Phase, wait_ready
-from toolkit.tenancy import MANAGED_BY, USER_LABEL, namespace_of
+from toolkit.tenancy import MANAGED_BY, NAMESPACE_PREFIX, USER_NAME, namespace_of
 
 SHELLS_SELECTOR = f"{MANAGED_BY}=toolkit,{manifests.COMPONENT}=shell"
 
@@ -36,21 +36,33 @@ class Shell:
     replicas: int
 
     @classmethod
-    def from_statefulset(cls, sts: dict[str, Any]) -> Shell:
+    def from_statefulset(cls, sts: dict[str, Any]) -> Shell | None:
+        """The shell, or None for a StatefulSet outside a user's namespace.
+
+        Its labels and annotations are written by its owner, so nothing here trusts them: the
+        user comes from the namespace, an expiry that does not parse counts as expired when the
+        shell was created, and a GPU count that does not parse as 0.
+        """
         metadata = sts["metadata"]
+        namespace = str(metadata.get("namespace", ""))
+        user = namespace.removeprefix(NAMESPACE_PREFIX)
+        if not namespace.startswith(NAMESPACE_PREFIX) or not USER_NAME.fullmatch(user):
+            return None
         annotations = metadata.get("annotations") or {}
         replicas = int((sts.get("spec") or {}).get("replicas", 1))
         ready = int((sts.get("status") or {}).get("readyReplicas", 0) or 0)
         status = "paused" if replicas == 0 else "ready" if ready >= replicas else "starting"
+        created = _parse_time(metadata.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
         expires = annotations.get(manifests.EXPIRES_AT)
+        gpus = str(annotations.get(manifests.GPUS, "0"))
         return cls(
             name=metadata["name"],
-            user=(metadata.get("labels") or {}).get(USER_LABEL, ""),
-            namespace=metadata.get("namespace", ""),
-            gpus=int(annotations.get(manifests.GPUS, "0")),
+            user=user,
+            namespace=namespace,
+            gpus=int(gpus) if gpus.isascii() and gpus.isdigit() else 0,
             status=status,
-            created=_parse_time(metadata["creationTimestamp"]),
-            expires_at=_parse_time(expires) if expires else None,
+            created=created,
+            expires_at=(_parse_time(expires) or created) if expires else None,
             endpoint=annotations.get(manifests.ENDPOINT, ""),
             host_key=annotations.get(manifests.HOST_KEY, ""),
             web_endpoint=annotations.get(manifests.WEB_ENDPOINT),
@@ -71,22 +83,28 @@ class Shell:
         }
 
 
-def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+def _parse_time(text: Any) -> datetime | None:
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def list_shells(kube: Kube, user: str | None) -> list[Shell]:
     """One list call: the user's shells, or every user's when `user` is None."""
     namespace = namespace_of(user) if user else None
     items = kube.list("StatefulSet", namespace, labels=SHELLS_SELECTOR)["items"]
-    return sorted((Shell.from_statefulset(sts) for sts in items), key=lambda s: (s.user, s.name))
+    found = [shell for shell in map(Shell.from_statefulset, items) if shell is not None]
+    return sorted(found, key=lambda s: (s.user, s.name))
 
 
 def get_shell(kube: Kube, user: str, name: str) -> Shell:
     sts = kube.get("StatefulSet", manifests.check_shell_name(name), namespace_of(user))
-    if sts is None or (sts["metadata"].get("labels") or {}).get(manifests.COMPONENT) != "shell":
+    is_shell = sts is not None and (sts["metadata"].get("labels") or {}).get(manifests.COMPONENT) == "shell"
+    shell = Shell.from_statefulset(sts) if sts is not None and is_shell else None
+    if shell is None:
         raise BadInputError(f"{user} has no shell named {name!r} (toolkit shell list shows them)")
-    return Shell.from_statefulset(sts)
+    return shell
 
 
 def logs(kube: Kube, user: str, name: str, tail: int = 200) -> str:

@@ -414,3 +414,36 @@ def test_ctrl_c_keeps_a_home_volume_kept_from_an_earlier_shell(
     assert settled(fake_cluster, before) == before
     kept = fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice")
     assert kept is not None and kept["metadata"]["uid"] == home["metadata"]["uid"]
+
+
+def test_reap_trusts_no_label_or_annotation_a_user_can_write(
+    admin: kube.Kube, alice: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path
+) -> None:
+    users.add(admin, "bob", 2, tmp_path / "bob.kubeconfig", None, None)
+    bob = kube.connect(tmp_path / "bob.kubeconfig")
+    create(bob, request(user="bob"), lambda _: None)
+    create(alice, request("decoy"), lambda _: None)
+    create(alice, request("garbled"), lambda _: None)
+    # Alice relabels her shell as bob's and marks it long expired; she garbles another's fields.
+    alice.merge_patch(
+        "StatefulSet",
+        "decoy",
+        "user-alice",
+        {
+            "metadata": {
+                "labels": {"toolkit.dev/user": "bob"},
+                "annotations": {"toolkit.dev/expires-at": "2000-01-01T00:00:00Z"},
+            }
+        },
+    )
+    alice.merge_patch("StatefulSet", "garbled", "user-alice", {"metadata": {
+        "annotations": {"toolkit.dev/expires-at": "soon", "toolkit.dev/gpus": "lots"}}})  # fmt: skip
+    listed = {(s.user, s.name): s for s in shells.list_shells(admin, None)}
+    assert set(listed) == {("alice", "decoy"), ("alice", "garbled"), ("bob", "train")}
+    assert listed[("alice", "garbled")].gpus == 0
+    reaped = shells.reap(admin, None)
+    assert sorted((r.shell.namespace, r.shell.name) for r in reaped) == [
+        ("user-alice", "decoy"),
+        ("user-alice", "garbled"),
+    ]
+    assert shells.get_shell(admin, "bob", "train").status == "ready"
