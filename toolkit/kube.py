@@ -188,6 +188,8 @@ class Kube:
             query["labelSelector"] = labels
         if resource_version:
             query["resourceVersion"] = resource_version
+        import urllib3
+
         response = self._send("GET", KINDS[kind].path(namespace), query, None, None, timeout + 10)
         try:
             buffer = b""
@@ -197,6 +199,11 @@ class Kube:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
                         yield json.loads(line)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+            # A connection cut mid-watch (the API server restarted, a load balancer's idle cut).
+            raise UnreachableError(
+                f"lost the Kubernetes API at {self.server} while watching: {_cause(error)}"
+            ) from None
         finally:
             response.release_conn()
 

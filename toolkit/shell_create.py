@@ -95,6 +95,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         apply(plan.network_policy)
         apply(plan.statefulset(endpoint))
         pod = wait_ready(kube, spec.namespace, spec.name, on_phase, request.timeout)
+        if spec.expose == "LoadBalancer" and not endpoint.host:
+            endpoint = _record_load_balancer_address(kube, plan, endpoint)
     except (ToolkitError, KeyboardInterrupt) as failure:
         interrupted = isinstance(failure, KeyboardInterrupt)
         if request.keep_on_failure and not interrupted:
@@ -107,14 +109,13 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
             on_phase("cleaning up")
             removed, left = _undo(kube, plan, made)
         if left:
-            raise ToolkitError(
+            error = Interrupted if interrupted else ToolkitError
+            raise error(
                 f"{failure or 'interrupted'}; cleaning up failed, left behind: {', '.join(left)}"
             ) from None
         if interrupted:
             raise Interrupted(f"interrupted; removed {', '.join(removed) or 'nothing'}") from None
         raise
-    if spec.expose == "LoadBalancer" and not endpoint.host:
-        endpoint = _record_load_balancer_address(kube, plan, endpoint)
     return CreatedShell(
         name=spec.name,
         user=spec.user,
