@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -204,8 +203,20 @@ class RunOutcome:
         return self.tracker.exit_code(self.runner_rc)
 
 
-# Variable names that hold secrets (k3s_token, wekafs_client_password, ..._secret, ..._key).
-SECRET_NAME = re.compile(r"(token|passw(or)?d|secret|(^|_)key$)", re.IGNORECASE)
+# Variable names that hold secrets (k3s_token, wekafs_client_password, ansible_become_pass,
+# ..._secret, ..._key).
+SECRET_NAME = re.compile(r"token|passw(or)?d|(^|_)pass($|_)|secret|(^|_)key$", re.IGNORECASE)
+# Every run checks host keys; a -e that would turn that off is refused.
+HOST_KEY_OVERRIDE = re.compile(r"host_key_checking|StrictHostKeyChecking|UserKnownHostsFile", re.IGNORECASE)
+
+
+def _mapping_keys(mapping: object) -> list[str]:
+    """Every key of a mapping, nested ones too."""
+    if isinstance(mapping, dict):
+        return [str(key) for key in mapping] + [k for value in mapping.values() for k in _mapping_keys(value)]
+    if isinstance(mapping, list):
+        return [k for item in mapping for k in _mapping_keys(item)]
+    return []
 
 
 def validate_extra_vars(values: tuple[str, ...]) -> None:
@@ -213,25 +224,40 @@ def validate_extra_vars(values: tuple[str, ...]) -> None:
 
     A variable that looks like a secret is refused on the command line: ansible-runner saves the
     command line in the run's artifacts. Secrets go in a file (`-e @FILE`, vault-encrypted or not).
+    No message repeats a value, which may be that secret.
     """
+    import yaml
+
     for value in values:
         if value.startswith("@"):
             path = Path(value[1:])
             if not path.is_file():
                 raise BadInputError(f"-e {value}: no such file {path}")
             continue
+        if HOST_KEY_OVERRIDE.search(value):
+            raise BadInputError(
+                "-e: host-key checking stays on for every run; trust new hosts with "
+                "'toolkit doctor --accept-new'"
+            )
         if value.lstrip().startswith("{"):
             try:
-                mapping = json.loads(value)
-            except json.JSONDecodeError as error:
-                raise BadInputError(f"-e {value!r} is not valid JSON: {error.msg}") from None
-            keys = [str(key) for key in mapping] if isinstance(mapping, dict) else []
+                mapping = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise BadInputError(
+                    "-e: a value starting with '{' must be a JSON or YAML mapping, and this is not"
+                ) from None
+            keys = _mapping_keys(mapping)
         else:
+            try:
+                pairs = shlex.split(value)
+            except ValueError as error:
+                raise BadInputError(f"-e: {error} (quote each key=value once)") from None
             keys = []
-            for pair in shlex.split(value):
+            for pair in pairs:
                 key, sep, _ = pair.partition("=")
                 if not sep or not key.isidentifier():
-                    raise BadInputError(f"-e {pair!r}: expected key=value, a JSON mapping or @FILE")
+                    shown = f"{key}=..." if sep else repr(pair)
+                    raise BadInputError(f"-e {shown}: expected key=value, a JSON mapping or @FILE")
                 keys.append(key)
         for key in keys:
             if SECRET_NAME.search(key):
