@@ -30,6 +30,8 @@ PINNED_VERSIONS = (
 FLOATING_VERSIONS = ("", "latest", "stable", "current")
 # Letters, digits, '.', '-' and the '_' inventories use in aliases: nothing a shell, an ssh
 # config or ssh's own option parsing would read as more than a name.
+# The files Ansible reads as an inventory or its variables.
+INVENTORY_SUFFIXES = (".yml", ".yaml", ".ini", ".json", "")
 HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
 # Why the server count must be odd. The k3s role's preflight asserts the same rule on the hosts
@@ -82,14 +84,20 @@ _SyntaxLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 def _yaml_error(source: Path) -> str | None:
     """The first file that is not UTF-8, or the first YAML syntax error, among the inventory's
     files (its group_vars and host_vars included), in one line."""
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    folder = source.parent if source.is_file() else source
+    files = [source] if source.is_file() else sorted(source.glob("*"))
+    files += sorted((folder / "group_vars").rglob("*")) + sorted((folder / "host_vars").rglob("*"))
     for file in files:
-        if any(part.startswith(".") for part in file.relative_to(source.parent).parts):
+        hidden = any(part.startswith(".") for part in file.relative_to(folder).parts)
+        if hidden or not file.is_file() or file.suffix not in INVENTORY_SUFFIXES:
             continue
         try:
-            text = file.read_bytes().decode()
+            data = file.read_bytes()
+            text = data.decode()
+        except OSError as error:
+            return f"{file}: cannot be read: {error.strerror}"
         except UnicodeDecodeError as error:
-            return f"{file}: is not UTF-8 (byte {error.start} is {file.read_bytes()[error.start]:#04x})"
+            return f"{file}: is not UTF-8 (byte {error.start} is {data[error.start]:#04x})"
         if file.suffix not in (".yml", ".yaml"):
             continue
         try:
@@ -180,10 +188,12 @@ def _setting(inventory: Inventory, host: str, name: str) -> Any:
 
 def _is_address(text: str) -> bool:
     """A host name or an IP address: what ssh can be pointed at."""
+    if "%" in text:  # an IPv6 zone id may hold any text: nothing to hand to ssh unchecked
+        return False
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        return bool(HOST_NAME.match(text)) and all(len(label) <= 63 for label in text.split("."))
+        return bool(HOST_NAME.fullmatch(text)) and all(len(label) <= 63 for label in text.split("."))
     return True
 
 
@@ -199,7 +209,8 @@ def host_problems(inventory: Inventory) -> list[str]:
             found.append(f"ansible_host {address!r} of {host} is not a host name or IP address")
         port = _setting(inventory, host, "ansible_port")
         checkable = port is not None and not _is_encrypted(port) and "{{" not in str(port)
-        if checkable and not (str(port).isdigit() and 0 < int(str(port)) < 65536):
+        digits = str(port).isascii() and str(port).isdigit()
+        if checkable and not (digits and 0 < int(str(port)) < 65536):
             found.append(f"ansible_port {str(port)!r} of {host} is not a port number (1-65535)")
     return found
 

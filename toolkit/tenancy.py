@@ -28,7 +28,7 @@ def namespace_of(user: str) -> str:
 
 def check_name(what: str, name: str, pattern: re.Pattern[str], longest: int) -> str:
     """`name` when `pattern` (a DNS label of at most `longest`) matches it; a one-line error."""
-    if not pattern.match(name):
+    if not pattern.fullmatch(name):
         raise BadInputError(
             f"{what} name {name!r} is invalid: use 1-{longest} lowercase letters, digits and '-', "
             "starting with a letter and ending with a letter or digit"

@@ -235,6 +235,13 @@ def test_real_host_names_addresses_and_ports_pass(tmp_path: Path) -> None:
         ),
         ("s1", "{ansible_host: 192.0.2.11, ansible_port: x}", "ansible_port 'x' of s1 is not a port number"),
         ("s1", "{ansible_host: 192.0.2.11, ansible_port: 0}", "ansible_port '0' of s1 is not a port number"),
+        (
+            "s1",
+            "{ansible_host: 192.0.2.11, ansible_port: '²'}",
+            "ansible_port '²' of s1 is not a port number",
+        ),
+        ("s1", '{ansible_host: "192.0.2.11\\n"}', "ansible_host '192.0.2.11\\n' of s1 is not a host name"),
+        ("s1", "{ansible_host: 'fe80::1%$(id)'}", "ansible_host 'fe80::1%$(id)' of s1 is not a host name"),
     ],
 )
 def test_host_names_addresses_and_ports_that_cant_be_real_are_errors(
@@ -249,3 +256,19 @@ def test_an_inventory_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "hosts.yml").write_bytes(COMPLETE.replace("srv1", "srv\xe9").encode("latin-1"))
     with pytest.raises(BadInputError, match=r"hosts.yml: is not UTF-8 \(byte \d+ is 0xe9\)$"):
         inventory.load(tmp_path)
+
+
+def test_variables_beside_a_hosts_file_in_a_dot_folder_are_checked_for_utf8_too(tmp_path: Path) -> None:
+    folder = tmp_path / ".site"
+    (folder / "group_vars").mkdir(parents=True)
+    write(folder, COMPLETE)
+    (folder / "group_vars" / "all.yml").write_bytes("k3s_token: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(BadInputError, match=r"group_vars/all.yml: is not UTF-8"):
+        inventory.load(folder / "hosts.yml")
+
+
+def test_a_name_with_a_trailing_newline_is_not_a_name() -> None:
+    from toolkit.tenancy import check_user_name
+
+    with pytest.raises(BadInputError, match=re.escape("user name 'alice\\n' is invalid")):
+        check_user_name("alice\n")
