@@ -193,6 +193,7 @@ OPERATOR_CASES = [
     case("cluster reset -i {inv}/valid", "refusing to reset without --yes"),
     case("node drain ghost -i {inv}/valid", "ghost is not a k3s server or agent"),
     case("inventory init {inv}", "exists and is not empty"),
+    case("--frobnicate", "No such option: --frobnicate"),
 ]
 VALID_INVENTORY = """\
 cluster:

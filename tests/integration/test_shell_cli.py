@@ -218,3 +218,14 @@ def test_ctrl_c_while_a_shell_starts_removes_it_says_what_and_exits_130(
     while objects(fake_cluster) != before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert objects(fake_cluster) == before
+
+
+def test_end_of_input_at_a_question_changes_nothing_and_says_so(
+    alice: Path, admin_kubeconfig: Path, fake_cluster: FakeApiServer
+) -> None:
+    before = objects(fake_cluster)
+    result = toolkit("user", "remove", "alice", "--kubeconfig", str(admin_kubeconfig), stdin="")
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == "error: interrupted; nothing was changed"
+    assert "Traceback" not in result.stderr and "Aborted" not in result.stderr
+    assert objects(fake_cluster) == before

@@ -12,16 +12,41 @@ from toolkit.cli import HELP_OPTIONS, cluster, doctor, images, inventory, lab, n
 from toolkit.errors import BadInputError, Interrupted, ToolkitError
 
 
-def _is_usage_error(error: BaseException) -> bool:
-    """Click's UsageError and its kinds (a bad value, an unknown option or command). Typer may
-    carry its own copy of click, so the class is recognised by name rather than imported."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return "UsageError" in names and "NoArgsIsHelpError" not in names
+def _kinds(error: BaseException) -> set[str]:
+    """The names of an exception's classes. Typer may carry its own copy of click, so click's
+    exceptions are recognised by name rather than imported."""
+    return {cls.__name__ for cls in type(error).__mro__}
+
+
+def _bad_usage(error: Exception, fallback: str) -> BadInputError:
+    where = getattr(getattr(error, "ctx", None), "command_path", None) or fallback
+    message = " ".join(str(error.format_message()).split())  # type: ignore[attr-defined]
+    return BadInputError(f"{where}: {message} (see '{where} --help')")
 
 
 class ToolkitGroup(TyperGroup):
-    """The root command: a usage error anywhere below it is bad input like any other, one line
-    and exit 3, instead of click's usage box and exit 2."""
+    """The root command. A usage error anywhere is bad input like any other, one line and exit
+    3, instead of click's usage box and exit 2; Ctrl-C, at a prompt too, is exit 130."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except Exception as error:
+            kinds = _kinds(error)
+            if "NoArgsIsHelpError" in kinds:
+                # A bare `toolkit` or group: its help, as --help gives it. Rich help is printed as
+                # the error is made; plain help is its message.
+                text = str(error.format_message())  # type: ignore[attr-defined]
+                if text:
+                    typer.echo(text)
+                sys.exit(0)
+            if "Abort" in kinds:  # Ctrl-C or Ctrl-D at a prompt
+                raise Interrupted("interrupted; nothing was changed") from None
+            if "UsageError" in kinds:
+                raise _bad_usage(error, self.name or "toolkit") from None
+            raise
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -29,11 +54,10 @@ class ToolkitGroup(TyperGroup):
         except KeyboardInterrupt:
             raise Interrupted("interrupted") from None
         except Exception as error:
-            if not _is_usage_error(error):
+            kinds = _kinds(error)
+            if "UsageError" not in kinds or "NoArgsIsHelpError" in kinds:
                 raise
-            where = getattr(getattr(error, "ctx", None), "command_path", None) or ctx.command_path
-            message = " ".join(str(error.format_message()).split())  # type: ignore[attr-defined]
-            raise BadInputError(f"{where}: {message} (see '{where} --help')") from None
+            raise _bad_usage(error, ctx.command_path) from None
 
 
 app = typer.Typer(
