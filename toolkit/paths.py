@@ -39,11 +39,15 @@ def reserve_private_file(path: Path, what: str, overwrite: bool) -> bool:
     An existing file is never replaced without `overwrite`; a directory, a path under a file, in
     /proc or anywhere read-only is a one-line error.
     """
+    if path.is_symlink():
+        # Written through, a link would put the token in whatever file it points at.
+        raise BadInputError(f"{what} {path} is a symbolic link: name the file itself")
     if path.is_dir():
         raise BadInputError(f"{what} {path} is a directory: name the file to write")
     if path.exists() and not overwrite:
         raise BadInputError(f"{what} {path} exists: pass --force to overwrite it")
-    flags = os.O_WRONLY | os.O_NONBLOCK | (0 if overwrite and path.exists() else os.O_CREAT | os.O_EXCL)
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW
+    flags |= 0 if overwrite and path.exists() else os.O_CREAT | os.O_EXCL
     try:
         descriptor = os.open(path, flags, 0o600)
     except OSError as error:

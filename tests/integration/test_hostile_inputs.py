@@ -153,6 +153,7 @@ USER_CASES = [
     case("add bob -o {files}/notakey.pub/k", "Not a directory"),
     case("add bob -o /proc/bob.kubeconfig", "cannot write --output /proc/bob.kubeconfig"),
     case("add bob -o {out}", "is a directory: name the file to write"),
+    case("add bob --force -o {files}/link.kubeconfig", "is a symbolic link: name the file itself"),
     case("add bob --cpu lots -o {out}/k", "--cpu 'lots' is not a Kubernetes quantity"),
     case("remove nobody --yes", "there is no user 'nobody'"),
     case("remove No_Body --yes", "user name 'No_Body' is invalid"),
@@ -265,6 +266,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     (files / "huge.pub").write_text((files / "id.pub").read_text() * 4000)
     (files / "binary.pub").write_bytes(b"\xff\xfe\x00ssh-ed25519")
     os.mkfifo(files / "fifo")
+    (files / "link.kubeconfig").symlink_to(files / "notakey.pub")
     out = root / "out"
     out.mkdir()
     yield World(server, root / "alice.kubeconfig", admin, files, out, write_inventories(root))
