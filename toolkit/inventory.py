@@ -6,6 +6,7 @@ import contextlib
 import io
 import ipaddress
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,15 @@ def host_problems(inventory: Inventory) -> list[str]:
         digits = str(port).isascii() and str(port).isdigit()
         if checkable and not (digits and 0 < int(str(port)) < 65536):
             found.append(f"ansible_port {str(port)!r} of {host} is not a port number (1-65535)")
+        gpus = _setting(inventory, host, "nvidia_driver_expected_gpus")
+        if gpus is not None and not _is_encrypted(gpus) and not (str(gpus).isascii() and str(gpus).isdigit()):
+            found.append(f"nvidia_driver_expected_gpus {str(gpus)!r} of {host} is not a number of GPUs")
+        ssh_args = _setting(inventory, host, "ansible_ssh_common_args")
+        if isinstance(ssh_args, str):
+            try:
+                shlex.split(ssh_args)
+            except ValueError as error:
+                found.append(f"ansible_ssh_common_args of {host} can't be read: {error}")
     return found
 
 

@@ -242,6 +242,12 @@ def test_real_host_names_addresses_and_ports_pass(tmp_path: Path) -> None:
         ),
         ("s1", '{ansible_host: "192.0.2.11\\n"}', "ansible_host '192.0.2.11\\n' of s1 is not a host name"),
         ("s1", "{ansible_host: 'fe80::1%$(id)'}", "ansible_host 'fe80::1%$(id)' of s1 is not a host name"),
+        (
+            "s1",
+            "{nvidia_driver_expected_gpus: eight}",
+            "nvidia_driver_expected_gpus 'eight' of s1 is not a number",
+        ),
+        ("s1", '{ansible_ssh_common_args: "-o \'Unclosed"}', "ansible_ssh_common_args of s1 can't be read"),
     ],
 )
 def test_host_names_addresses_and_ports_that_cant_be_real_are_errors(
