@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from toolkit.capacity import NodeCapacity
-from toolkit.errors import Interrupted, ToolkitError
+from toolkit.errors import BadInputError, Interrupted, ToolkitError
 from toolkit.kube import Kube
 from toolkit.shell_plan import (
     CREATED_BY,
@@ -83,7 +83,15 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         return kube.apply(manifest)
 
     try:
-        apply(plan.secret)
+        # Created, not applied: the Secret claims the name, so a second create of it racing this
+        # one (or meeting a failed one's leftovers) stops here instead of taking this one over.
+        made.append(plan.secret)
+        if not kube.create(plan.secret)[1]:
+            made.pop()
+            raise BadInputError(
+                f"{spec.user} already has a shell named {spec.name!r}, or what is left of one: "
+                f"toolkit shell delete {spec.name} --purge"
+            )
         # Created, not applied: a home kept from an earlier shell of this name is reused as it is,
         # and never removed when this create fails.
         made.append(plan.claim)
@@ -146,12 +154,12 @@ def _record_load_balancer_address(kube: Kube, plan: ShellPlan, pending: Endpoint
 
 def _undo(kube: Kube, plan: ShellPlan, made: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """Delete what this create may have made, newest first: (removed, left behind) as kind/name.
-    The home volume is deleted only when it carries this create's mark."""
+    Only what carries this create's mark is deleted."""
     removed, left = [], []
     for manifest in reversed(made):
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         try:
-            if kind == "PersistentVolumeClaim" and not _made_by(kube, plan, name):
+            if not _made_by(kube, plan, kind, name):
                 continue
             if kube.delete(kind, name, plan.spec.namespace):
                 removed.append(f"{kind}/{name}")
@@ -160,9 +168,9 @@ def _undo(kube: Kube, plan: ShellPlan, made: list[dict[str, Any]]) -> tuple[list
     return removed, left
 
 
-def _made_by(kube: Kube, plan: ShellPlan, claim_name: str) -> bool:
-    claim = kube.get("PersistentVolumeClaim", claim_name, plan.spec.namespace)
-    annotations = ((claim or {}).get("metadata") or {}).get("annotations") or {}
+def _made_by(kube: Kube, plan: ShellPlan, kind: str, name: str) -> bool:
+    found = kube.get(kind, name, plan.spec.namespace)
+    annotations = ((found or {}).get("metadata") or {}).get("annotations") or {}
     return annotations.get(CREATED_BY) == plan.creation_id
 
 

@@ -84,27 +84,30 @@ class ShellPlan:
     spec: manifests.ShellSpec
     node: NodeCapacity  # the node the shell was sized from
     ssh_host: str | None  # the site's SSH host name, if it set one
-    # Marks the home volume this create makes, so an interrupted create can tell its own new
-    # volume from a home kept from an earlier shell, which it must never delete.
+    # Marks every object this create makes, so a failed or interrupted create removes only its
+    # own: never a home kept from an earlier shell, nor another create's objects of the name.
     creation_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def secret(self) -> dict[str, Any]:
-        return manifests.secret(self.spec)
+        return self._marked(manifests.secret(self.spec))
 
     @property
     def claim(self) -> dict[str, Any]:
-        claim = manifests.claim(self.spec)
-        claim["metadata"]["annotations"] = {CREATED_BY: self.creation_id}
-        return claim
+        return self._marked(manifests.claim(self.spec))
 
     @property
     def service(self) -> dict[str, Any]:
-        return manifests.service(self.spec)
+        return self._marked(manifests.service(self.spec))
 
     @property
     def network_policy(self) -> dict[str, Any]:
-        return manifests.network_policy(self.spec)
+        return self._marked(manifests.network_policy(self.spec))
+
+    def _marked(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        metadata = manifest["metadata"]
+        metadata["annotations"] = {**(metadata.get("annotations") or {}), CREATED_BY: self.creation_id}
+        return manifest
 
     def endpoint(self, service: dict[str, Any]) -> Endpoint:
         """Where the applied Service is reached: a load balancer's address once it has one, else
@@ -126,11 +129,13 @@ class ShellPlan:
 
     def statefulset(self, endpoint: Endpoint) -> dict[str, Any]:
         recorded = endpoint.annotations()
-        return manifests.statefulset(
-            replace(
-                self.spec,
-                ssh_endpoint=recorded.get(manifests.ENDPOINT, ""),
-                web_endpoint=recorded.get(manifests.WEB_ENDPOINT, ""),
+        return self._marked(
+            manifests.statefulset(
+                replace(
+                    self.spec,
+                    ssh_endpoint=recorded.get(manifests.ENDPOINT, ""),
+                    web_endpoint=recorded.get(manifests.WEB_ENDPOINT, ""),
+                )
             )
         )
 

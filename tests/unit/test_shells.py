@@ -447,3 +447,21 @@ def test_reap_trusts_no_label_or_annotation_a_user_can_write(
         ("user-alice", "garbled"),
     ]
     assert shells.get_shell(admin, "bob", "train").status == "ready"
+
+
+def test_a_create_that_meets_another_shells_secret_takes_nothing_over(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    # What a second create racing the first (or a failed create's leftovers) finds: the name's Secret.
+    fake_cluster.seed("Secret", {"metadata": {"name": "train-ssh", "namespace": "user-alice"},
+                                 "stringData": {"authorized_keys": "theirs\n"}})  # fmt: skip
+    before = snapshot(fake_cluster)
+    with pytest.raises(
+        BadInputError, match="alice already has a shell named 'train', or what is left of one"
+    ):
+        create(alice, request(), lambda _: None)
+    assert snapshot(fake_cluster) == before
+    secret = alice.get("Secret", "train-ssh", "user-alice")
+    assert secret is not None and "toolkit.dev/created-by" not in (
+        secret["metadata"].get("annotations") or {}
+    )
