@@ -82,11 +82,12 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         made.append(manifest)
         return kube.apply(manifest)
 
+    secret, claim = plan.secret, plan.claim
     try:
         # Created, not applied: the Secret claims the name, so a second create of it racing this
         # one (or meeting a failed one's leftovers) stops here instead of taking this one over.
-        made.append(plan.secret)
-        if not kube.create(plan.secret)[1]:
+        made.append(secret)
+        if not kube.create(secret)[1]:
             made.pop()
             raise BadInputError(
                 f"{spec.user} already has a shell named {spec.name!r}, or what is left of one: "
@@ -94,8 +95,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
             )
         # Created, not applied: a home kept from an earlier shell of this name is reused as it is,
         # and never removed when this create fails.
-        made.append(plan.claim)
-        _, new_home = kube.create(plan.claim)
+        made.append(claim)
+        _, new_home = kube.create(claim)
         if not new_home:
             made.pop()
             on_phase("reusing the home volume kept from an earlier shell")
