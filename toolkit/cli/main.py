@@ -49,15 +49,11 @@ class ToolkitGroup(TyperGroup):
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:
+        # Typer turns a Ctrl-C that reaches it into a silent exit 130: say so in one line instead.
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Interrupted("interrupted") from None
-        except Exception as error:
-            kinds = _kinds(error)
-            if "UsageError" not in kinds or "NoArgsIsHelpError" in kinds:
-                raise
-            raise _bad_usage(error, ctx.command_path) from None
 
 
 app = typer.Typer(
