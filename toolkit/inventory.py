@@ -198,6 +198,11 @@ def _is_address(text: str) -> bool:
     return True
 
 
+def _is_count(value: Any) -> bool:
+    """A whole number of ASCII digits: int() would take '²' or '٢' too."""
+    return str(value).isascii() and str(value).isdigit()
+
+
 def host_problems(inventory: Inventory) -> list[str]:
     """Host names, addresses and ports that can't be real; templated and vaulted values are
     left to Ansible."""
@@ -210,11 +215,10 @@ def host_problems(inventory: Inventory) -> list[str]:
             found.append(f"ansible_host {address!r} of {host} is not a host name or IP address")
         port = _setting(inventory, host, "ansible_port")
         checkable = port is not None and not _is_encrypted(port) and "{{" not in str(port)
-        digits = str(port).isascii() and str(port).isdigit()
-        if checkable and not (digits and 0 < int(str(port)) < 65536):
+        if checkable and not (_is_count(port) and 0 < int(str(port)) < 65536):
             found.append(f"ansible_port {str(port)!r} of {host} is not a port number (1-65535)")
         gpus = _setting(inventory, host, "nvidia_driver_expected_gpus")
-        if gpus is not None and not _is_encrypted(gpus) and not (str(gpus).isascii() and str(gpus).isdigit()):
+        if gpus is not None and not _is_encrypted(gpus) and not _is_count(gpus):
             found.append(f"nvidia_driver_expected_gpus {str(gpus)!r} of {host} is not a number of GPUs")
         ssh_args = _setting(inventory, host, "ansible_ssh_common_args")
         if isinstance(ssh_args, str):
