@@ -215,21 +215,24 @@ def judge(target: Target, facts: dict[str, str]) -> list[Check]:
     return [Check(name, target.host, status, detail) for name, (status, detail) in verdicts.items()]
 
 
-def _probe(target: Target, script: str, accept_new: bool, timeout: float) -> HostReport:
+def _probe(target: Target, script: str, accept_new: bool, timeout: float) -> tuple[HostReport, str]:
+    """The host's report and, under `accept_new`, the known_hosts line of a key first seen on a
+    connection that then logged in (as before: a key is saved only once authentication passed)."""
     import paramiko
 
+    class RecordNewKey(paramiko.MissingHostKeyPolicy):
+        line = ""
+
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            self.line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+
     report = HostReport(target.host, target.address, reachable=False)
+    new_key, accepted = RecordNewKey(), ""
     client = paramiko.SSHClient()
     try:
         if target.known_hosts.exists():
             client.load_host_keys(str(target.known_hosts))
-        if accept_new:
-            target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            target.known_hosts.touch(exist_ok=True)
-            client.load_host_keys(str(target.known_hosts))
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        else:
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(new_key if accept_new else paramiko.RejectPolicy())
         client.connect(
             target.address,
             port=target.port,
@@ -240,8 +243,7 @@ def _probe(target: Target, script: str, accept_new: bool, timeout: float) -> Hos
             auth_timeout=timeout,
             allow_agent=target.key_file is None,
         )
-        if accept_new:
-            client.save_host_keys(str(target.known_hosts))
+        accepted = new_key.line
         _, stdout, _ = client.exec_command(script, timeout=timeout * 4)
         facts = parse_probe(stdout.read().decode(errors="replace"))
         report.reachable = True
@@ -257,7 +259,16 @@ def _probe(target: Target, script: str, accept_new: bool, timeout: float) -> Hos
         report.error = error.strerror or str(error) or type(error).__name__
     finally:
         client.close()
-    return report
+    return report, accepted
+
+
+def _save_new_keys(lines_by_file: dict[Path, list[str]]) -> None:
+    """Append the keys accepted in one run, each file written once: probes run in parallel, and
+    each rewriting a shared known_hosts from its own copy would drop or mangle the others' lines."""
+    for known_hosts, lines in lines_by_file.items():
+        known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with known_hosts.open("a") as file:
+            file.writelines(lines)
 
 
 def run(
@@ -266,4 +277,10 @@ def run(
     """Probe every cluster host in parallel; unreachable hosts come back as reports too."""
     found, script = targets(inventory), probe_script()
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(found)))) as pool:
-        return list(pool.map(lambda target: _probe(target, script, accept_new, timeout), found))
+        results = list(pool.map(lambda target: _probe(target, script, accept_new, timeout), found))
+    new_keys: dict[Path, list[str]] = {}
+    for target, (_, line) in zip(found, results, strict=True):
+        if line:
+            new_keys.setdefault(target.known_hosts, []).append(line)
+    _save_new_keys(new_keys)
+    return [report for report, _ in results]

@@ -24,9 +24,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# Linux routes all of 127.0.0.0/8 to loopback.
+LOOPBACK_ADDRESSES = tuple(f"127.0.0.{last}" for last in range(1, 9))
+
+
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
-    """A real sshd on loopback that lets root in with one key: (port, client key, host public key)."""
+    """A real sshd on loopback that lets root in with one key: (port, client key, host public key).
+    It listens on LOOPBACK_ADDRESSES, so a test can list it as that many hosts."""
     for name in ("host", "client"):
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True
@@ -35,7 +40,8 @@ def sshd(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
     port = free_port()
     config = tmp_path / "sshd_config"
     config.write_text(
-        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {tmp_path / 'host'}\nUsePAM no\n"
+        "".join(f"ListenAddress {address}\n" for address in LOOPBACK_ADDRESSES)
+        + f"Port {port}\nHostKey {tmp_path / 'host'}\nUsePAM no\n"
         f"PasswordAuthentication no\nPermitRootLogin prohibit-password\nStrictModes no\n"
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPidFile {tmp_path / 'sshd.pid'}\n"
     )
