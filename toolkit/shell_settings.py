@@ -26,6 +26,7 @@ class Platform:
     image: str = SHELL_IMAGE
     default_hours: int = 24
     max_hours: int = 168
+    max_lifetime_hours: int = 720  # from creation: no expiry, however extended, is later
     expose: str = "NodePort"
     ssh_host: str | None = None
     require_gpu: bool = True
@@ -52,6 +53,7 @@ class Platform:
             image=data.get("image", defaults.image),
             default_hours=number("defaultHours", defaults.default_hours),
             max_hours=number("maxHours", defaults.max_hours),
+            max_lifetime_hours=number("maxLifetimeHours", defaults.max_lifetime_hours),
             expose=data.get("expose", defaults.expose),
             ssh_host=data.get("sshHost") or None,
             require_gpu=data.get("requireGpu", "true").lower() == "true",

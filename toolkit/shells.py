@@ -7,6 +7,8 @@ a shell is `shell_plan` (what to apply) and `shell_create` (applying it).
 from __future__ import annotations
 
 import base64
+import ipaddress
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,9 +18,14 @@ from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.shell_settings import platform
 from toolkit.shell_wait import Phase, wait_ready
+from toolkit.sshkeys import public_key_line
 from toolkit.tenancy import MANAGED_BY, NAMESPACE_PREFIX, USER_NAME, namespace_of
 
 SHELLS_SELECTOR = f"{MANAGED_BY}=toolkit,{manifests.COMPONENT}=shell"
+# A DNS name (RFC 1123 labels); addresses are checked by ipaddress.
+HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\Z"
+)
 
 
 @dataclass(frozen=True)
@@ -35,13 +42,18 @@ class Shell:
     web_endpoint: str | None
     replicas: int
 
+    problems: tuple[str, ...] = ()  # the annotations that did not parse, each ignored
+
     @classmethod
-    def from_statefulset(cls, sts: dict[str, Any]) -> Shell | None:
+    def from_statefulset(cls, sts: dict[str, Any], max_lifetime_hours: int | None = None) -> Shell | None:
         """The shell, or None for a StatefulSet outside a user's namespace.
 
-        Its labels and annotations are written by its owner, so nothing here trusts them: the
-        user comes from the namespace, an expiry that does not parse counts as expired when the
-        shell was created, and a GPU count that does not parse as 0.
+        Its labels and annotations are written by its owner, so this is the one door they come in
+        by: the user comes from the namespace; the endpoint must be a host name or address and a
+        port, and the host key exactly one public key, or they are left empty; an expiry that does
+        not parse counts as expired at creation, and none is later than creation plus
+        `max_lifetime_hours`; a GPU count that does not parse counts as 0. Each value refused is
+        named in `problems`.
         """
         metadata = sts["metadata"]
         namespace = str(metadata.get("namespace", ""))
@@ -49,12 +61,32 @@ class Shell:
         if not namespace.startswith(NAMESPACE_PREFIX) or not USER_NAME.fullmatch(user):
             return None
         annotations = metadata.get("annotations") or {}
+        problems: list[str] = []
         replicas = int((sts.get("spec") or {}).get("replicas", 1))
         ready = int((sts.get("status") or {}).get("readyReplicas", 0) or 0)
         status = "paused" if replicas == 0 else "ready" if ready >= replicas else "starting"
         created = _parse_time(metadata.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
-        expires = annotations.get(manifests.EXPIRES_AT)
+        expires: datetime | None = None
+        if manifests.EXPIRES_AT in annotations:
+            expires = _parse_time(annotations[manifests.EXPIRES_AT])
+            if expires is None:
+                problems.append("its expiry is not a time: it counts as expired")
+                expires = created
+        if max_lifetime_hours is not None:
+            latest = created + timedelta(hours=max_lifetime_hours)
+            if expires is None or expires > latest:
+                if expires is not None:
+                    problems.append(
+                        f"its expiry is past the {max_lifetime_hours}h lifetime: it counts as {_iso(latest)}"
+                    )
+                expires = latest
         gpus = str(annotations.get(manifests.GPUS, "0"))
+        if not (gpus.isascii() and gpus.isdigit()):
+            problems.append("its GPU count is not a number: it counts as 0")
+        endpoint, web_endpoint = (
+            _checked_endpoint(annotations.get(key), what, problems)
+            for key, what in ((manifests.ENDPOINT, "SSH"), (manifests.WEB_ENDPOINT, "web"))
+        )
         return cls(
             name=metadata["name"],
             user=user,
@@ -62,12 +94,18 @@ class Shell:
             gpus=int(gpus) if gpus.isascii() and gpus.isdigit() else 0,
             status=status,
             created=created,
-            expires_at=(_parse_time(expires) or created) if expires else None,
-            endpoint=annotations.get(manifests.ENDPOINT, ""),
-            host_key=annotations.get(manifests.HOST_KEY, ""),
-            web_endpoint=annotations.get(manifests.WEB_ENDPOINT),
+            expires_at=expires,
+            endpoint=endpoint or "",
+            host_key=_checked_host_key(annotations.get(manifests.HOST_KEY), problems),
+            web_endpoint=web_endpoint if manifests.WEB_ENDPOINT in annotations else None,
             replicas=replicas,
+            problems=tuple(problems),
         )
+
+    def ssh_target(self) -> tuple[str, int] | None:
+        """(host, port) to ssh to, once the shell has a checked endpoint."""
+        host, _, port = self.endpoint.rpartition(":")
+        return (host.strip("[]"), int(port)) if host else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +121,41 @@ class Shell:
         }
 
 
+def _iso(moment: datetime) -> str:
+    return manifests.timestamp(moment)
+
+
+def _checked_endpoint(value: Any, what: str, problems: list[str]) -> str:
+    """`HOST:PORT` when it is one (a DNS name or an address, and a port 1-65535); "" otherwise."""
+    if value in (None, ""):
+        return ""
+    text = str(value)
+    host, _, port = text.rpartition(":")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address_ok = bool(bare) and (ipaddress.ip_address(bare) is not None)
+    except ValueError:
+        address_ok = HOST_NAME.match(bare) is not None and not host.startswith("[")
+    if address_ok and port.isascii() and port.isdigit() and 0 < int(port) < 65536 and len(port) <= 5:
+        return f"{host}:{int(port)}"
+    problems.append(f"its {what} endpoint is not HOST:PORT: it is ignored")
+    return ""
+
+
+def _checked_host_key(value: Any, problems: list[str]) -> str:
+    """`TYPE BASE64` when the value is exactly one public key line; "" otherwise."""
+    if value in (None, ""):
+        return ""
+    text = str(value)
+    try:
+        if text != text.strip() or any(c in text for c in "\r\n\0"):
+            raise BadInputError("more than one line")
+        return " ".join(public_key_line(text, "host key").split()[:2])
+    except BadInputError:
+        problems.append("its host key is not one public key: it is ignored")
+        return ""
+
+
 def _parse_time(text: Any) -> datetime | None:
     try:
         return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -90,18 +163,19 @@ def _parse_time(text: Any) -> datetime | None:
         return None
 
 
-def list_shells(kube: Kube, user: str | None) -> list[Shell]:
+def list_shells(kube: Kube, user: str | None, max_lifetime_hours: int | None = None) -> list[Shell]:
     """One list call: the user's shells, or every user's when `user` is None."""
     namespace = namespace_of(user) if user else None
     items = kube.list("StatefulSet", namespace, labels=SHELLS_SELECTOR)["items"]
-    found = [shell for shell in map(Shell.from_statefulset, items) if shell is not None]
+    read = (Shell.from_statefulset(item, max_lifetime_hours) for item in items)
+    found = [shell for shell in read if shell is not None]
     return sorted(found, key=lambda s: (s.user, s.name))
 
 
-def get_shell(kube: Kube, user: str, name: str) -> Shell:
+def get_shell(kube: Kube, user: str, name: str, max_lifetime_hours: int | None = None) -> Shell:
     sts = kube.get("StatefulSet", manifests.check_shell_name(name), namespace_of(user))
     is_shell = sts is not None and (sts["metadata"].get("labels") or {}).get(manifests.COMPONENT) == "shell"
-    shell = Shell.from_statefulset(sts) if sts is not None and is_shell else None
+    shell = Shell.from_statefulset(sts, max_lifetime_hours) if sts is not None and is_shell else None
     if shell is None:
         raise BadInputError(f"{user} has no shell named {name!r} (toolkit shell list shows them)")
     return shell
@@ -159,7 +233,7 @@ def extend(kube: Kube, user: str, name: str, hours: int, now: datetime | None = 
         raise BadInputError(
             f"--hours must be between 1 and {settings.max_hours} (this cluster's maximum), not {hours}"
         )
-    shell = get_shell(kube, user, name)
+    shell = get_shell(kube, user, name, settings.max_lifetime_hours)
     moment = now or datetime.now(UTC).replace(microsecond=0)
     base = max(shell.expires_at or moment, moment)
     expires = base + timedelta(hours=hours)
@@ -168,6 +242,13 @@ def extend(kube: Kube, user: str, name: str, hours: int, now: datetime | None = 
             f"that would expire at {manifests.timestamp(expires)}, "
             f"more than {settings.max_hours} hours from now "
             "(this cluster's maximum)"
+        )
+    end_of_life = shell.created + timedelta(hours=settings.max_lifetime_hours)
+    if expires > end_of_life:
+        raise BadInputError(
+            f"that would expire at {manifests.timestamp(expires)}, past the end of the shell's "
+            f"{settings.max_lifetime_hours}-hour lifetime ({manifests.timestamp(end_of_life)}, "
+            "this cluster's maximum): create a new shell of the name to keep its home"
         )
     kube.merge_patch(
         "StatefulSet",
@@ -214,11 +295,12 @@ class Reaped:
 
 
 def reap(kube: Kube, user: str | None, now: datetime | None = None, dry_run: bool = False) -> list[Reaped]:
-    """Pause or delete (keeping homes), per the cluster's reapPolicy, the shells past their expiry."""
+    """Pause or delete (keeping homes), per the cluster's reapPolicy, the shells past their expiry:
+    the one annotated, or creation plus the cluster's maximum lifetime, whichever comes first."""
     settings = platform(kube)
     moment = now or datetime.now(UTC)
     done = []
-    for shell in list_shells(kube, user):
+    for shell in list_shells(kube, user, settings.max_lifetime_hours):
         if not shell.expires_at or shell.expires_at > moment:
             continue
         if settings.reap_policy == "delete":

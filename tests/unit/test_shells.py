@@ -465,3 +465,74 @@ def test_a_create_that_meets_another_shells_secret_takes_nothing_over(
     assert secret is not None and "toolkit.dev/created-by" not in (
         secret["metadata"].get("annotations") or {}
     )
+
+
+def statefulset_annotated(annotations: dict[str, str]) -> dict[str, Any]:
+    metadata = {"name": "train", "namespace": "user-alice", "creationTimestamp": "2026-12-01T00:00:00Z"}
+    return {"metadata": {**metadata, "annotations": annotations}, "spec": {"replicas": 1}}
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("10.0.0.1:30022", "10.0.0.1:30022"),
+        ("shells.example.org:22", "shells.example.org:22"),
+        ("[fd00::1]:30022", "[fd00::1]:30022"),
+        ("10.0.0.1:030022", ""),
+        ("10.0.0.1:0", ""),
+        ("10.0.0.1:65536", ""),
+        ("10.0.0.1", ""),
+        ("-oProxyCommand=x:22", ""),
+        ("exa mple.org:22", ""),
+        ("[shells.example.org]:22", ""),
+        ("10.0.0.1:22\nMatch exec x", ""),
+        ("10.0.0.1:\uff12\uff12", ""),
+    ],
+)
+def test_an_endpoint_is_read_only_as_a_host_and_a_port(written: str, read: str) -> None:
+    shell = shells.Shell.from_statefulset(statefulset_annotated({"toolkit.dev/ssh-endpoint": written}))
+    assert shell is not None and shell.endpoint == read
+    assert bool(shell.problems) == (read == "")
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        (KEY, " ".join(KEY.split()[:2])),
+        (KEY.split()[0], ""),
+        (f"{KEY}\n{KEY}", ""),
+        (f" {KEY}", ""),
+        ("ssh-ed25519 AAAAnotbase64!!", ""),
+        ("ssh-rsa " + KEY.split()[1], ""),
+    ],
+)
+def test_a_host_key_is_read_only_as_exactly_one_public_key(written: str, read: str) -> None:
+    shell = shells.Shell.from_statefulset(statefulset_annotated({"toolkit.dev/ssh-host-key": written}))
+    assert shell is not None and shell.host_key == read
+    assert bool(shell.problems) == (read == "")
+
+
+def test_no_expiry_is_later_than_creation_plus_the_lifetime() -> None:
+    far = statefulset_annotated({"toolkit.dev/expires-at": "2099-01-01T00:00:00Z"})
+    capped = shells.Shell.from_statefulset(far, max_lifetime_hours=48)
+    assert capped is not None and capped.expires_at == datetime(2026, 12, 3, tzinfo=UTC)
+    assert capped.problems == ("its expiry is past the 48h lifetime: it counts as 2026-12-03T00:00:00Z",)
+    unannotated = shells.Shell.from_statefulset(statefulset_annotated({}), max_lifetime_hours=48)
+    assert unannotated is not None and unannotated.expires_at == datetime(2026, 12, 3, tzinfo=UTC)
+    assert unannotated.problems == ()
+
+
+def test_extend_stops_at_the_end_of_the_shells_lifetime(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    fake_cluster.seed("ConfigMap", {
+        "metadata": {"name": "shells", "namespace": "toolkit-system",
+                     "labels": {"toolkit.dev/shells-config": "true"}},
+        "data": {"defaultHours": "4", "maxHours": "12", "maxLifetimeHours": "16"},
+    })  # fmt: skip
+    create(alice, request(), lambda _: None)
+    born = shells.get_shell(alice, "alice", "train").created
+    extended = shells.extend(alice, "alice", "train", 5, now=born + timedelta(hours=10))  # to 15h: within 16
+    with pytest.raises(BadInputError, match="past the end of the shell's 16-hour lifetime"):
+        shells.extend(alice, "alice", "train", 5, now=born + timedelta(hours=12))
+    assert shells.get_shell(alice, "alice", "train").expires_at == extended.expires_at

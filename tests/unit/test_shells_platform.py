@@ -16,6 +16,7 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         "shells_platform",
         "shells.yaml.j2",
         shells_platform_max_hours=72,
+        shells_platform_max_lifetime_hours=96,
         shells_platform_ssh_host="shells.example.org",
         shells_platform_reap_policy="delete",
     )
@@ -33,6 +34,7 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         image="localhost/toolkit-shell:latest",
         default_hours=24,
         max_hours=72,
+        max_lifetime_hours=96,
         expose="NodePort",
         ssh_host="shells.example.org",
         require_gpu=True,

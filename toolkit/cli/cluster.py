@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli import Output, command_group
+from toolkit.cli import Output, command_group, present
 from toolkit.cli.options import (
     ContextOption,
     ExtraVarsOption,
@@ -211,6 +211,7 @@ def status(
     console.print(f"shells: {running} running, {len(found.shells) - running} paused")
     if found.shells:
         console.print(shells)
+    present.problems(console, found.shells)
 
 
 @app.command()

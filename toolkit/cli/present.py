@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -31,6 +31,13 @@ def expiry(shell: Shell, now: datetime) -> str:
         return "[bold red]expired[/]"
     text = f"in {age(now, shell.expires_at)}"
     return f"[yellow]{text}[/]" if left < 3600 else text
+
+
+def problems(console: Console, shells: Iterable[Shell]) -> None:
+    """One warning line per value a shell's owner wrote that did not pass the checks."""
+    for shell in shells:
+        for problem in shell.problems:
+            console.print(f"[yellow]warning:[/] shell {shell.user}/{shell.name}: {problem}", markup=True)
 
 
 @contextmanager

@@ -205,6 +205,7 @@ def list_(
         )
     console = _console()
     console.print(table if found else "no shells")
+    present.problems(console, found)
     for shell in found:
         if shell.expires_at and 0 < (shell.expires_at - now).total_seconds() < 3600:
             left = present.age(now, shell.expires_at)
@@ -256,12 +257,17 @@ def connect(
 
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.get_shell(connection, who, name)
-    host, _, port = shell.endpoint.rpartition(":")
+    target = shell.ssh_target()
+    if shell.problems:
+        # Written by the shell's owner and refused: nothing of it reaches ssh config or known_hosts.
+        raise ToolkitError(f"shell {who}/{name}: {'; '.join(shell.problems)}; nothing was written")
     if shell.status == "paused":
         raise ToolkitError(f"shell {name} is paused: toolkit shell resume {name}")
-    if not host:
+    if target is None:
         raise ToolkitError(f"shell {name} has no address yet (its load balancer has not assigned one)")
-    entry = sshconfig.Entry(who, name, host, int(port), shell.host_key)
+    if not shell.host_key:
+        raise ToolkitError(f"shell {name} has no host key recorded: delete and create it again")
+    entry = sshconfig.Entry(who, name, *target, shell.host_key)
     # An entry written by create may name an IdentityFile: keep it unless the address moved.
     config_file = sshconfig.write_entry(entry, keep_identity=True)
     ssh = shutil.which("ssh")
@@ -417,6 +423,8 @@ def reap(
     who = None if all_users else user_from_context(connection, user)
     reaped = shells.reap(connection, who, dry_run=dry_run)
     verb = "would be" if dry_run else ""
+    console = _console()
     for item in reaped:
-        _console().print(f"{item.shell.user}/{item.shell.name} {verb} {item.action}".replace("  ", " "))
-    _console().print(f"{len(reaped)} expired shell(s) {'found' if dry_run else 'reaped'}")
+        console.print(f"{item.shell.user}/{item.shell.name} {verb} {item.action}".replace("  ", " "))
+    present.problems(console, [item.shell for item in reaped])
+    console.print(f"{len(reaped)} expired shell(s) {'found' if dry_run else 'reaped'}")
