@@ -9,7 +9,9 @@
 #
 # Models: package names and versions (several releases, for upgrades), a signed flat repository,
 # the systemd units of nvidia-persistenced and nvidia-fabricmanager, and the binaries k3s looks
-# for to detect the NVIDIA runtime (nvidia-container-runtime, nvidia-container-runtime.cdi).
+# for to detect the NVIDIA runtime (nvidia-container-runtime, nvidia-container-runtime.cdi), and
+# the runtime's config.toml as the real package's postinst leaves it (nvidia-ctk's defaults, the
+# keys at their default commented out: internal/config/toml_test.go in nvidia-container-toolkit).
 # Does not model: any NVIDIA code (packages hold marker files; daemons only sleep, binaries only
 # fail), DKMS builds, the dependencies between NVIDIA's packages, or NVIDIA's real keys.
 set -eu
@@ -41,7 +43,14 @@ for version in "$@"; do
         for binary in nvidia-container-runtime nvidia-container-runtime.cdi nvidia-ctk; do
           printf '#!/bin/sh\necho "STAND-IN %s %s" >&2\nexit 1\n' "$binary" "$version" > "$root/usr/bin/$binary"
           chmod 755 "$root/usr/bin/$binary"
-        done ;;
+        done
+        mkdir -p "$root/etc/nvidia-container-runtime"
+        printf '%s\n' '#accept-nvidia-visible-devices-as-volume-mounts = false' \
+          '#accept-nvidia-visible-devices-envvar-when-unprivileged = true' 'disable-require = false' \
+          'supported-driver-capabilities = "compat32,compute,display,graphics,ngx,utility,video"' '' \
+          '[nvidia-container-cli]' 'environment = []' 'ldconfig = "@/sbin/ldconfig"' 'load-kmods = true' '' \
+          '[nvidia-container-runtime]' 'log-level = "info"' 'mode = "auto"' \
+          'runtimes = ["docker-runc", "runc", "crun"]' > "$root/etc/nvidia-container-runtime/config.toml" ;;
     esac
     dpkg-deb --root-owner-group --build "$root" "$repo/${package}_${version}-1_all.deb" >/dev/null
   done

@@ -45,7 +45,11 @@ def test_plugin_config_carries_the_settings() -> None:
         nvidia_device_plugin_fail_on_init_error=False,
     )
     config = yaml.safe_load(config_map["data"]["config.yaml"])
-    assert config["flags"] == {"migStrategy": "single", "failOnInitError": False}
+    assert config["flags"] == {
+        "migStrategy": "single",
+        "failOnInitError": False,
+        "plugin": {"deviceListStrategy": "volume-mounts"},
+    }
     assert config["sharing"]["timeSlicing"]["resources"] == [{"name": "nvidia.com/gpu", "replicas": 4}]
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -68,3 +72,20 @@ def test_a_broken_manifest_is_caught_by_the_schema() -> None:
     daemonset["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 7
     with pytest.raises(kubernetes_validate.ValidationError):
         validate([daemonset])
+
+
+@pytest.mark.parametrize(("only_through_plugin", "strategy"), [(True, "volume-mounts"), (False, "envvar")])
+def test_gpus_reach_pods_only_through_the_plugins_volume_mounts_unless_the_site_says_otherwise(
+    only_through_plugin: bool, strategy: str
+) -> None:
+    config_map, daemonset = render(
+        "nvidia-device-plugin.yaml.j2", nvidia_gpus_only_through_device_plugin=only_through_plugin
+    )
+    assert yaml.safe_load(config_map["data"]["config.yaml"])["flags"]["plugin"] == {
+        "deviceListStrategy": strategy
+    }
+    capabilities = daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
+    assert capabilities == (
+        {"drop": ["ALL"], "add": ["SYS_ADMIN"]} if only_through_plugin else {"drop": ["ALL"]}
+    )
+    validate([config_map, daemonset])
