@@ -59,6 +59,7 @@ KINDS = {
     "PersistentVolumeClaim": Kind("v1", "persistentvolumeclaims", True),
     "ServiceAccount": Kind("v1", "serviceaccounts", True),
     "ResourceQuota": Kind("v1", "resourcequotas", True),
+    "LimitRange": Kind("v1", "limitranges", True),
     "Event": Kind("v1", "events", True),
     "StatefulSet": Kind("apps/v1", "statefulsets", True),
     "Role": Kind("rbac.authorization.k8s.io/v1", "roles", True),

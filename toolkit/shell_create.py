@@ -101,7 +101,6 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
             made.pop()
             on_phase("reusing the home volume kept from an earlier shell")
         endpoint = plan.endpoint(apply(plan.service))
-        apply(plan.network_policy)
         apply(plan.statefulset(endpoint))
         pod = wait_ready(kube, spec.namespace, spec.name, on_phase, request.timeout)
         if spec.expose == "LoadBalancer" and not endpoint.host:

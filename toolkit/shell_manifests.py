@@ -2,7 +2,8 @@
 
 A shell is a Secret (authorized_keys, the shell's SSH host key, the ttyd credential), a PVC
 (the user's home, kept when the shell is paused or deleted without --purge), a StatefulSet of
-one replica, a Service and a NetworkPolicy that admits only SSH and ttyd. The container runs
+one replica and a Service; the namespace's own NetworkPolicy, which `user add` makes and the
+user cannot change, admits only SSH and ttyd from outside it. The container runs
 as root only to start sshd: every capability beyond what sshd needs is dropped, it is never
 privileged, and sessions run as the user (images/shell/entrypoint.sh).
 """
@@ -244,20 +245,4 @@ def service(spec: ShellSpec) -> Manifest:
         "kind": "Service",
         "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec.name, spec.user)},
         "spec": {"type": spec.expose, "selector": selector(spec.name, spec.user), "ports": ports},
-    }
-
-
-def network_policy(spec: ShellSpec) -> Manifest:
-    ports = [{"port": SSH_PORT, "protocol": "TCP"}]
-    if spec.web:
-        ports.append({"port": WEB_PORT, "protocol": "TCP"})
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec.name, spec.user)},
-        "spec": {
-            "podSelector": {"matchLabels": selector(spec.name, spec.user)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"ports": ports}],
-        },
     }

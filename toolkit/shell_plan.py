@@ -100,10 +100,6 @@ class ShellPlan:
     def service(self) -> dict[str, Any]:
         return self._marked(manifests.service(self.spec))
 
-    @property
-    def network_policy(self) -> dict[str, Any]:
-        return self._marked(manifests.network_policy(self.spec))
-
     def _marked(self, manifest: dict[str, Any]) -> dict[str, Any]:
         metadata = manifest["metadata"]
         metadata["annotations"] = {**(metadata.get("annotations") or {}), CREATED_BY: self.creation_id}
@@ -141,7 +137,7 @@ class ShellPlan:
 
     def objects(self, endpoint: Endpoint) -> list[dict[str, Any]]:
         """Every object, as `shell_create` applies them."""
-        return [self.secret, self.claim, self.service, self.network_policy, self.statefulset(endpoint)]
+        return [self.secret, self.claim, self.service, self.statefulset(endpoint)]
 
 
 def check_request(request: CreateRequest) -> None:

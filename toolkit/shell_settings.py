@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,15 @@ class Platform:
     ssh_host: str | None = None
     require_gpu: bool = True
     reap_policy: str = "pause"
+    # What `user add` gives each user unless told otherwise, besides GPUs, CPU and memory.
+    user_max_storage: str = "1Ti"
+    user_max_volumes: int = 8
+    user_max_node_ports: int = 16
+    user_max_load_balancers: int = 0
+    # k3s's pod network: a user's pods reach no other namespace's pods in it.
+    pod_cidrs: tuple[str, ...] = ("10.42.0.0/16",)
+    # Never reached from a user's pods, e.g. the nodes' own addresses (their kubelets).
+    egress_denied_cidrs: tuple[str, ...] = ()
 
     @classmethod
     def from_config_maps(cls, config_maps: list[dict[str, Any]]) -> Platform:
@@ -47,6 +57,19 @@ class Platform:
                     f"{SYSTEM_NAMESPACE} ConfigMap key {key} is not a number: {data[key]!r}"
                 ) from None
 
+        def cidrs(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            if key not in data:
+                return default
+            found = tuple(part.strip() for part in data[key].split(",") if part.strip())
+            for cidr in found:
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    raise ToolkitError(
+                        f"{SYSTEM_NAMESPACE} ConfigMap key {key} holds {cidr!r}, not a CIDR"
+                    ) from None
+            return found
+
         return cls(
             storage_class=data.get("storageClassName", defaults.storage_class),
             runtime_class=data.get("runtimeClassName", defaults.runtime_class or "") or None,
@@ -58,6 +81,12 @@ class Platform:
             ssh_host=data.get("sshHost") or None,
             require_gpu=data.get("requireGpu", "true").lower() == "true",
             reap_policy=data.get("reapPolicy", defaults.reap_policy),
+            user_max_storage=data.get("userMaxStorage", defaults.user_max_storage),
+            user_max_volumes=number("userMaxVolumes", defaults.user_max_volumes),
+            user_max_node_ports=number("userMaxNodePorts", defaults.user_max_node_ports),
+            user_max_load_balancers=number("userMaxLoadBalancers", defaults.user_max_load_balancers),
+            pod_cidrs=cidrs("podCidrs", defaults.pod_cidrs),
+            egress_denied_cidrs=cidrs("egressDeniedCidrs", defaults.egress_denied_cidrs),
         )
 
 

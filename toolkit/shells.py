@@ -196,7 +196,6 @@ def delete(kube: Kube, user: str, name: str, purge: bool) -> list[str]:
     doomed = [
         ("StatefulSet", name),
         ("Service", name),
-        ("NetworkPolicy", name),
         ("Secret", manifests.secret_name(name)),
     ]
     if purge:

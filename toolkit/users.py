@@ -1,16 +1,22 @@
-"""Shell users: a namespace each, a GPU quota, and a kubeconfig limited to that namespace.
+"""Shell users: a namespace each, a quota, and a kubeconfig limited to that namespace.
 
 `toolkit user add` (an operator, with the admin kubeconfig) creates the user's namespace, a
-ResourceQuota on GPUs, CPU and memory, a ServiceAccount bound to a Role in that namespace, and
-read access to what `toolkit shell` must see cluster-wide (nodes, classes, pods' placement for
-`shell avail`, the shells configuration). Then it writes the user's kubeconfig, mode 0600.
+ResourceQuota on everything a user can consume (GPUs, CPU, memory, storage, volumes, node ports,
+load balancers) with a LimitRange so that nothing escapes it, a NetworkPolicy the user can read
+but not change, a ServiceAccount bound to a Role in that namespace, and read access to what
+`toolkit shell` must see cluster-wide (nodes, classes, pods' placement for `shell avail`, the
+shells configuration). Then it writes the user's kubeconfig, mode 0600.
+
+The cluster enforces all of it, whatever client the user runs: PodSecurity admission holds the
+namespace's pods to the `baseline` standard (the shell pod passes it; `restricted` would forbid
+its sshd running as root), quota and LimitRange admission the amounts, RBAC the rest.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,8 @@ from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.kubeconfig import write_kubeconfig
 from toolkit.paths import reserve_private_file
-from toolkit.shell_settings import SYSTEM_NAMESPACE
+from toolkit.shell_manifests import SSH_PORT, WEB_PORT
+from toolkit.shell_settings import SYSTEM_NAMESPACE, Platform, platform
 from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, USER_LABEL, check_user_name, namespace_of
 
 ACCOUNT = "shell-user"
@@ -29,7 +36,17 @@ TOKEN_SECRET = "shell-user-token"
 PROFILE = "toolkit-user"  # ConfigMap in the user's namespace: what the operator recorded about them
 CLUSTER_ROLE = "toolkit-shell-user"
 CONFIG_READER = "toolkit-shells-config-reader"
+NETWORK_POLICY = "toolkit-tenant"
+LIMIT_RANGE = "toolkit-defaults"
 LABELS = {MANAGED_BY: "toolkit"}
+# The strictest Pod Security Standard the shell pod passes: it starts sshd as root.
+POD_SECURITY_LEVEL = "baseline"
+POD_SECURITY = {
+    f"pod-security.kubernetes.io/{mode}": POD_SECURITY_LEVEL for mode in ("enforce", "warn", "audit")
+} | {"pod-security.kubernetes.io/enforce-version": "latest"}
+# Requests and limits of a container that states none, so that it still counts against the quota.
+CONTAINER_DEFAULT_REQUEST = {"cpu": "100m", "memory": "256Mi"}
+CONTAINER_DEFAULT_LIMIT = {"cpu": "1", "memory": "1Gi"}
 
 # What a user may do in their own namespace: run shells, nothing else.
 USER_RULES = [
@@ -37,9 +54,9 @@ USER_RULES = [
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["services", "secrets", "persistentvolumeclaims"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods", "events", "resourcequotas"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods", "events", "resourcequotas", "limitranges"],
+     "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [PROFILE], "verbs": ["get"]},
 ]  # fmt: skip
@@ -57,6 +74,33 @@ class NoSuchUser(BadInputError):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a user may hold besides GPUs, CPU and memory; the cluster's defaults when not given."""
+
+    storage: str = Platform.user_max_storage
+    volumes: int = Platform.user_max_volumes
+    node_ports: int = Platform.user_max_node_ports
+    load_balancers: int = Platform.user_max_load_balancers
+
+    @classmethod
+    def of(cls, settings: Platform, **given: Any) -> Limits:
+        """The settings' defaults, with each value given that is not None."""
+        defaults = cls(
+            settings.user_max_storage,
+            settings.user_max_volumes,
+            settings.user_max_node_ports,
+            settings.user_max_load_balancers,
+        )
+        chosen = {key: value for key, value in given.items() if value is not None}
+        for key, value in chosen.items():
+            if key != "storage" and value < 0:
+                raise BadInputError(f"--max-{key.replace('_', '-')} must be 0 or more, not {value}")
+        if "storage" in chosen:
+            chosen["storage"] = quantity.memory(quantity.parse(chosen["storage"], "--max-storage"))
+        return replace(defaults, **chosen)
+
+
+@dataclass(frozen=True)
 class User:
     name: str
     namespace: str
@@ -65,21 +109,63 @@ class User:
     created: str
     active: bool  # False once removed without --purge: only the homes are left
     github: str = ""
+    # Each quota'd resource, as the ResourceQuota names it: (used, hard).
+    quota: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _binding_subject(user: str) -> list[dict[str, str]]:
     return [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace_of(user)}]
 
 
+def network_policy(namespace: str, labels: dict[str, str], settings: Platform) -> dict[str, Any]:
+    """The namespace's traffic, owned by the operator: its own pods reach each other; from
+    elsewhere only SSH and the web terminal come in; out go DNS and anything outside the pod
+    network and the denied ranges (the nodes' kubelets), never another namespace's pods."""
+    outside = {"cidr": "0.0.0.0/0", "except": [*settings.pod_cidrs, *settings.egress_denied_cidrs]}
+    dns = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": NETWORK_POLICY, "namespace": namespace, "labels": labels},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {"from": [{"podSelector": {}}]},
+                {"ports": [{"port": port, "protocol": "TCP"} for port in (SSH_PORT, WEB_PORT)]},
+            ],
+            "egress": [
+                {"to": [{"podSelector": {}}]},
+                {"to": [dns], "ports": [{"port": 53, "protocol": p} for p in ("UDP", "TCP")]},
+                {"to": [{"ipBlock": outside}]},
+            ],
+        },
+    }
+
+
 def manifests(
-    user: str, max_gpus: int, cpu: Fraction, memory: Fraction, github: str = ""
+    user: str,
+    max_gpus: int,
+    cpu: Fraction,
+    memory: Fraction,
+    github: str = "",
+    limits: Limits | None = None,
+    settings: Platform | None = None,
 ) -> list[dict[str, Any]]:
     """Every object of one user, in the order they are applied."""
+    limits, settings = limits or Limits(), settings or Platform()
     namespace = namespace_of(user)
     labels = {**LABELS, USER_LABEL: user}
     rbac = "rbac.authorization.k8s.io/v1"
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {**labels, **POD_SECURITY}},
+        },
         {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
@@ -89,9 +175,28 @@ def manifests(
                     f"requests.{GPU}": str(max_gpus),
                     "requests.cpu": quantity.cpu(cpu),
                     "requests.memory": quantity.memory(memory),
+                    "requests.storage": limits.storage,
+                    "persistentvolumeclaims": str(limits.volumes),
+                    "services.nodeports": str(limits.node_ports),
+                    "services.loadbalancers": str(limits.load_balancers),
                 }
             },
         },
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": {"name": LIMIT_RANGE, "namespace": namespace, "labels": labels},
+            "spec": {
+                "limits": [
+                    {
+                        "type": "Container",
+                        "default": dict(CONTAINER_DEFAULT_LIMIT),
+                        "defaultRequest": dict(CONTAINER_DEFAULT_REQUEST),
+                    }
+                ]
+            },
+        },
+        network_policy(namespace, labels, settings),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -217,14 +322,23 @@ def add(
     github: str = "",
     github_url: str = sshkeys.GITHUB_KEYS_URL,
     overwrite: bool = False,
+    storage: str | None = None,
+    volumes: int | None = None,
+    node_ports: int | None = None,
+    load_balancers: int | None = None,
 ) -> User:
     """Create or update the user (idempotent), and write their kubeconfig (0600).
 
     `github` records the user's GitHub account: their shells get its published keys when no key
     is given. It must publish at least one key. An existing kubeconfig file is replaced only
-    with `overwrite`; the file is checked before anything is created on the cluster.
+    with `overwrite`; the file is checked before anything is created on the cluster. Storage,
+    volumes, node ports and load balancers not given take the cluster's defaults.
     """
     check_user_name(user)
+    settings = platform(kube)
+    limits = Limits.of(
+        settings, storage=storage, volumes=volumes, node_ports=node_ports, load_balancers=load_balancers
+    )
     if github:
         sshkeys.keys_from_github(github, github_url)
     if max_gpus < 0:
@@ -245,7 +359,7 @@ def add(
     existed = kube.get("Namespace", namespace) is not None
     reserved = reserve_private_file(kubeconfig_path, "--output", overwrite)
     try:
-        for manifest in manifests(user, max_gpus, cpu_quota, memory_quota, github):
+        for manifest in manifests(user, max_gpus, cpu_quota, memory_quota, github, limits, settings):
             kube.apply(manifest)
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
@@ -288,6 +402,7 @@ def list_users(kube: Kube) -> list[User]:
                 created=ns["metadata"].get("creationTimestamp", ""),
                 active=bool(quota),
                 github=profiles.get(ns["metadata"]["name"], ""),
+                quota={name: (str(used.get(name, "0")), str(limit)) for name, limit in hard.items()},
             )
         )
     return sorted(users, key=lambda u: u.name)
@@ -318,6 +433,8 @@ def remove(kube: Kube, user: str, purge: bool) -> list[str]:
         ("Role", ACCOUNT),
         ("ServiceAccount", ACCOUNT),
         ("ResourceQuota", QUOTA_NAME),
+        ("LimitRange", LIMIT_RANGE),
+        ("NetworkPolicy", NETWORK_POLICY),
     ):
         if kube.delete(kind, name, namespace):
             removed.append(f"{kind}/{name}")

@@ -22,8 +22,11 @@ What it models:
   when a namespace or an owner is deleted;
 - bearer-token authentication and RBAC: an admin token, ServiceAccount tokens filled into
   `kubernetes.io/service-account-token` Secrets, and Role/ClusterRole rules evaluated per request;
-- ResourceQuota admission for pods and PVCs (requests.*, limits.*, pods, persistentvolumeclaims)
-  and the quota's `status.used`;
+- admission in kube-apiserver's order: LimitRanger's container defaults, PodSecurity's enforce
+  mode at the baseline level (tests/standins/pod_security.py: the namespace's label, else the
+  cluster default the k3s role configures, with its exempt namespaces), and ResourceQuota for
+  pods, PVCs and Services (requests.*, limits.*, pods, persistentvolumeclaims, requests.storage,
+  services, services.nodeports, services.loadbalancers) with the quota's `status.used`;
 - Secrets' `stringData` folded into base64 `data`; Services get a clusterIP and nodePorts, and
   LoadBalancer Services the first node's address, as k3s's ServiceLB gives them;
 - with `kubelet=PodmanKubelet()`, pods run as real podman containers and turn Ready when their
@@ -73,6 +76,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.standins import pod_security
+
 Obj = dict[str, Any]
 
 
@@ -106,6 +111,7 @@ RESOURCES = [
     Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), ("status",)),
     Resource("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
     Resource("", "v1", "ResourceQuota", "resourcequotas", True, ("quota",), ("status",)),
+    Resource("", "v1", "LimitRange", "limitranges", True, ("limits",)),
     Resource("", "v1", "Event", "events", True, ("ev",)),
     Resource("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), ("status", "scale")),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
@@ -117,6 +123,7 @@ RESOURCES = [
     Resource("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", False),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+QUOTA_KINDS = ("Pod", "PersistentVolumeClaim", "Service")
 BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
 
 VERSION = {
@@ -251,9 +258,15 @@ def quantity(value: Any) -> Fraction:
 
 
 def format_quantity(value: Fraction, like: str) -> str:
+    """As the API server writes a quantity: memory and storage with the largest binary suffix
+    that is exact (10Pi, 512Mi), CPU in millicores when fractional, counts as integers."""
     if like in ("cpu",) or value.denominator != 1:
         millis = value * 1000
         return f"{int(millis)}m" if millis.denominator == 1 and millis % 1000 else str(int(value))
+    if like.endswith(("memory", "storage")) and value:
+        for power, suffix in reversed(list(enumerate(("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")))):
+            if value % 1024**power == 0:
+                return f"{int(value) // 1024**power}{suffix}"
     return str(int(value))
 
 
@@ -457,11 +470,30 @@ class FakeApiServer:
     """The stand-in API server. Use as a context manager, or call start() and stop()."""
 
     def __init__(
-        self, admin_token: str | None = None, first_node_port: int = 30000, kubelet: Any = None
+        self,
+        admin_token: str | None = None,
+        first_node_port: int = 30000,
+        kubelet: Any = None,
+        admission_config: Obj | None = None,
     ) -> None:
         """`first_node_port`: where NodePort allocation starts. `kubelet`: a real container runtime
-        for pods (tests/standins/podman_kubelet.py); without one, pods are marked Running by fiat."""
+        for pods (tests/standins/podman_kubelet.py); without one, pods are marked Running by fiat.
+        `admission_config`: an AdmissionConfiguration, as kube-apiserver's
+        --admission-control-config-file reads it; its PodSecurity plugin's `defaults.enforce` and
+        `exemptions.namespaces` apply. Without one, every namespace without a label is privileged."""
         self.admin_token = admin_token or secrets.token_hex(16)
+        pod_security = next(
+            (
+                plugin.get("configuration") or {}
+                for plugin in (admission_config or {}).get("plugins") or []
+                if plugin.get("name") == "PodSecurity"
+            ),
+            {},
+        )
+        self.pod_security_default = (pod_security.get("defaults") or {}).get("enforce") or "privileged"
+        self.pod_security_exempt_namespaces = frozenset(
+            (pod_security.get("exemptions") or {}).get("namespaces") or []
+        )
         self.behaviour = Behaviour()
         self.kubelet = kubelet
         self.objects: dict[tuple[str, str, str], Obj] = {}  # (qualified resource, namespace, name)
@@ -931,8 +963,52 @@ class FakeApiServer:
             data[key] = base64.b64encode(str(value).encode()).decode()
 
     def _admit(self, resource: Resource, obj: Obj) -> None:
+        """Admission in kube-apiserver's order: LimitRanger, PodSecurity, then ResourceQuota."""
+        if resource.kind == "Pod":
+            self._limit_ranger(obj)
+            self._pod_security(obj)
+        self._resource_quota(resource, obj)
+
+    def _limit_ranger(self, pod: Obj) -> None:
+        """LimitRanger's defaults for containers: `default` fills unset limits, `defaultRequest`
+        unset requests (a request left unset beside a set limit takes the limit, as API
+        defaulting does first). Max, min and PVC ranges are not modelled."""
+        for limit_range in self.list("LimitRange", pod["metadata"]["namespace"]):
+            for item in (limit_range.get("spec") or {}).get("limits") or []:
+                if item.get("type") != "Container":
+                    continue
+                for container in pod.get("spec", {}).get("containers") or []:
+                    resources = container.setdefault("resources", {})
+                    limits, requests = (
+                        resources.setdefault("limits", {}),
+                        resources.setdefault("requests", {}),
+                    )
+                    for name, amount in (item.get("defaultRequest") or item.get("default") or {}).items():
+                        requests.setdefault(name, limits.get(name, amount))
+                    for name, amount in (item.get("default") or {}).items():
+                        limits.setdefault(name, amount)
+
+    def _pod_security(self, pod: Obj) -> None:
+        """PodSecurity's enforce mode (tests/standins/pod_security.py): the namespace's
+        `pod-security.kubernetes.io/enforce` label, else the configured default, except in the
+        exempt namespaces."""
+        namespace = pod["metadata"]["namespace"]
+        labels = (self.objects[("namespaces", "", namespace)]["metadata"].get("labels")) or {}
+        level = labels.get("pod-security.kubernetes.io/enforce")
+        if level is None:
+            if namespace in self.pod_security_exempt_namespaces:
+                return
+            level = self.pod_security_default
+        message = pod_security.violation(pod, level)
+        if message:
+            name = pod["metadata"]["name"]
+            raise ApiError(
+                403, "Forbidden", f'pods "{name}" is forbidden: {message}', {"name": name, "kind": "pods"}
+            )
+
+    def _resource_quota(self, resource: Resource, obj: Obj) -> None:
         """ResourceQuota admission, for what the quota controller counts."""
-        if resource.kind not in ("Pod", "PersistentVolumeClaim"):
+        if resource.kind not in QUOTA_KINDS:
             return
         namespace = obj["metadata"]["namespace"]
         for quota in self.list("ResourceQuota", namespace):
@@ -983,6 +1059,17 @@ class FakeApiServer:
                     usage[name] = self._container_amounts(obj, "requests").get(name[9:], Fraction(0))
                 elif name in ("cpu", "memory"):
                     usage[name] = self._container_amounts(obj, "requests").get(name, Fraction(0))
+            elif kind == "Service":
+                # pkg/quota/v1/evaluator/core/services.go: a NodePort or LoadBalancer Service
+                # counts a node port per port; a LoadBalancer one also counts as a load balancer.
+                spec = obj.get("spec") or {}
+                exposed = spec.get("type") in ("NodePort", "LoadBalancer")
+                if name == "services":
+                    usage[name] = Fraction(1)
+                elif name == "services.nodeports":
+                    usage[name] = Fraction(len(spec.get("ports") or []) if exposed else 0)
+                elif name == "services.loadbalancers":
+                    usage[name] = Fraction(1 if spec.get("type") == "LoadBalancer" else 0)
             elif kind == "PersistentVolumeClaim":
                 if name == "persistentvolumeclaims":
                     usage[name] = Fraction(1)
@@ -993,7 +1080,7 @@ class FakeApiServer:
 
     def _quota_usage(self, namespace: str, hard: dict[str, str]) -> dict[str, Fraction]:
         used: dict[str, Fraction] = {}
-        for kind in ("Pod", "PersistentVolumeClaim"):
+        for kind in QUOTA_KINDS:
             for obj in self.list(kind, namespace):
                 if kind == "Pod" and obj["status"].get("phase") in ("Succeeded", "Failed"):
                     continue

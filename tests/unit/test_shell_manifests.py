@@ -72,12 +72,21 @@ def test_the_shell_is_never_privileged_and_keeps_only_sshds_capabilities() -> No
     )
 
 
-def test_network_policy_admits_only_ssh_and_ttyd() -> None:
-    assert shell_manifests.network_policy(spec())["spec"]["ingress"] == [
-        {"ports": [{"port": 22, "protocol": "TCP"}]}
+def test_the_namespaces_network_policy_admits_only_ssh_and_ttyd_from_outside_it() -> None:
+    settings = Platform(pod_cidrs=("10.42.0.0/16",), egress_denied_cidrs=("192.0.2.10/32",))
+    policy = users.network_policy("user-alice", {}, settings)["spec"]
+    assert policy["podSelector"] == {} and policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [
+        {"from": [{"podSelector": {}}]},
+        {"ports": [{"port": 22, "protocol": "TCP"}, {"port": 7681, "protocol": "TCP"}]},
     ]
-    with_web = shell_manifests.network_policy(spec(web=True))["spec"]["ingress"][0]["ports"]
-    assert [p["port"] for p in with_web] == [22, 7681]
+    own, dns, outside = policy["egress"]
+    assert own == {"to": [{"podSelector": {}}]}
+    kube_system = {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+    assert dns["to"][0]["namespaceSelector"] == kube_system
+    assert [p["port"] for p in dns["ports"]] == [53, 53]
+    denied = ["10.42.0.0/16", "192.0.2.10/32"]
+    assert outside == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": denied}}]}
 
 
 def test_every_object_carries_the_managed_by_shell_and_user_labels() -> None:

@@ -61,6 +61,10 @@ def test_user_add_writes_a_private_kubeconfig_for_their_namespace(admin: kube.Ku
         "requests.nvidia.com/gpu": "2",
         "requests.cpu": "48",
         "requests.memory": "524288Mi",
+        "requests.storage": "1Ti",
+        "persistentvolumeclaims": "8",
+        "services.nodeports": "16",
+        "services.loadbalancers": "0",
     }
     with pytest.raises(kube.ApiError) as denied:
         bob.list("Secret", "kube-system")
@@ -101,7 +105,7 @@ def test_the_whole_flow_as_the_user(alice: kube.Kube, fake_cluster: FakeApiServe
     assert shells.get_shell(alice, "alice", "train").status == "paused"
 
     deleted = shells.delete(alice, "alice", "train", purge=False)
-    assert deleted == ["StatefulSet/train", "Service/train", "NetworkPolicy/train", "Secret/train-ssh"]
+    assert deleted == ["StatefulSet/train", "Service/train", "Secret/train-ssh"]
     assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
     assert shells.list_shells(alice, "alice") == []
 
@@ -284,8 +288,10 @@ def test_user_recorded_with_github_gets_its_keys_in_shells(
 
 
 def test_load_balancer_shells_wait_for_the_address_and_use_port_22(
-    alice: kube.Kube, fake_cluster: FakeApiServer
+    admin: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path
 ) -> None:
+    users.add(admin, "alice", 4, tmp_path / "alice.kubeconfig", None, None, load_balancers=1)
+    alice = kube.connect(tmp_path / "alice.kubeconfig")
     created = create(alice, request(expose="LoadBalancer", web=True), lambda _: None)
     node_address = fake_cluster.get("Node", "gpu-1")["status"]["addresses"][0]["address"]  # type: ignore[index]
     assert (created.ssh_host, created.ssh_port) == (node_address, 22)
@@ -387,7 +393,7 @@ def test_a_second_ctrl_c_does_not_stop_the_cleanup(alice: kube.Kube, fake_cluste
     fake_cluster.behaviour.latency = 0.04
     fake_cluster.behaviour.pod_start_delay = 3
     timers = interrupt_main_after(0.6, 0.65, 0.7)
-    with pytest.raises(Interrupted, match="interrupted; removed StatefulSet/train, NetworkPolicy/train"):
+    with pytest.raises(Interrupted, match="interrupted; removed StatefulSet/train, Service/train"):
         create(alice, request(), lambda _: None)
     for timer in timers:
         timer.join()
@@ -536,3 +542,12 @@ def test_extend_stops_at_the_end_of_the_shells_lifetime(
     with pytest.raises(BadInputError, match="past the end of the shell's 16-hour lifetime"):
         shells.extend(alice, "alice", "train", 5, now=born + timedelta(hours=12))
     assert shells.get_shell(alice, "alice", "train").expires_at == extended.expires_at
+
+
+def test_a_load_balancer_beyond_the_users_quota_is_refused_and_nothing_is_left(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    before = snapshot(fake_cluster)
+    with pytest.raises(ToolkitError, match=r"exceeded quota: shells, requested: .*services.loadbalancers=1"):
+        create(alice, request(expose="LoadBalancer"), lambda _: None)
+    assert snapshot(fake_cluster) == before

@@ -19,6 +19,8 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         shells_platform_max_lifetime_hours=96,
         shells_platform_ssh_host="shells.example.org",
         shells_platform_reap_policy="delete",
+        shells_platform_user_max_volumes=4,
+        shells_platform_egress_denied_cidrs=["192.0.2.10/32", "192.0.2.11/32"],
     )
     storage = render(
         "wekafs_csi",
@@ -39,6 +41,8 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         ssh_host="shells.example.org",
         require_gpu=True,
         reap_policy="delete",
+        user_max_volumes=4,
+        egress_denied_cidrs=("192.0.2.10/32", "192.0.2.11/32"),
     )
 
 

@@ -17,6 +17,16 @@ app = command_group(
     "Shell users (operators, with the admin kubeconfig): a namespace, a GPU quota and a kubeconfig each."
 )
 
+# How `user list` names each quota'd resource besides GPUs.
+QUOTA_NAMES = {
+    "requests.cpu": "cpu",
+    "requests.memory": "memory",
+    "requests.storage": "storage",
+    "persistentvolumeclaims": "volumes",
+    "services.nodeports": "node ports",
+    "services.loadbalancers": "load balancers",
+}
+
 UserArgument = Annotated[
     str, typer.Argument(help="The user's name (lowercase, as their login).", show_default=False)
 ]
@@ -31,6 +41,32 @@ def add(
         str | None, typer.Option(help="CPU quota.", show_default="the GPUs' share of the largest node")
     ] = None,
     memory: Annotated[str | None, typer.Option(help="Memory quota.", show_default="the GPUs' share")] = None,
+    max_storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Storage all their volumes may request together, e.g. 2Ti.",
+            show_default="the cluster's userMaxStorage",
+        ),
+    ] = None,
+    max_volumes: Annotated[
+        int | None,
+        typer.Option(
+            help="Volumes (one home per shell) they may hold.", show_default="the cluster's userMaxVolumes"
+        ),
+    ] = None,
+    max_node_ports: Annotated[
+        int | None,
+        typer.Option(
+            help="Node ports their shells may open (SSH, and the web terminal).",
+            show_default="the cluster's userMaxNodePorts",
+        ),
+    ] = None,
+    max_load_balancers: Annotated[
+        int | None,
+        typer.Option(
+            help="LoadBalancer Services they may hold.", show_default="the cluster's userMaxLoadBalancers"
+        ),
+    ] = None,
     github: Annotated[
         str, typer.Option(help="The user's GitHub account: their shells get its keys when none is given.")
     ] = "",
@@ -55,8 +91,10 @@ def add(
     check_user_name(name)
     target = output or Path(f"{name}.kubeconfig")
     added = users.add(
-        kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory, github, github_url, force
-    )
+        kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory, github, github_url, force,
+        storage=max_storage, volumes=max_volumes,
+        node_ports=max_node_ports, load_balancers=max_load_balancers,
+    )  # fmt: skip
     console = Console(highlight=False)
     console.print(f"user {added.name}: namespace {added.namespace}, up to {added.max_gpus} GPU(s)")
     console.print(
@@ -71,7 +109,7 @@ def list_(
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
 ) -> None:
-    """Every user, their GPU quota and the GPUs their shells hold."""
+    """Every user, the GPUs their shells hold, and their use of each quota (used/limit)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -81,14 +119,22 @@ def list_(
     if output is Output.json:
         typer.echo(json.dumps([asdict(u) for u in found], indent=2))
         return
-    table = Table("user", "namespace", "max gpus", "gpus used", "github", "state", "created")
+    table = Table(
+        "user", "namespace", "max gpus", "gpus used", "quota (used/limit)", "github", "state", "created"
+    )
     for user in found:
         state = "active" if user.active else "removed (homes kept)"
+        quota = ", ".join(
+            f"{QUOTA_NAMES[name]} {used}/{limit}"
+            for name, (used, limit) in user.quota.items()
+            if name in QUOTA_NAMES
+        )
         table.add_row(
             user.name,
             user.namespace,
             str(user.max_gpus),
             str(user.gpus_used),
+            quota or "-",
             user.github or "-",
             state,
             user.created,
