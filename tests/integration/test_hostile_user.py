@@ -1,7 +1,8 @@
 """A hostile user with the kubeconfig `toolkit user add` gave them, and a real kubectl 1.37,
-against the STAND-IN API server configured as the k3s role configures k3s (its rendered
-pod-security.yaml as the admission configuration). The cluster refuses each attempt with the
-API server's own message; the toolkit's own shell is still admitted."""
+against the STAND-IN API server configured as the roles configure k3s: the k3s role's rendered
+pod-security.yaml as its admission configuration, and shells_platform's settings and admission
+policies applied as k3s applies its manifests. The cluster refuses each attempt with the API
+server's own message; the toolkit's own requests are still admitted."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import pytest
 
 from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
-from toolkit import kube, users
+from toolkit import kube, shells, users
+from toolkit.errors import ToolkitError
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
 
@@ -35,6 +37,9 @@ def cluster() -> Iterator[FakeApiServer]:
         server.add_gpu_node(name)
     server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
     server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    platform = render("shells_platform", "shells.yaml.j2", shells_platform_max_lifetime_hours=48)
+    for document in platform + render("shells_platform", "toolkit-admission.yaml.j2"):
+        server.seed(document["kind"], document)
     yield server
     server.stop()
 
@@ -220,3 +225,84 @@ def test_the_user_cannot_read_others_or_loosen_their_own_limits(
         result.stderr
     )
     assert kubectl("admin", "get", "networkpolicy", "toolkit-tenant", "-n", "user-alice").returncode == 0
+
+
+def service(name: str, **spec: Any) -> dict[str, Any]:
+    ports = spec.pop("ports", [{"name": "ssh", "port": 22, "targetPort": 22}])
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "user-alice"},
+        "spec": {"ports": ports, **spec},
+    }
+
+
+SHELL_SELECTOR = {"toolkit.dev/shell": "train", "toolkit.dev/user": "alice"}
+DENIED_SERVICE = (
+    "ValidatingAdmissionPolicy 'toolkit-user-services' with binding 'toolkit-user-services' denied request"
+)
+NOT_A_SHELL = "a NodePort or LoadBalancer Service in a user's namespace must be a shell's"
+SERVICES = {
+    "external-ips": (
+        service("external-ips", selector=SHELL_SELECTOR, externalIPs=["203.0.113.7"]),
+        "Services in users' namespaces may not set externalIPs",
+    ),
+    "node-port-to-anything": (service("anything", type="NodePort", selector={"app": "miner"}), NOT_A_SHELL),
+    "node-port-80": (
+        service("web", type="NodePort", selector=SHELL_SELECTOR, ports=[{"port": 80, "targetPort": 80}]),
+        NOT_A_SHELL,
+    ),
+    "another-users-shell": (
+        service("bobs", type="NodePort", selector={"toolkit.dev/shell": "train", "toolkit.dev/user": "bob"}),
+        NOT_A_SHELL,
+    ),
+    "ssh-to-another-port": (
+        service(
+            "redirect", type="NodePort", selector=SHELL_SELECTOR, ports=[{"port": 22, "targetPort": 8080}]
+        ),
+        NOT_A_SHELL,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SERVICES))
+def test_admission_refuses_a_service_the_toolkit_would_not_make(kubectl: Any, case: str) -> None:
+    manifest, message = SERVICES[case]
+    refused = kubectl("alice", "create", manifest=manifest)
+    assert refused.returncode == 1
+    assert (
+        f'services "{manifest["metadata"]["name"]}" is forbidden: {DENIED_SERVICE}: {message}'
+        in refused.stderr
+    ), refused.stderr
+
+
+def test_the_toolkits_own_node_port_shell_with_a_web_terminal_is_admitted(
+    kubeconfigs: dict[str, Path],
+) -> None:
+    alice = kube.connect(kubeconfigs["alice"])
+    request = CreateRequest(name="train", user="alice", authorized_keys=(KEY,), web=True)
+    created = create(alice, request, lambda _: None)
+    assert created.ssh_port >= 30000 and created.web_url
+
+
+@pytest.mark.parametrize("written", ["2099-01-01T00:00:00Z", "soon"])
+def test_admission_refuses_an_expiry_past_the_lifetime_or_not_a_time(
+    kubectl: Any, kubeconfigs: dict[str, Path], written: str
+) -> None:
+    alice = kube.connect(kubeconfigs["alice"])
+    create(alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    patch = json.dumps({"metadata": {"annotations": {"toolkit.dev/expires-at": written}}})
+    refused = kubectl(
+        "alice", "patch", "statefulset", "train", "-n", "user-alice", "--type=merge", "-p", patch
+    )
+    assert refused.returncode == 1
+    assert (
+        "ValidatingAdmissionPolicy 'toolkit-shell-lifetime' with binding 'toolkit-shell-lifetime' denied"
+        in refused.stderr
+    )
+    assert shells.get_shell(alice, "alice", "train").expires_at != written
+    # The toolkit's own extend stays within the lifetime, and is admitted.
+    extended = shells.extend(alice, "alice", "train", 10)
+    assert extended.expires_at is not None
+    with pytest.raises(ToolkitError):
+        alice.merge_patch("StatefulSet", "train", "user-alice", json.loads(patch))

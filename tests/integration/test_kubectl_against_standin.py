@@ -85,7 +85,6 @@ def test_kubectl_sees_the_toolkits_shell_and_waits_for_it(
     )
     assert names.returncode == 0, names.stderr
     assert sorted(names.stdout.split()) == [
-        "networkpolicy.networking.k8s.io/train",
         "persistentvolumeclaim/train-home",
         "secret/train-ssh",
         "service/train",

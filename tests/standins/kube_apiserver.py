@@ -20,6 +20,8 @@ What it models:
   Conflict, Invalid, BadRequest, Forbidden, Unauthorized), names checked as DNS-1123,
   namespaces that must exist, Terminating namespaces that refuse new objects, and the cascade
   when a namespace or an owner is deleted;
+- ValidatingAdmissionPolicy with its bindings, their CEL evaluated by cel-python
+  (tests/standins/admission_policy.py says what of it is modelled);
 - bearer-token authentication and RBAC: an admin token, ServiceAccount tokens filled into
   `kubernetes.io/service-account-token` Secrets, and Role/ClusterRole rules evaluated per request;
 - admission in kube-apiserver's order: LimitRanger's container defaults, PodSecurity's enforce
@@ -76,7 +78,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from tests.standins import pod_security
+from tests.standins import admission_policy, pod_security
 
 Obj = dict[str, Any]
 
@@ -121,6 +123,20 @@ RESOURCES = [
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",)),
     Resource("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",)),
     Resource("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", False),
+    Resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        False,
+    ),
+    Resource(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        False,
+    ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 QUOTA_KINDS = ("Pod", "PersistentVolumeClaim", "Service")
@@ -717,6 +733,7 @@ class FakeApiServer:
         if "spec" in obj or resource.kind in ("StatefulSet", "Pod"):
             metadata["generation"] = 1
         self._default(resource, obj)
+        self._admission_policies(resource, obj, None)
         if dry_run:
             return copy.deepcopy(obj)
         self.objects[key] = obj
@@ -755,6 +772,8 @@ class FakeApiServer:
             metadata["generation"] = old["metadata"]["generation"] + (1 if changed_spec else 0)
         if self._comparable(old) == self._comparable(new):
             return copy.deepcopy(old)
+        if subresource is None:
+            self._admission_policies(resource, new, old)
         metadata["resourceVersion"] = self._next_rv()
         if dry_run:
             return copy.deepcopy(new)
@@ -968,6 +987,35 @@ class FakeApiServer:
             self._limit_ranger(obj)
             self._pod_security(obj)
         self._resource_quota(resource, obj)
+
+    def _admission_policies(self, resource: Resource, obj: Obj, old: Obj | None) -> None:
+        """ValidatingAdmissionPolicy (tests/standins/admission_policy.py), after defaulting."""
+        policies = self.list("ValidatingAdmissionPolicy")
+        if not policies:
+            return
+        metadata = obj["metadata"]
+        request = admission_policy.Request(
+            operation="CREATE" if old is None else "UPDATE",
+            group=resource.group,
+            version=resource.version,
+            resource=resource.plural,
+            kind=resource.kind,
+            namespace=metadata.get("namespace", "") if resource.namespaced else "",
+            name=metadata["name"],
+        )
+        denied = admission_policy.admit(
+            request, obj, old, policies, self.list("ValidatingAdmissionPolicyBinding"),
+            lambda kind, name, namespace: self.objects.get(
+                (next(r for r in RESOURCES if r.kind == kind).qualified, namespace, name)
+            ),
+        )  # fmt: skip
+        if denied:
+            raise ApiError(
+                denied.code,
+                denied.reason,
+                denied.message,
+                {"name": metadata["name"], "kind": resource.plural},
+            )
 
     def _limit_ranger(self, pod: Obj) -> None:
         """LimitRanger's defaults for containers: `default` fills unset limits, `defaultRequest`

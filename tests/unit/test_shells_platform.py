@@ -54,3 +54,10 @@ def test_an_empty_runtime_class_means_none() -> None:
 def test_the_roles_default_image_is_the_one_toolkit_images_builds() -> None:
     [_, config_map] = render("shells_platform", "shells.yaml.j2")
     assert config_map["data"]["image"] == SHELL_IMAGE == Platform().image
+
+
+def test_admission_policies_validate() -> None:
+    documents = render("shells_platform", "toolkit-admission.yaml.j2")
+    kinds = ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert [d["kind"] for d in documents] == kinds * 2
+    validate(documents)
