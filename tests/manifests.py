@@ -39,7 +39,7 @@ def render_text(role: str, template: str, settings: dict[str, Any]) -> str:
     """Ansible itself does the work: a play of the role on one host gives the variables (the
     defaults of the role and of its dependencies, the settings, then the role's vars/main.yml),
     and its Templar renders the template with them, lazily templating each variable it reads and
-    with trim_blocks on, as the template module does."""
+    with trim_blocks on, as the template module does. Lookups search the role's directory."""
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.playbook.play import Play
@@ -58,7 +58,9 @@ def render_text(role: str, template: str, settings: dict[str, Any]) -> str:
     play = Play.load(
         {"hosts": "all", "gather_facts": False, "roles": [role]}, variable_manager=variables, loader=loader
     )
-    templar = Templar(loader=loader, variables=variables.get_vars(play=play, host=host))
+    # As a role's task does, lookups search the role's own directory (its files/) first.
+    found = {**variables.get_vars(play=play, host=host), "ansible_search_path": [str(ROLES / role)]}
+    templar = Templar(loader=loader, variables=found)
     source = trust_as_template((ROLES / role / "templates" / template).read_text())
     return str(templar.template(source, escape_backslashes=False, overrides={"trim_blocks": True}))
 

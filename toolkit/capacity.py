@@ -1,15 +1,24 @@
-"""What the cluster's nodes can give: GPUs, CPUs and memory, and what pods already hold."""
+"""What the cluster's nodes can give: GPUs, CPUs and memory, and what pods already hold.
+
+Operators count what pods hold from the pods themselves. Users may not list other tenants'
+pods, so for them the cluster publishes only the counts: shells_platform's CronJob writes
+ConfigMap toolkit-system/capacity (roles/shells_platform/files/publish-capacity.py, which
+counts by gpu_requests' rule; a test holds the two equal).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from toolkit import quantity
-from toolkit.kube import Kube
+from toolkit.errors import ToolkitError
+from toolkit.kube import ApiError, Kube
 
 GPU = "nvidia.com/gpu"
+PUBLISHED_NAMESPACE, PUBLISHED_NAME = "toolkit-system", "capacity"
 
 
 @dataclass(frozen=True)
@@ -78,21 +87,62 @@ def gpu_requests(pod: dict[str, Any]) -> int:
     return total
 
 
-def gpus_held(kube: Kube) -> dict[str, int]:
-    """GPUs requested per node by scheduled pods that have not finished. One list call."""
+@dataclass(frozen=True)
+class Held:
+    """GPUs requested per node by scheduled pods that have not finished."""
+
+    per_node: dict[str, int] = field(default_factory=dict)
+    published_at: str | None = None  # when the cluster counted them; None: counted now
+
+
+def gpus_held(kube: Kube) -> Held:
+    """From the pods, in one list call; where the caller may not list them, as the cluster last
+    published them (one get)."""
+    try:
+        pods = kube.list("Pod", fields="status.phase!=Succeeded,status.phase!=Failed")["items"]
+    except ApiError as error:
+        if error.code != 403:
+            raise
+        return published_held(kube)
     held: dict[str, int] = {}
-    for pod in kube.list("Pod", fields="status.phase!=Succeeded,status.phase!=Failed")["items"]:
+    for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
         if node:
             held[node] = held.get(node, 0) + gpu_requests(pod)
-    return held
+    return Held(held)
 
 
-def availability(kube: Kube) -> list[NodeAvailability]:
-    """Per node: allocatable GPUs minus what scheduled, unfinished pods request. Two list calls."""
+def published_held(kube: Kube) -> Held:
+    where = f"ConfigMap {PUBLISHED_NAMESPACE}/{PUBLISHED_NAME}"
+    published = kube.get("ConfigMap", PUBLISHED_NAME, PUBLISHED_NAMESPACE)
+    if published is None:
+        raise ToolkitError(
+            f"this cluster has not published the GPUs its nodes hold ({where}, written each minute by "
+            "shells_platform's CronJob toolkit-capacity): ask an operator to run 'toolkit cluster up'"
+        )
+    data = published.get("data") or {}
+    try:
+        nodes = json.loads(data["nodes"])
+        held = {str(name): int(counts["held"]) for name, counts in nodes.items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ToolkitError(f"{where} does not hold the GPU counts the toolkit expects") from None
+    return Held(held, str(data.get("publishedAt", "")) or None)
+
+
+@dataclass(frozen=True)
+class Availability:
+    nodes: list[NodeAvailability]
+    published_at: str | None = None  # as in Held
+
+
+def availability(kube: Kube) -> Availability:
+    """Per node: allocatable GPUs minus what scheduled, unfinished pods request. Two calls."""
     nodes = [NodeCapacity.from_node(n) for n in kube.list("Node")["items"]]
-    used = gpus_held(kube)
-    return [
-        NodeAvailability(n.name, n.gpus, used.get(n.name, 0), n.ready, n.schedulable)
-        for n in sorted(nodes, key=lambda n: n.name)
-    ]
+    held = gpus_held(kube)
+    return Availability(
+        [
+            NodeAvailability(n.name, n.gpus, held.per_node.get(n.name, 0), n.ready, n.schedulable)
+            for n in sorted(nodes, key=lambda n: n.name)
+        ],
+        held.published_at,
+    )

@@ -72,7 +72,7 @@ def _node_status(node: dict[str, Any], used: int) -> NodeStatus:
 
 def collect(kube: Kube) -> ClusterStatus:
     nodes = kube.list("Node")["items"]
-    used = capacity.gpus_held(kube)
+    used = capacity.gpus_held(kube).per_node
     statuses = [_node_status(node, used.get(node["metadata"]["name"], 0)) for node in nodes]
     return ClusterStatus(
         nodes=sorted(statuses, key=lambda n: (n.role != "server", n.name)),

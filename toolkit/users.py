@@ -60,10 +60,10 @@ USER_RULES = [
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [PROFILE], "verbs": ["get"]},
 ]  # fmt: skip
-# Cluster-wide reads: sizing shells and `shell avail` (which pods hold GPUs on which node).
+# Cluster-wide reads, for sizing shells. Never other tenants' pods: `shell avail` reads the GPU
+# counts the cluster publishes instead (toolkit.capacity).
 CLUSTER_RULES = [
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]},
     {"apiGroups": ["node.k8s.io"], "resources": ["runtimeclasses"], "verbs": ["get"]},
 ]

@@ -4,6 +4,7 @@ bad input is one line on stderr, exit code 3, and nothing created."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -152,8 +153,16 @@ def test_bad_user_input(admin_kubeconfig: Path, fake_cluster: FakeApiServer, tmp
     assert admin_kubeconfig.read_text() == admin_text and a_file.read_text() == "not a directory\n"
 
 
-def test_the_flow_through_the_cli(alice: Path, keys: Path, admin_kubeconfig: Path, tmp_path: Path) -> None:
+def test_the_flow_through_the_cli(
+    alice: Path, keys: Path, admin_kubeconfig: Path, tmp_path: Path, fake_cluster: FakeApiServer
+) -> None:
     env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")}
+    # What shells_platform's CronJob publishes for users' `shell avail` (test_capacity_publisher.py runs it).
+    nodes = {"gpu-1": {"gpus": 8, "held": 1}, "gpu-2": {"gpus": 8, "held": 0}}
+    fake_cluster.seed("ConfigMap", {
+        "metadata": {"name": "capacity", "namespace": "toolkit-system"},
+        "data": {"nodes": json.dumps(nodes), "publishedAt": "2026-12-02T10:00:00Z"},
+    })  # fmt: skip
     user = ["--kubeconfig", str(alice)]
     steps = [
         (["shell", "create", "train", "--ssh-key", f"{keys}.pub", *user], "shell train is ready"),
@@ -161,7 +170,7 @@ def test_the_flow_through_the_cli(alice: Path, keys: Path, admin_kubeconfig: Pat
         (["shell", "pause", "train", *user], "shell train is paused"),
         (["shell", "resume", "train", *user], "shell train is ready"),
         (["shell", "extend", "train", "--hours", "5", *user], "now expires"),
-        (["shell", "avail", *user], "GPUs free"),
+        (["shell", "avail", *user], "15 GPUs free (as the cluster counted them at 2026-12-02T10:00:00Z)"),
         (
             ["shell", "reap", "-A", "--dry-run", "--kubeconfig", str(admin_kubeconfig)],
             "0 expired shell(s) found",

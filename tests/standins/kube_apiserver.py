@@ -50,7 +50,8 @@ It does not model: client certificates, admission webhooks, CRDs, PersistentVolu
 conflicts in server-side apply (it merges; the toolkit always applies with force), strategic
 merge directives (`$patch`, `$retainKeys`; lists of objects with a `name` are merged by name,
 other lists replaced), Table output, protobuf, graceful pod deletion, exec/logs/port-forward
-(`pods/log` returns a fixed line), or any resource not listed in RESOURCES.
+(`pods/log` returns a fixed line), CronJobs' runs (they are stored, never scheduled), or any
+resource not listed in RESOURCES.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ RESOURCES = [
     Resource("", "v1", "LimitRange", "limitranges", True, ("limits",)),
     Resource("", "v1", "Event", "events", True, ("ev",)),
     Resource("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), ("status", "scale")),
+    Resource("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",)),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
     Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
     Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),

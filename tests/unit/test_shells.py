@@ -72,7 +72,7 @@ def test_user_add_writes_a_private_kubeconfig_for_their_namespace(admin: kube.Ku
     assert [u.name for u in users.list_users(admin)] == ["bob"]
 
 
-def test_the_whole_flow_as_the_user(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
+def test_the_whole_flow_as_the_user(alice: kube.Kube, admin: kube.Kube, fake_cluster: FakeApiServer) -> None:
     seen, report = phases()
     created = create(alice, request(gpus=2, web=True), report)
     assert seen[0] == "scheduling" and seen[-1] == "ready"
@@ -88,7 +88,7 @@ def test_the_whole_flow_as_the_user(alice: kube.Kube, fake_cluster: FakeApiServe
     [listed] = shells.list_shells(alice, "alice")
     assert (listed.name, listed.gpus, listed.status) == ("train", 2, "ready")
     assert listed.endpoint == f"{created.ssh_host}:{created.ssh_port}"
-    assert sum(n.gpus_used for n in capacity.availability(alice)) == 2
+    assert sum(n.gpus_used for n in capacity.availability(admin).nodes) == 2
 
     assert shells.pause(alice, "alice", "train").status == "paused"
     assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None

@@ -384,12 +384,14 @@ def avail(
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
 ) -> None:
-    """GPUs free per node: allocatable minus what running pods request."""
+    """GPUs free per node: allocatable minus what running pods request (for users, as the cluster
+    last published it, each minute)."""
     from rich.table import Table
 
     from toolkit import capacity, kube
 
-    nodes = capacity.availability(kube.connect(kubeconfig, context))
+    found = capacity.availability(kube.connect(kubeconfig, context))
+    nodes = found.nodes
     if output is Output.json:
         typer.echo(json.dumps([{**vars(n), "gpus_free": n.gpus_free} for n in nodes], indent=2))
         return
@@ -398,7 +400,8 @@ def avail(
         state = "ready" if node.ready and node.schedulable else "cordoned" if node.ready else "not ready"
         table.add_row(node.name, str(node.gpus), str(node.gpus_used), str(node.gpus_free), state)
     _console().print(table)
-    _console().print(f"{sum(n.gpus_free for n in nodes)} GPUs free")
+    as_of = f" (as the cluster counted them at {found.published_at})" if found.published_at else ""
+    _console().print(f"{sum(n.gpus_free for n in nodes)} GPUs free{as_of}")
 
 
 @app.command()
