@@ -265,12 +265,20 @@ def add_keys(kube: Kube, user: str, name: str, keys: list[str]) -> int:
     current = kube.get("Secret", manifests.secret_name(name), namespace)
     if current is None:
         raise ToolkitError(f"shell {name} has no Secret {manifests.secret_name(name)}: recreate the shell")
-    existing = base64.b64decode(current["data"]["authorized_keys"]).decode().splitlines()
-    known = {line.split()[1] for line in existing if line.strip()}
+    # The Secret is the user's to write: what it holds is read as input, never trusted to parse.
+    try:
+        existing = base64.b64decode((current.get("data") or {})["authorized_keys"], validate=True).decode()
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+        raise ToolkitError(
+            f"shell {name}'s Secret {manifests.secret_name(name)} holds no readable authorized_keys: "
+            "recreate the shell"
+        ) from None
+    lines = existing.splitlines()
+    known = {fields[1] for fields in map(str.split, lines) if len(fields) >= 2}
     new = [key for key in keys if key.split()[1] not in known]
     if not new:
         return 0
-    text = "".join(f"{line}\n" for line in [*existing, *new] if line.strip())
+    text = "".join(f"{line}\n" for line in [*lines, *new] if line.strip())
     kube.merge_patch(
         "Secret",
         manifests.secret_name(name),

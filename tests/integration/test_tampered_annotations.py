@@ -5,6 +5,7 @@ known_hosts. Against the STAND-IN API server, through the real CLI."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,3 +135,37 @@ def test_connect_as_the_operator_refuses_a_tampered_endpoint_or_key_and_writes_n
     assert INJECTED not in line
     assert not (Path(tampered["TOOLKIT_CONFIG_DIR"]) / "ssh_config").exists()
     assert not Path("/tmp/toolkit-pwned").exists()
+
+
+@pytest.mark.parametrize(
+    ("written", "refused"),
+    [({"authorized_keys": base64.b64encode(b"justoneword\n\n").decode()}, False),
+     ({"authorized_keys": base64.b64encode(b"\xff\xfe").decode()}, True),
+     ({"authorized_keys": "not base64!"}, True),
+     ({}, True)],
+    ids=["one-word-line", "not-utf8", "not-base64", "no-keys"],
+)  # fmt: skip
+def test_add_key_as_the_operator_reads_a_tampered_secret_as_input(
+    tampered: dict[str, str],
+    admin_kubeconfig: Path,
+    fake_cluster: FakeApiServer,
+    tmp_path: Path,
+    written: dict[str, str],
+    refused: bool,
+) -> None:
+    with fake_cluster._lock:
+        fake_cluster.objects[("secrets", "user-alice", "gpu-words-ssh")]["data"] = written
+    key = tmp_path / "collaborator.pub"
+    key.write_text(KEY.replace("alice@laptop", "bob@laptop") + "\n")
+    result = toolkit(
+        "shell", "add-key", "gpu-words", "--user", "alice", "--ssh-key", str(key),
+        "--kubeconfig", str(admin_kubeconfig), env=tampered,
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    if not refused:  # a line that is no key is the user's own: kept, and the new key added
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == EXIT_REFUSED
+    assert result.stderr.strip() == (
+        "error: shell gpu-words's Secret gpu-words-ssh holds no readable authorized_keys: recreate the shell"
+    )
