@@ -258,8 +258,8 @@ def connect(
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.get_shell(connection, who, name)
     target = shell.ssh_target()
-    if shell.problems:
-        # Written by the shell's owner and refused: nothing of it reaches ssh config or known_hosts.
+    if (target is None or not shell.host_key) and shell.problems:
+        # Its owner wrote an endpoint or host key that was refused: none of it reaches ssh config.
         raise ToolkitError(f"shell {who}/{name}: {'; '.join(shell.problems)}; nothing was written")
     if shell.status == "paused":
         raise ToolkitError(f"shell {name} is paused: toolkit shell resume {name}")
