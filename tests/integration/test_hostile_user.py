@@ -187,6 +187,8 @@ def test_node_ports_and_load_balancers_beyond_the_quota_are_refused(kubectl: Any
     "attempt",
     [
         ("get", "secrets", "-n", "user-bob"),
+        ("get", "pods", "-n", "user-bob"),
+        ("get", "pods", "--all-namespaces"),
         ("get", "secrets", "-n", "kube-system"),
         ("delete", "networkpolicy", "toolkit-tenant", "-n", "user-alice"),
         ("create", "networkpolicy", "allow-all", "-n", "user-alice"),
