@@ -76,6 +76,28 @@ class Endpoint:
         return found
 
 
+def service_endpoint(
+    name: str, service: dict[str, Any], load_balanced: bool, node_host: str, web: bool
+) -> Endpoint:
+    """Where a shell's Service is reached, from the API server's own fields: a load balancer's
+    address once it has one, at the Service's ports; otherwise `node_host` (the site's SSH host
+    or a node's address) at the node ports."""
+    spec = service.get("spec") or {}
+    if load_balanced:
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        host = (ingress[0].get("ip") or ingress[0].get("hostname", "")) if ingress else ""
+    else:
+        host = node_host
+    ports = {
+        port.get("name"): int(port["port"] if load_balanced else port["nodePort"])
+        for port in spec.get("ports") or []
+        if (port.get("port") if load_balanced else port.get("nodePort"))
+    }
+    if "ssh" not in ports:
+        raise ToolkitError(f"service {name} has no ssh port")
+    return Endpoint(host, ports["ssh"], ports.get("web") if web else None)
+
+
 @dataclass(frozen=True)
 class ShellPlan:
     """A shell's objects, in the order they are applied. The StatefulSet records its endpoint,
@@ -106,22 +128,10 @@ class ShellPlan:
         return manifest
 
     def endpoint(self, service: dict[str, Any]) -> Endpoint:
-        """Where the applied Service is reached: a load balancer's address once it has one, else
-        the site's SSH host or the node's address, at the node ports."""
+        """Where the applied Service is reached (service_endpoint), from the sized node."""
         load_balanced = self.spec.expose == "LoadBalancer"
-        if load_balanced:
-            ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-            host = (ingress[0].get("ip") or ingress[0].get("hostname", "")) if ingress else ""
-        else:
-            host = self.ssh_host or self.node.address
-        ports = {
-            port.get("name"): int(port["port"] if load_balanced else port["nodePort"])
-            for port in (service.get("spec") or {}).get("ports") or []
-            if (port.get("port") if load_balanced else port.get("nodePort"))
-        }
-        if "ssh" not in ports:
-            raise ToolkitError(f"service {self.spec.name} has no ssh port")
-        return Endpoint(host, ports["ssh"], ports.get("web") if self.spec.web else None)
+        host = self.ssh_host or self.node.address
+        return service_endpoint(self.spec.name, service, load_balanced, host, self.spec.web)
 
     def statefulset(self, endpoint: Endpoint) -> dict[str, Any]:
         recorded = endpoint.annotations()

@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from toolkit import shell_manifests as manifests
+from toolkit.capacity import NodeCapacity
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
+from toolkit.shell_plan import Endpoint, service_endpoint
 from toolkit.shell_settings import platform
 from toolkit.shell_wait import Phase, wait_ready
 from toolkit.sshkeys import public_key_line
@@ -102,11 +104,6 @@ class Shell:
             problems=tuple(problems),
         )
 
-    def ssh_target(self) -> tuple[str, int] | None:
-        """(host, port) to ssh to, once the shell has a checked endpoint."""
-        host, _, port = self.endpoint.rpartition(":")
-        return (host.strip("[]"), int(port)) if host else None
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -179,6 +176,23 @@ def get_shell(kube: Kube, user: str, name: str, max_lifetime_hours: int | None =
     if shell is None:
         raise BadInputError(f"{user} has no shell named {name!r} (toolkit shell list shows them)")
     return shell
+
+
+def reach(kube: Kube, shell: Shell) -> Endpoint:
+    """Where the shell answers now, from what the API server itself writes (the Service's ports
+    and load balancer address, the Node its pod runs on) and the site's SSH host; never from the
+    shell's annotations, which its owner can write."""
+    service = kube.get("Service", shell.name, shell.namespace)
+    if service is None:
+        raise ToolkitError(f"shell {shell.name} has no Service: delete it and create it again")
+    load_balanced = (service.get("spec") or {}).get("type") == "LoadBalancer"
+    host = "" if load_balanced else platform(kube).ssh_host or ""
+    if not load_balanced and not host:
+        pod = kube.get("Pod", f"{shell.name}-0", shell.namespace) or {}
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node = kube.get("Node", node_name) if node_name else None
+        host = NodeCapacity.from_node(node).address if node else ""
+    return service_endpoint(shell.name, service, load_balanced, host, web=False)
 
 
 def logs(kube: Kube, user: str, name: str, tail: int = 200) -> str:

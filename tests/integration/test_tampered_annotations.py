@@ -6,6 +6,7 @@ known_hosts. Against the STAND-IN API server, through the real CLI."""
 from __future__ import annotations
 
 import base64
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -122,19 +123,48 @@ def test_reap_pauses_unparseable_and_far_future_expiries_once_past_the_lifetime(
     assert fake_cluster.get("StatefulSet", "honest", "user-bob")["spec"]["replicas"] == 1  # type: ignore[index]
 
 
-@pytest.mark.parametrize("name", ["newline-endpoint", "word-port", "option-host", "forged-key", "two-keys"])
-def test_connect_as_the_operator_refuses_a_tampered_endpoint_or_key_and_writes_nothing(
-    tampered: dict[str, str], admin_kubeconfig: Path, name: str
+@pytest.fixture
+def stub_ssh(tmp_path: Path) -> str:
+    """PATH with an `ssh` first that records its arguments and exits 0, so connect's exec ends."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "ssh-args"}\n')
+    (bin_dir / "ssh").chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+@pytest.mark.parametrize("name", ["newline-endpoint", "word-port", "option-host"])
+def test_connect_as_the_operator_takes_the_endpoint_from_the_service_and_node_not_the_annotation(
+    tampered: dict[str, str], admin_kubeconfig: Path, fake_cluster: FakeApiServer, stub_ssh: str, name: str
 ) -> None:
+    env = {**tampered, "PATH": stub_ssh}
     result = toolkit(
-        "shell", "connect", name, "--user", "alice", "--kubeconfig", str(admin_kubeconfig), env=tampered
+        "shell", "connect", name, "--user", "alice", "--kubeconfig", str(admin_kubeconfig), env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    pod = fake_cluster.get("Pod", f"{name}-0", "user-alice")
+    service = fake_cluster.get("Service", name, "user-alice")
+    assert pod is not None and service is not None
+    node = fake_cluster.get("Node", pod["spec"]["nodeName"])
+    address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")  # type: ignore[index]
+    ssh_config = (Path(tampered["TOOLKIT_CONFIG_DIR"]) / "ssh_config").read_text()
+    assert f"    HostName {address}\n    Port {service['spec']['ports'][0]['nodePort']}\n" in ssh_config
+    assert "Match" not in ssh_config and "ProxyCommand" not in ssh_config
+
+
+@pytest.mark.parametrize("name", ["forged-key", "two-keys"])
+def test_connect_as_the_operator_refuses_a_tampered_host_key_and_writes_nothing(
+    tampered: dict[str, str], admin_kubeconfig: Path, stub_ssh: str, name: str
+) -> None:
+    env = {**tampered, "PATH": stub_ssh}
+    result = toolkit(
+        "shell", "connect", name, "--user", "alice", "--kubeconfig", str(admin_kubeconfig), env=env
     )
     assert result.returncode == EXIT_REFUSED, result.stdout + result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: shell alice/{name}: ") and line.endswith("nothing was written"), line
-    assert INJECTED not in line
+    assert line.startswith(f"error: shell alice/{name}: its host key is not one public key"), line
+    assert line.endswith("nothing was written") and INJECTED not in line
     assert not (Path(tampered["TOOLKIT_CONFIG_DIR"]) / "ssh_config").exists()
-    assert not Path("/tmp/toolkit-pwned").exists()
 
 
 @pytest.mark.parametrize(

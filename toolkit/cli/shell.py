@@ -257,17 +257,16 @@ def connect(
 
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.get_shell(connection, who, name)
-    target = shell.ssh_target()
-    if (target is None or not shell.host_key) and shell.problems:
-        # Its owner wrote an endpoint or host key that was refused: none of it reaches ssh config.
-        raise ToolkitError(f"shell {who}/{name}: {'; '.join(shell.problems)}; nothing was written")
     if shell.status == "paused":
         raise ToolkitError(f"shell {name} is paused: toolkit shell resume {name}")
-    if target is None:
-        raise ToolkitError(f"shell {name} has no address yet (its load balancer has not assigned one)")
     if not shell.host_key:
-        raise ToolkitError(f"shell {name} has no host key recorded: delete and create it again")
-    entry = sshconfig.Entry(who, name, *target, shell.host_key)
+        # Its owner wrote a host key that was refused: none of it reaches known_hosts.
+        why = "; ".join(shell.problems) or "no host key is recorded: delete it and create it again"
+        raise ToolkitError(f"shell {who}/{name}: {why}; nothing was written")
+    endpoint = shells.reach(connection, shell)
+    if not endpoint.host:
+        raise ToolkitError(f"shell {name} has no address yet (its load balancer has not assigned one)")
+    entry = sshconfig.Entry(who, name, endpoint.host, endpoint.ssh_port, shell.host_key)
     # An entry written by create may name an IdentityFile: keep it unless the address moved.
     config_file = sshconfig.write_entry(entry, keep_identity=True)
     ssh = shutil.which("ssh")
