@@ -1,6 +1,6 @@
 #!/bin/bash
-# Starts a user's GPU shell: sshd, and ttyd when SHELL_WEB is true. It runs as root only to
-# set up the user and start sshd; every session runs as the user. When sshd or ttyd dies the
+# Starts a user's GPU shell: sshd, and the web terminal (ttyd behind web-gate.py) when SHELL_WEB is true. It runs as root only to
+# set up the user and start sshd; every session runs as the user. When sshd, ttyd or the gate dies the
 # container exits, so Kubernetes restarts the pod.
 #
 # Environment (set by `toolkit shell create`'s StatefulSet):
@@ -8,8 +8,9 @@
 #   SHELL_SECRET_DIR   the mounted Secret: authorized_keys, ssh_host_*_key, ttyd-credential
 #   SHELL_SUDO         true gives the user passwordless sudo
 #   SHELL_AGENT_FORWARDING  true allows ssh agent forwarding
-#   SHELL_WEB          true starts ttyd on SHELL_TTYD_PORT (7681), with the credential
-#   SHELL_TLS_CERT, SHELL_TLS_KEY  serve ttyd over TLS with these files
+#   SHELL_WEB          true serves the web terminal on SHELL_TTYD_PORT (7681): web-gate.py checks
+#                      the credential and passes sessions to ttyd, on a socket only root reaches
+#   SHELL_TLS_CERT, SHELL_TLS_KEY  serve the web terminal over HTTPS with these files
 #   SHELL_EXPIRES_AT   shown in the login message
 # The user's home, /home/$SHELL_USER, is the persistent workspace volume.
 set -euo pipefail
@@ -87,11 +88,17 @@ pids=($!)
 if [[ "${SHELL_WEB:-false}" == true ]]; then
   [[ -s "$secrets/ttyd-credential" ]] || fail "SHELL_WEB is true but $secrets/ttyd-credential is missing"
   tls=()
-  if [[ -n "${SHELL_TLS_CERT:-}" ]]; then tls=(--ssl --ssl-cert "$SHELL_TLS_CERT" --ssl-key "${SHELL_TLS_KEY:?SHELL_TLS_KEY is unset}"); fi
-  # -W: writable (read-only is ttyd's default since 1.7.4). The session runs as the user.
-  ttyd --port "${SHELL_TTYD_PORT:-7681}" --writable --credential "$(<"$secrets/ttyd-credential")" \
-       --uid "$uid" --gid "$gid" --cwd "$home" "${tls[@]}" \
+  if [[ -n "${SHELL_TLS_CERT:-}" ]]; then tls=("$SHELL_TLS_CERT" "${SHELL_TLS_KEY:?SHELL_TLS_KEY is unset}"); fi
+  # ttyd gets no credential (its command line is readable by every process here, and it would
+  # log it): it listens on a socket in a directory only root can enter, and trusts the header
+  # the gate sets once the credential matched. -W: writable. The session runs as the user.
+  install -d -o root -g root -m 0700 /run/ttyd
+  ttyd --interface /run/ttyd/ttyd.sock --auth-header X-WebAuth-User --writable \
+       --uid "$uid" --gid "$gid" --cwd "$home" \
        env HOME="$home" USER="$user" LOGNAME="$user" SHELL=/bin/bash bash -l &
+  pids+=($!)
+  python3 /usr/local/lib/shell/web-gate.py "${SHELL_TTYD_PORT:-7681}" "$secrets/ttyd-credential" \
+          /run/ttyd/ttyd.sock "${tls[@]}" &
   pids+=($!)
 fi
 

@@ -200,6 +200,27 @@ def test_ttyd_websocket_session_runs_a_command(shell: Shell) -> None:
         ws.close()
 
 
+def test_the_web_credential_is_in_no_log_and_on_no_command_line(shell: Shell) -> None:
+    password = TTYD_CREDENTIAL.split(":", 1)[1]
+    encoded = base64.b64encode(TTYD_CREDENTIAL.encode()).decode()
+    logs = podman("logs", shell.name)
+    assert password not in logs.stdout + logs.stderr and encoded not in logs.stdout + logs.stderr
+    # What any process of the user's can read: every command line in the container.
+    cmdlines = podman(
+        "exec", "--user", USER, shell.name, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"
+    )
+    assert "ttyd" in cmdlines.stdout and "web-gate.py" in cmdlines.stdout
+    assert password not in cmdlines.stdout and encoded not in cmdlines.stdout
+
+
+def test_the_user_cannot_reach_ttyd_past_the_gate(shell: Shell) -> None:
+    probe = "import socket; socket.socket(socket.AF_UNIX).connect('/run/ttyd/ttyd.sock')"
+    reached = podman("exec", "--user", USER, shell.name, "python3", "-c", probe, check=False)
+    assert reached.returncode != 0 and "PermissionError" in reached.stderr, reached.stderr
+    forged = requests.get(f"http://127.0.0.1:{shell.web_port}/", headers={"X-WebAuth-User": USER}, timeout=5)
+    assert forged.status_code == 401
+
+
 def test_restart_keeps_host_key_and_workspace(shell: Shell) -> None:
     shell.run("echo still-here > ~/restart.txt")
     podman("restart", "--time", "1", shell.name)
