@@ -5,7 +5,8 @@ Users may not list other tenants' pods (their specs and environments are theirs)
 count what each node's pods hold. This runs in the cluster, as the ServiceAccount
 toolkit-capacity that may list pods and nodes, and writes only the counts:
 data.nodes = {"NODE": {"gpus": allocatable, "held": requested by unfinished pods}} and
-data.publishedAt. Standard library only: it runs in the shell image, which every cluster has.
+data.publishedAt. Standard library only, and Python 3.10's (the CUDA base's Ubuntu 22.04): it runs in the
+shell image, which every cluster has.
 
 The counting rule is toolkit/capacity.py's (gpu_requests, gpus_held); a test holds the two equal.
 """
@@ -18,7 +19,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def publish() -> dict[str, dict[str, int]]:
     found = counts(call("GET", "/api/v1/nodes")["items"], call("GET", "/api/v1/pods")["items"])
     data = {
         "nodes": json.dumps(found, sort_keys=True),
-        "publishedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "publishedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     path = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
     try:
