@@ -195,9 +195,21 @@ def reach(kube: Kube, shell: Shell) -> Endpoint:
     return service_endpoint(shell.name, service, load_balanced, host, web=False)
 
 
+# Control characters but newline and tab: a log is written by the shell, and reaches a terminal.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` without the control characters a terminal would act on (escape sequences)."""
+    return CONTROL_CHARACTERS.sub("", text)
+
+
 def logs(kube: Kube, user: str, name: str, tail: int = 200) -> str:
+    """The container's log, as text safe to print: its owner writes it."""
     get_shell(kube, user, name)
-    return kube.text(f"/api/v1/namespaces/{namespace_of(user)}/pods/{name}-0/log", {"tailLines": tail})
+    return printable(
+        kube.text(f"/api/v1/namespaces/{namespace_of(user)}/pods/{name}-0/log", {"tailLines": tail})
+    )
 
 
 # --- changing shells -------------------------------------------------------------------------

@@ -551,3 +551,8 @@ def test_a_load_balancer_beyond_the_users_quota_is_refused_and_nothing_is_left(
     with pytest.raises(ToolkitError, match=r"exceeded quota: shells, requested: .*services.loadbalancers=1"):
         create(alice, request(expose="LoadBalancer"), lambda _: None)
     assert snapshot(fake_cluster) == before
+
+
+def test_a_log_loses_the_escape_sequences_a_terminal_would_act_on() -> None:
+    written = "ok\tline\n\x1b]52;c;cHduZWQ=\x07\x1b[2Jdone\r\n\x9b31m"
+    assert shells.printable(written) == "ok\tline\n]52;c;cHduZWQ=[2Jdone\n31m"
