@@ -15,6 +15,8 @@ def pytest_configure(config: pytest.Config) -> None:
     would every toolkit it starts: the Ctrl-C tests need it delivered, as at a terminal."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 
