@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from toolkit.addresses import is_ip_address
 from toolkit.errors import BadInputError
 
 # Every site has these groups, even when one is empty (a site with no Weka still says so).
@@ -188,14 +188,10 @@ def _setting(inventory: Inventory, host: str, name: str) -> Any:
 
 
 def _is_address(text: str) -> bool:
-    """A host name or an IP address: what ssh can be pointed at."""
-    if "%" in text:  # an IPv6 zone id may hold any text: nothing to hand to ssh unchecked
-        return False
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return bool(HOST_NAME.fullmatch(text)) and all(len(label) <= 63 for label in text.split("."))
-    return True
+    """A host name or an IP address (no zone id): what ssh can be pointed at."""
+    if is_ip_address(text):
+        return True
+    return bool(HOST_NAME.fullmatch(text)) and all(len(label) <= 63 for label in text.split("."))
 
 
 def _is_count(value: Any) -> bool:

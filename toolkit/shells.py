@@ -7,13 +7,13 @@ a shell is `shell_plan` (what to apply) and `shell_create` (applying it).
 from __future__ import annotations
 
 import base64
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from toolkit import shell_manifests as manifests
+from toolkit.addresses import is_ip_address
 from toolkit.capacity import NodeCapacity
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
@@ -24,7 +24,7 @@ from toolkit.sshkeys import public_key_line
 from toolkit.tenancy import MANAGED_BY, NAMESPACE_PREFIX, USER_NAME, namespace_of
 
 SHELLS_SELECTOR = f"{MANAGED_BY}=toolkit,{manifests.COMPONENT}=shell"
-# A DNS name (RFC 1123 labels); addresses are checked by ipaddress.
+# A DNS name (RFC 1123 labels); addresses are checked by toolkit.addresses.
 HOST_NAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\Z"
 )
@@ -78,8 +78,9 @@ class Shell:
             latest = created + timedelta(hours=max_lifetime_hours)
             if expires is None or expires > latest:
                 if expires is not None:
+                    counted = manifests.timestamp(latest)
                     problems.append(
-                        f"its expiry is past the {max_lifetime_hours}h lifetime: it counts as {_iso(latest)}"
+                        f"its expiry is past the {max_lifetime_hours}h lifetime: it counts as {counted}"
                     )
                 expires = latest
         gpus = str(annotations.get(manifests.GPUS, "0"))
@@ -118,10 +119,6 @@ class Shell:
         }
 
 
-def _iso(moment: datetime) -> str:
-    return manifests.timestamp(moment)
-
-
 def _checked_endpoint(value: Any, what: str, problems: list[str]) -> str:
     """`HOST:PORT` when it is one (a DNS name or an address, and a port 1-65535); "" otherwise."""
     if value in (None, ""):
@@ -129,10 +126,7 @@ def _checked_endpoint(value: Any, what: str, problems: list[str]) -> str:
     text = str(value)
     host, _, port = text.rpartition(":")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        address_ok = bool(bare) and (ipaddress.ip_address(bare) is not None)
-    except ValueError:
-        address_ok = HOST_NAME.match(bare) is not None and not host.startswith("[")
+    address_ok = is_ip_address(bare) or (HOST_NAME.match(bare) is not None and bare == host)
     if address_ok and port.isascii() and port.isdigit() and 0 < int(port) < 65536 and len(port) <= 5:
         return f"{host}:{int(port)}"
     problems.append(f"its {what} endpoint is not HOST:PORT: it is ignored")

@@ -491,6 +491,8 @@ def statefulset_annotated(annotations: dict[str, str]) -> dict[str, Any]:
         ("-oProxyCommand=x:22", ""),
         ("exa mple.org:22", ""),
         ("[shells.example.org]:22", ""),
+        ("[fe80::1%eth0]:22", ""),
+        ('[fe80::1%a\nMatch exec "x"]:22', ""),
         ("10.0.0.1:22\nMatch exec x", ""),
         ("10.0.0.1:\uff12\uff12", ""),
     ],
