@@ -7,12 +7,19 @@ for what the toolkit's policies use, and evaluates their CEL for real with cel-p
 - a binding (`spec.policyName`, `validationActions` with Deny) applies its policy; a policy with
   no binding does nothing;
 - `matchConstraints.resourceRules` (apiGroups, apiVersions, operations, resources; "*" matches
-  all) and `namespaceSelector` (matchLabels; matchExpressions In, NotIn, Exists, DoesNotExist)
-  against the request's namespace; cluster-scoped objects match only an empty selector;
+  all; a subresource's request, such as `statefulsets/scale` with its Scale object, matches
+  only a rule naming that subresource) and `namespaceSelector` (matchLabels; matchExpressions
+  In, NotIn, Exists, DoesNotExist) against the request's namespace; cluster-scoped objects
+  match only an empty selector;
 - `paramKind` with the binding's `paramRef` (name, namespace): `params` is that object; when it
   is missing, `parameterNotFoundAction: Deny` refuses with upstream's message, Allow admits;
 - the variables `object`, `oldObject` (null on CREATE), `request` (operation, namespace, name,
-  kind, resource), `params` and `namespaceObject`; `spec.variables` as `variables.NAME`;
+  kind, resource, subResource, and userInfo's username and groups, as the authenticator gives
+  them), `params` and `namespaceObject`; `spec.variables` as `variables.NAME` (one that fails
+  to evaluate is an error of each validation that reads it);
+- on CREATE, `object.metadata.creationTimestamp` is already set: the registry fills the system
+  fields (rest.BeforeCreate, FillObjectMetaSystemFields) before it calls the validating admission
+  chain;
 - each of `validations` in order: a false result or an evaluation error denies (an error with
   failurePolicy Ignore admits), with `message` or `failed expression: EXPR`;
 - the refusal: `RESOURCE "NAME" is forbidden: ValidatingAdmissionPolicy 'P' with binding 'B'
@@ -45,6 +52,8 @@ class Request:
     kind: str
     namespace: str
     name: str
+    user: str = ""
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,8 +165,10 @@ def admit(
                     "resource": {
                         "group": request.group,
                         "version": request.version,
-                        "resource": request.resource,
+                        "resource": request.resource.split("/")[0],
                     },
+                    "subResource": request.resource.partition("/")[2],
+                    "userInfo": {"username": request.user, "groups": list(request.groups)},
                 }
             ),
             "params": celpy.json_to_cel(params),
@@ -168,7 +179,11 @@ def admit(
             activation["variables"] = celpy.celtypes.MapType(variables)
             environment = celpy.Environment()
             program = environment.program(environment.compile(variable["expression"]))
-            variables[celpy.celtypes.StringType(variable["name"])] = program.evaluate(activation)
+            try:
+                value = program.evaluate(activation)
+            except celpy.CELEvalError as error:  # an error of each validation that reads it
+                value = error
+            variables[celpy.celtypes.StringType(variable["name"])] = value
         activation["variables"] = celpy.celtypes.MapType(variables)
         ignore_errors = policy["spec"].get("failurePolicy", "Fail") == "Ignore"
         for validation in policy["spec"].get("validations") or []:

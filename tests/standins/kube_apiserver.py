@@ -27,8 +27,11 @@ What it models:
 - admission in kube-apiserver's order: LimitRanger's container defaults, PodSecurity's enforce
   mode at the baseline level (tests/standins/pod_security.py: the namespace's label, else the
   cluster default the k3s role configures, with its exempt namespaces), and ResourceQuota for
-  pods, PVCs and Services (requests.*, limits.*, pods, persistentvolumeclaims, requests.storage,
-  services, services.nodeports, services.loadbalancers) with the quota's `status.used`;
+  pods, PVCs, Services, Secrets and StatefulSets (requests.*, limits.*, pods,
+  persistentvolumeclaims, requests.storage, services, services.nodeports,
+  services.loadbalancers, and the object counts `count/secrets`, `count/statefulsets.apps`)
+  with the quota's `status.used`; each request's user and groups reach the admission policies
+  (the controllers act as kube-system's statefulset-controller);
 - Secrets' `stringData` folded into base64 `data`; Services get a clusterIP and nodePorts, and
   LoadBalancer Services the first node's address, as k3s's ServiceLB gives them;
 - with `kubelet=PodmanKubelet()`, pods run as real podman containers and turn Ready when their
@@ -141,7 +144,7 @@ RESOURCES = [
     ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-QUOTA_KINDS = ("Pod", "PersistentVolumeClaim", "Service")
+QUOTA_KINDS = ("Pod", "PersistentVolumeClaim", "Service", "Secret", "StatefulSet")
 BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
 
 VERSION = {
@@ -163,6 +166,18 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
+# Who the controllers act as: kube-controller-manager's StatefulSet controller, as a real cluster
+# names it when it runs with --use-service-account-credentials (k3s does).
+CONTROLLER = "system:serviceaccount:kube-system:statefulset-controller"
+
+
+def groups_of(user: str) -> tuple[str, ...]:
+    """The groups the authenticator gives a user: a ServiceAccount's are
+    system:serviceaccounts and system:serviceaccounts:NAMESPACE; the admin's system:masters."""
+    if user.startswith("system:serviceaccount:"):
+        namespace = user.split(":")[2]
+        return ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated")
+    return ("system:masters", "system:authenticated")
 
 
 def self_signed_tls() -> tuple[bytes, bytes]:
@@ -526,6 +541,7 @@ class FakeApiServer:
         self._stopping = threading.Event()
         self._pod_started: dict[str, float] = {}
         self._unsettled: set[str] = set()  # namespaces with pods not yet running
+        self._requester = CONTROLLER  # who the request being handled comes from, under the lock
         handler = type("Handler", (_Handler,), {"server_state": self})
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._http.daemon_threads = True
@@ -612,8 +628,17 @@ class FakeApiServer:
         cpu: str = "192",
         memory: str = "2Ti",
         labels: dict[str, str] | None = None,
+        ephemeral_storage: str = "3500Gi",
     ) -> Obj:
-        capacity = {"cpu": cpu, "memory": memory, "pods": "110", "nvidia.com/gpu": str(gpus)}
+        """A Ready node with `gpus` allocatable; by default an HGX H100's CPUs, memory and
+        local NVMe (ephemeral storage, which every kubelet reports)."""
+        capacity = {
+            "cpu": cpu,
+            "memory": memory,
+            "pods": "110",
+            "ephemeral-storage": ephemeral_storage,
+            "nvidia.com/gpu": str(gpus),
+        }
         return self.seed(
             "Node",
             {
@@ -990,8 +1015,12 @@ class FakeApiServer:
             self._pod_security(obj)
         self._resource_quota(resource, obj)
 
-    def _admission_policies(self, resource: Resource, obj: Obj, old: Obj | None) -> None:
-        """ValidatingAdmissionPolicy (tests/standins/admission_policy.py), after defaulting."""
+    def _admission_policies(
+        self, resource: Resource, obj: Obj, old: Obj | None, subresource: str | None = None
+    ) -> None:
+        """ValidatingAdmissionPolicy (tests/standins/admission_policy.py), after defaulting. A
+        subresource's request (`statefulsets/scale`) carries that subresource's object (a Scale),
+        and only rules naming the subresource match it."""
         policies = self.list("ValidatingAdmissionPolicy")
         if not policies:
             return
@@ -1000,10 +1029,12 @@ class FakeApiServer:
             operation="CREATE" if old is None else "UPDATE",
             group=resource.group,
             version=resource.version,
-            resource=resource.plural,
-            kind=resource.kind,
+            resource=f"{resource.plural}/{subresource}" if subresource else resource.plural,
+            kind="Scale" if subresource == "scale" else resource.kind,
             namespace=metadata.get("namespace", "") if resource.namespaced else "",
             name=metadata["name"],
+            user=self._requester,
+            groups=groups_of(self._requester),
         )
         denied = admission_policy.admit(
             request, obj, old, policies, self.list("ValidatingAdmissionPolicyBinding"),
@@ -1099,8 +1130,12 @@ class FakeApiServer:
 
     def _usage_of(self, kind: str, obj: Obj, hard: dict[str, str]) -> dict[str, Fraction]:
         usage: dict[str, Fraction] = {}
+        counted = next(r for r in RESOURCES if r.kind == kind).qualified
         for name in hard:
-            if kind == "Pod":
+            # Object counts (pkg/quota/v1/generic: `count/RESOURCE.GROUP`, core resources bare).
+            if name == f"count/{counted}":
+                usage[name] = Fraction(1)
+            elif kind == "Pod":
                 if name == "pods":
                     usage[name] = Fraction(1)
                 elif name.startswith("limits."):
@@ -1213,7 +1248,16 @@ class FakeApiServer:
     # -- request handling
 
     def handle(self, request: Request) -> tuple[int, Obj]:
-        """The HTTP status and body of one request that is not a watch."""
+        """The HTTP status and body of one request that is not a watch, made as its user; what
+        the controllers do in between is made as CONTROLLER."""
+        with self._changed:
+            self._requester = request.user
+            try:
+                return self._handle(request)
+            finally:
+                self._requester = CONTROLLER
+
+    def _handle(self, request: Request) -> tuple[int, Obj]:
         resource = request.resource
         assert resource is not None
         with self._changed:
@@ -1426,7 +1470,9 @@ class FakeApiServer:
             raise self._conflict(resource, key[2])
         updated = copy.deepcopy(self.objects[key])
         updated["spec"]["replicas"] = replicas
-        return self._scale_of(self._update(resource, key, updated))
+        before, after = self._scale_of(self.objects[key]), self._scale_of(updated)
+        self._admission_policies(resource, after, before, "scale")
+        return self._scale_of(self._update(resource, key, updated, "scale"))
 
     def _matching(self, resource: Resource, request: Request) -> Callable[[Obj], bool]:
         labels = label_matcher(request.query["labelSelector"]) if request.query.get("labelSelector") else None
