@@ -78,13 +78,25 @@ class NodeAvailability:
 
 
 def gpu_requests(pod: dict[str, Any]) -> int:
-    """GPUs a pod holds: its containers' requests, or limits where requests are unset."""
-    total = 0
-    for container in (pod.get("spec") or {}).get("containers") or []:
+    """GPUs a pod holds, as the scheduler counts its effective request (Kubernetes' PodRequests,
+    with KEP-753's sidecars): the larger of its containers plus its sidecar init containers
+    (restartPolicy Always), and the peak of its init phase, where each other init container runs
+    beside the sidecars started before it. A container's request, or its limit where unset."""
+    spec = pod.get("spec") or {}
+
+    def gpus(container: dict[str, Any]) -> int:
         resources = container.get("resources") or {}
-        amount = (resources.get("requests") or {}).get(GPU) or (resources.get("limits") or {}).get(GPU) or 0
-        total += int(amount)
-    return total
+        requested = (resources.get("requests") or {}).get(GPU) or (resources.get("limits") or {}).get(GPU)
+        return int(requested or 0)
+
+    sidecars, init_peak = 0, 0
+    for container in spec.get("initContainers") or []:
+        if container.get("restartPolicy") == "Always":  # a sidecar: it runs beside what follows
+            sidecars += gpus(container)
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, sidecars + gpus(container))
+    return max(sum(gpus(c) for c in spec.get("containers") or []) + sidecars, init_peak)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,23 @@ PODS = [
         }
     },
     {"spec": {"containers": [{"resources": {"requests": {"nvidia.com/gpu": "8"}}}]}},  # not scheduled
+    {  # an init container needing more than the containers after it
+        "spec": {
+            "nodeName": "gpu-2",
+            "initContainers": [{"resources": {"limits": {"nvidia.com/gpu": "3"}}}],
+            "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        }
+    },
+    {  # a sidecar's GPU is held beside the containers', and beside the init container after it
+        "spec": {
+            "nodeName": "gpu-2",
+            "initContainers": [
+                {"restartPolicy": "Always", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
+                {"resources": {"limits": {"nvidia.com/gpu": "4"}}},
+            ],
+            "containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}}],
+        }
+    },
 ]
 
 

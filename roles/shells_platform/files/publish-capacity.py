@@ -29,12 +29,21 @@ ACCOUNT_DIR = Path(os.environ.get("SERVICE_ACCOUNT_DIR", "/var/run/secrets/kuber
 
 
 def gpu_requests(pod: dict[str, Any]) -> int:
-    total = 0
-    for container in (pod.get("spec") or {}).get("containers") or []:
+    spec = pod.get("spec") or {}
+
+    def gpus(container: dict[str, Any]) -> int:
         resources = container.get("resources") or {}
-        amount = (resources.get("requests") or {}).get(GPU) or (resources.get("limits") or {}).get(GPU) or 0
-        total += int(amount)
-    return total
+        requested = (resources.get("requests") or {}).get(GPU) or (resources.get("limits") or {}).get(GPU)
+        return int(requested or 0)
+
+    sidecars, init_peak = 0, 0
+    for container in spec.get("initContainers") or []:
+        if container.get("restartPolicy") == "Always":  # a sidecar: it runs beside what follows
+            sidecars += gpus(container)
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, sidecars + gpus(container))
+    return max(sum(gpus(c) for c in spec.get("containers") or []) + sidecars, init_peak)
 
 
 def counts(nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
