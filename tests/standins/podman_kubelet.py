@@ -13,7 +13,9 @@ What it does, per pod:
 - volumes: a Secret's keys as files (defaultMode honoured), a PVC as a directory kept per claim
   (so data outlives pods), an emptyDir;
 - ports: each port of a Service whose selector matches the pod is published on 127.0.0.1 at the
-  Service's nodePort, as kube-proxy would forward it;
+  Service's nodePort, as kube-proxy would forward it; a ClusterIP Service's port, which only the
+  cluster reaches, on a free loopback port that `cluster_port` tells the cluster's stand-ins
+  (tests/standins/ingress_controller.py);
 - readiness: a `tcpSocket` probe checked against the published port.
 
 It does not model: resources limits, runtimeClassName (no GPU runtime here), init containers,
@@ -37,6 +39,7 @@ class PodmanKubelet:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="standin-kubelet-"))
         self._started: dict[str, str] = {}  # pod uid -> container name
+        self._cluster_ports: dict[str, dict[int, int]] = {}  # pod uid -> container port -> loopback port
         self._lock = threading.Lock()
 
     def container_name(self, pod: Obj) -> str:
@@ -69,9 +72,15 @@ class PodmanKubelet:
         except OSError:
             return False
 
+    def cluster_port(self, pod: Obj, container_port: int) -> int | None:
+        """Where, on loopback, the pod's container port answers for a ClusterIP Service."""
+        with self._lock:
+            return self._cluster_ports.get(pod["metadata"]["uid"], {}).get(container_port)
+
     def stop(self, pod: Obj) -> None:
         with self._lock:
             name = self._started.pop(pod["metadata"]["uid"], None)
+            self._cluster_ports.pop(pod["metadata"]["uid"], None)
         if name:
             subprocess.run(["podman", "rm", "--force", "--time", "0", name], capture_output=True, check=False)
 
@@ -87,6 +96,19 @@ class PodmanKubelet:
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         return state.stdout.strip() == "true"
+
+    @staticmethod
+    def _selected_ports(pod: Obj, services: list[Obj], node_ports: bool) -> list[int]:
+        """The target ports of the Services that select the pod: with node ports, or without."""
+        labels = pod["metadata"].get("labels") or {}
+        return [
+            int(port.get("targetPort", port["port"]))
+            for service in services
+            if (selector := service["spec"].get("selector") or {})
+            and all(labels.get(k) == v for k, v in selector.items())
+            for port in service["spec"].get("ports") or []
+            if bool(port.get("nodePort")) == node_ports
+        ]
 
     @staticmethod
     def _published(pod: Obj, services: list[Obj]) -> dict[int, int]:
@@ -119,7 +141,16 @@ class PodmanKubelet:
             for env in container.get("env") or []
             for arg in ("--env", f"{env['name']}={env.get('value', '')}")
         ]
-        for inside, outside in self._published(pod, services).items():
+        published = self._published(pod, services)
+        for inside, outside in published.items():
+            args += ["--publish", f"127.0.0.1:{outside}:{inside}"]
+        inside_only = {
+            port for port in self._selected_ports(pod, services, node_ports=False) if port not in published
+        }
+        cluster_ports = {port: _free_port() for port in sorted(inside_only)}
+        with self._lock:
+            self._cluster_ports[pod["metadata"]["uid"]] = cluster_ports
+        for inside, outside in cluster_ports.items():
             args += ["--publish", f"127.0.0.1:{outside}:{inside}"]
         volumes = {volume["name"]: volume for volume in pod["spec"].get("volumes") or []}
         for mount in container.get("volumeMounts") or []:
@@ -147,3 +178,9 @@ class PodmanKubelet:
             target = self.root / "empty" / pod["metadata"]["uid"] / volume["name"]
         target.mkdir(parents=True, exist_ok=True)
         return target
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
