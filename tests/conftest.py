@@ -32,10 +32,17 @@ def recorded_events() -> Any:
 @pytest.fixture
 def fake_cluster() -> Any:
     """STAND-IN Kubernetes API server (tests/standins/kube_apiserver.py) shaped like a small GPU
-    cluster: two 8-GPU H100 nodes, the shells' StorageClass and the nvidia RuntimeClass."""
+    cluster: two 8-GPU H100 nodes, the shells' StorageClass and the nvidia RuntimeClass, and the
+    domain its web terminals are served under."""
     from tests.standins.kube_apiserver import FakeApiServer
 
     server = FakeApiServer().start()
+    server.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
+    labels = {"toolkit.dev/shells-config": "true"}
+    server.seed("ConfigMap", {
+        "metadata": {"name": "web", "namespace": "toolkit-system", "labels": labels},
+        "data": {"webDomain": "shells.example.org"},
+    })  # fmt: skip
     for name in ("gpu-1", "gpu-2"):
         server.add_gpu_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
     server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})

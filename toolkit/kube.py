@@ -67,6 +67,7 @@ KINDS = {
     "ClusterRole": Kind("rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": Kind("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
     "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", True),
+    "Ingress": Kind("networking.k8s.io/v1", "ingresses", True),
     "StorageClass": Kind("storage.k8s.io/v1", "storageclasses", False),
     "RuntimeClass": Kind("node.k8s.io/v1", "runtimeclasses", False),
 }

@@ -44,6 +44,7 @@ class CreatedShell:
     node: str
     web_url: str | None = None
     web_credential: str | None = None
+    web_is_plain_http: bool = False
 
 
 def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
@@ -101,6 +102,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
             made.pop()
             on_phase("reusing the home volume kept from an earlier shell")
         endpoint = plan.endpoint(apply(plan.service))
+        for web_object in plan.web_objects:
+            apply(web_object)
         apply(plan.statefulset(endpoint))
         pod = wait_ready(kube, spec.namespace, spec.name, on_phase, request.timeout)
         if spec.expose == "LoadBalancer" and not endpoint.host:
@@ -133,8 +136,9 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         host_key=spec.host_key.public,
         expires_at=spec.expires_at,
         node=pod["spec"].get("nodeName", ""),
-        web_url=f"http://{endpoint.host}:{endpoint.web_port}/" if endpoint.host and spec.web else None,
+        web_url=plan.web_url(endpoint),
         web_credential=f"{spec.user}:{spec.ttyd_password}" if spec.web else None,
+        web_is_plain_http=plan.web_is_plain_http,
     )
 
 

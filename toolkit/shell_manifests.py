@@ -30,6 +30,7 @@ ENDPOINT = "toolkit.dev/ssh-endpoint"
 WEB_ENDPOINT = "toolkit.dev/web-endpoint"
 GPUS = "toolkit.dev/gpus"
 KEYS_REVISION = "toolkit.dev/keys-revision"
+REAPED_AT = "toolkit.dev/reaped-at"  # when the reaper paused the shell, expired; only operators write it
 SSH_PORT = 22
 WEB_PORT = 7681
 SHELL_UID = 1000
@@ -73,6 +74,9 @@ class ShellSpec:
     node_selector: dict[str, str] = field(default_factory=dict)
     expose: str = "NodePort"
     web_endpoint: str = ""
+    # The web terminal's host name behind the cluster's ingress (HTTPS); "" serves it on a node port.
+    web_host: str = ""
+    web_ingress_class: str = "traefik"
 
 
 def check_shell_name(name: str) -> str:
@@ -93,6 +97,10 @@ def secret_name(name: str) -> str:
 
 def claim_name(name: str) -> str:
     return f"{name}-home"
+
+
+def web_service_name(name: str) -> str:
+    return f"{name}-web"
 
 
 def timestamp(moment: datetime) -> str:
@@ -237,12 +245,66 @@ def statefulset(spec: ShellSpec) -> Manifest:
 
 
 def service(spec: ShellSpec) -> Manifest:
+    """SSH on a node port or load balancer; the web terminal there too only when it has no host
+    name behind the ingress (the site's plain-HTTP opt-in)."""
     ports = [{"name": "ssh", "port": SSH_PORT, "targetPort": SSH_PORT, "protocol": "TCP"}]
-    if spec.web:
+    if spec.web and not spec.web_host:
         ports.append({"name": "web", "port": WEB_PORT, "targetPort": WEB_PORT, "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec.name, spec.user)},
         "spec": {"type": spec.expose, "selector": selector(spec.name, spec.user), "ports": ports},
+    }
+
+
+def web_service(spec: ShellSpec) -> Manifest:
+    """The web terminal inside the cluster only (ClusterIP), for the ingress to reach."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": web_service_name(spec.name),
+            "namespace": spec.namespace,
+            "labels": labels(spec.name, spec.user),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(spec.name, spec.user),
+            "ports": [{"name": "web", "port": WEB_PORT, "targetPort": WEB_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def ingress(spec: ShellSpec) -> Manifest:
+    """HTTPS at the shell's host name. The TLS entry names no Secret: the ingress controller serves
+    its default certificate, the site's (shells_platform's TLSStore), whose key never enters a
+    user's namespace."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec.name, spec.user)},
+        "spec": {
+            "ingressClassName": spec.web_ingress_class,
+            "tls": [{"hosts": [spec.web_host]}],
+            "rules": [
+                {
+                    "host": spec.web_host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {
+                                    "service": {
+                                        "name": web_service_name(spec.name),
+                                        "port": {"number": WEB_PORT},
+                                    }
+                                },
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
     }

@@ -19,10 +19,11 @@ from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.shell_settings import Platform
 from toolkit.sshkeys import KeyPair, generate_key_pair
-from toolkit.tenancy import check_user_name, namespace_of
+from toolkit.tenancy import SHELLS_QUOTA, check_user_name, namespace_of
 
 EXPOSE_CHOICES = ("NodePort", "LoadBalancer")
 CREATED_BY = "toolkit.dev/created-by"
+DNS_LABEL_MAX = 63
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,25 @@ class ShellPlan:
     def service(self) -> dict[str, Any]:
         return self._marked(manifests.service(self.spec))
 
+    @property
+    def web_objects(self) -> list[dict[str, Any]]:
+        """The web terminal's Service and Ingress, when it is served through the ingress."""
+        if not self.spec.web_host:
+            return []
+        return [self._marked(manifests.web_service(self.spec)), self._marked(manifests.ingress(self.spec))]
+
+    @property
+    def web_is_plain_http(self) -> bool:
+        """The site opted out of the ingress: the web terminal is plain HTTP on a node port."""
+        return self.spec.web and not self.spec.web_host
+
+    def web_url(self, endpoint: Endpoint) -> str | None:
+        if self.spec.web_host:
+            return f"https://{self.spec.web_host}/"
+        if self.spec.web and endpoint.host and endpoint.web_port:
+            return f"http://{endpoint.host}:{endpoint.web_port}/"
+        return None
+
     def _marked(self, manifest: dict[str, Any]) -> dict[str, Any]:
         metadata = manifest["metadata"]
         metadata["annotations"] = {**(metadata.get("annotations") or {}), CREATED_BY: self.creation_id}
@@ -135,6 +155,8 @@ class ShellPlan:
 
     def statefulset(self, endpoint: Endpoint) -> dict[str, Any]:
         recorded = endpoint.annotations()
+        if self.spec.web_host:
+            recorded[manifests.WEB_ENDPOINT] = f"{self.spec.web_host}:443"
         return self._marked(
             manifests.statefulset(
                 replace(
@@ -147,7 +169,7 @@ class ShellPlan:
 
     def objects(self, endpoint: Endpoint) -> list[dict[str, Any]]:
         """Every object, as `shell_create` applies them."""
-        return [self.secret, self.claim, self.service, self.statefulset(endpoint)]
+        return [self.secret, self.claim, self.service, *self.web_objects, self.statefulset(endpoint)]
 
 
 def check_request(request: CreateRequest) -> None:
@@ -203,6 +225,7 @@ def plan_create(
         reasons.append(
             f"{request.user} already has a shell named {request.name!r}: pick another name or delete it"
         )
+    web_host = _web_host(request, settings, reasons) if request.web else ""
     # A shell more GPUs than the node has is refused already; its share would only say so again.
     sizes = _size(request, node, reasons) if node and request.gpus <= node.gpus else None
     _refuse(reasons)
@@ -228,8 +251,34 @@ def plan_create(
         runtime_class=facts.runtime_class,
         node_selector=dict(request.node_selector),
         expose=request.expose or settings.expose,
+        web_host=web_host,
+        web_ingress_class=settings.web_ingress_class,
     )
     return ShellPlan(spec, node, settings.ssh_host)
+
+
+def _web_host(request: CreateRequest, settings: Platform, reasons: list[str]) -> str:
+    """The web terminal's host name, NAME--USER.DOMAIN, when the cluster serves web terminals
+    through its ingress; "" when the site opted for plain HTTP on node ports. A shell name without
+    "--" keeps the split unambiguous, so one host names one user's one shell (the cluster's
+    toolkit-user-ingresses policy holds every Ingress to it)."""
+    if settings.web_expose != "ingress":
+        return ""
+    if not settings.web_domain:
+        reasons.append(
+            "--web: this cluster serves web terminals through its ingress but has no web domain "
+            "(an operator sets shells_platform_web_domain)"
+        )
+        return ""
+    label = f"{request.name}--{request.user}"
+    if "--" in request.name:
+        reasons.append(f"--web: a shell with a web terminal can't have '--' in its name ({request.name!r})")
+    elif len(label) > DNS_LABEL_MAX:
+        reasons.append(
+            f"--web: the web terminal's host name {label!r} is {len(label)} characters, "
+            f"more than a DNS label's {DNS_LABEL_MAX}: pick a shorter shell name"
+        )
+    return f"{label}.{settings.web_domain}"
 
 
 def _refuse(reasons: list[str]) -> None:
@@ -262,14 +311,23 @@ def _quota_refusals(request: CreateRequest, quota: dict[str, Any] | None) -> lis
             f"user {request.user!r} is not set up on this cluster: "
             f"an operator runs 'toolkit user add {request.user}'"
         ]
-    hard = int((quota.get("spec") or {}).get("hard", {}).get(f"requests.{GPU}", "0"))
-    used = int(((quota.get("status") or {}).get("used") or {}).get(f"requests.{GPU}", "0"))
+    limits = (quota.get("spec") or {}).get("hard") or {}
+    in_use = (quota.get("status") or {}).get("used") or {}
+    hard = int(limits.get(f"requests.{GPU}", "0"))
+    used = int(in_use.get(f"requests.{GPU}", "0"))
+    reasons = []
     if request.gpus > hard - used:
-        return [
+        reasons.append(
             f"--gpus {request.gpus} is more than {request.user}'s quota allows: "
             f"{hard} GPUs, {used} in use by other shells"
-        ]
-    return []
+        )
+    shells = SHELLS_QUOTA in limits and int(in_use.get(SHELLS_QUOTA, "0")) >= int(limits[SHELLS_QUOTA])
+    if shells:
+        reasons.append(
+            f"{request.user} already has {limits[SHELLS_QUOTA]} shell(s), the most their quota allows: "
+            "delete one first (toolkit shell list shows them)"
+        )
+    return reasons
 
 
 def _size(request: CreateRequest, node: NodeCapacity, reasons: list[str]) -> tuple[Fraction, Fraction]:

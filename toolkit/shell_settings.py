@@ -37,6 +37,14 @@ class Platform:
     user_max_volumes: int = 8
     user_max_node_ports: int = 16
     user_max_load_balancers: int = 0
+    user_max_shells: int = 8  # also bounds their pods, Services and Secrets (one each, and a token)
+    # Scratch disk (ephemeral storage) a shell's containers may fill outside their volumes.
+    shell_ephemeral_storage: str = "100Gi"
+    # How web terminals are served: "ingress" (HTTPS at NAME--USER.web_domain, through the
+    # cluster's ingress and the site's certificate) or "nodeport" (plain HTTP, an opt-in).
+    web_expose: str = "ingress"
+    web_domain: str | None = None
+    web_ingress_class: str = "traefik"
     # k3s's pod network: a user's pods reach no other namespace's pods in it.
     pod_cidrs: tuple[str, ...] = ("10.42.0.0/16",)
     # Never reached from a user's pods, e.g. the nodes' own addresses (their kubelets).
@@ -85,6 +93,11 @@ class Platform:
             user_max_volumes=number("userMaxVolumes", defaults.user_max_volumes),
             user_max_node_ports=number("userMaxNodePorts", defaults.user_max_node_ports),
             user_max_load_balancers=number("userMaxLoadBalancers", defaults.user_max_load_balancers),
+            user_max_shells=number("userMaxShells", defaults.user_max_shells),
+            shell_ephemeral_storage=data.get("shellEphemeralStorage", defaults.shell_ephemeral_storage),
+            web_expose=data.get("webExpose", defaults.web_expose),
+            web_domain=data.get("webDomain") or None,
+            web_ingress_class=data.get("webIngressClass") or defaults.web_ingress_class,
             pod_cidrs=cidrs("podCidrs", defaults.pod_cidrs),
             egress_denied_cidrs=cidrs("egressDeniedCidrs", defaults.egress_denied_cidrs),
         )

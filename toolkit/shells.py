@@ -45,6 +45,7 @@ class Shell:
     replicas: int
 
     problems: tuple[str, ...] = ()  # the annotations that did not parse, each ignored
+    reaped_at: datetime | None = None  # when the reaper last stopped it, expired
 
     @classmethod
     def from_statefulset(cls, sts: dict[str, Any], max_lifetime_hours: int | None = None) -> Shell | None:
@@ -103,6 +104,7 @@ class Shell:
             web_endpoint=web_endpoint if manifests.WEB_ENDPOINT in annotations else None,
             replicas=replicas,
             problems=tuple(problems),
+            reaped_at=_parse_time(annotations.get(manifests.REAPED_AT)),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -215,6 +217,8 @@ def delete(kube: Kube, user: str, name: str, purge: bool) -> list[str]:
     namespace = namespace_of(user)
     doomed = [
         ("StatefulSet", name),
+        ("Ingress", name),
+        ("Service", manifests.web_service_name(name)),
         ("Service", name),
         ("Secret", manifests.secret_name(name)),
     ]
@@ -223,15 +227,25 @@ def delete(kube: Kube, user: str, name: str, purge: bool) -> list[str]:
     return [f"{kind}/{obj}" for kind, obj in doomed if kube.delete(kind, obj, namespace)]
 
 
-def scale(kube: Kube, user: str, name: str, replicas: int) -> Shell:
+def scale(
+    kube: Kube, user: str, name: str, replicas: int, annotations: dict[str, str] | None = None
+) -> Shell:
+    """Set the StatefulSet's replicas (and `annotations`) in one patch of the StatefulSet itself,
+    never its scale subresource: admission reads the shell's expiry beside its replicas."""
     get_shell(kube, user, name)
-    kube.merge_patch("StatefulSet", name, namespace_of(user), {"spec": {"replicas": replicas}}, "scale")
+    patch: dict[str, Any] = {"spec": {"replicas": replicas}}
+    if annotations:
+        patch["metadata"] = {"annotations": annotations}
+    kube.merge_patch("StatefulSet", name, namespace_of(user), patch)
     return get_shell(kube, user, name)
 
 
-def pause(kube: Kube, user: str, name: str) -> Shell:
-    """Scale to 0: the GPU is freed, the home volume and the shell's keys are kept."""
-    return scale(kube, user, name, 0)
+def pause(kube: Kube, user: str, name: str, reaped_at: datetime | None = None) -> Shell:
+    """Scale to 0: the GPU is freed, the home volume and the shell's keys are kept. The reaper
+    records when it paused an expired shell (`reaped_at`): admission then lets the shell run
+    again only once its expiry is later than that."""
+    stamp = {manifests.REAPED_AT: manifests.timestamp(reaped_at)} if reaped_at else None
+    return scale(kube, user, name, 0, stamp)
 
 
 def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) -> Shell:
@@ -318,24 +332,73 @@ def add_keys(kube: Kube, user: str, name: str, keys: list[str]) -> int:
 @dataclass(frozen=True)
 class Reaped:
     shell: Shell
-    action: str  # paused or deleted
+    action: str  # paused, deleted, or "not reaped: WHY"
 
 
 def reap(kube: Kube, user: str | None, now: datetime | None = None, dry_run: bool = False) -> list[Reaped]:
     """Pause or delete (keeping homes), per the cluster's reapPolicy, the shells past their expiry:
-    the one annotated, or creation plus the cluster's maximum lifetime, whichever comes first."""
+    the one annotated, or creation plus the cluster's maximum lifetime, whichever comes first.
+
+    An operator's reaper also records on every expired shell, paused ones included, when it found
+    it expired (toolkit.dev/reaped-at): admission then refuses running it again until its expiry
+    is later. A user reaping their own shells only pauses them: the record is not theirs to write.
+    One shell that cannot be reaped is reported, and the others are still reaped.
+    """
     settings = platform(kube)
     moment = now or datetime.now(UTC)
+    records = user is None or kube.namespace != namespace_of(user)
     done = []
     for shell in list_shells(kube, user, settings.max_lifetime_hours):
         if not shell.expires_at or shell.expires_at > moment:
             continue
-        if settings.reap_policy == "delete":
-            if not dry_run:
-                delete(kube, shell.user, shell.name, purge=False)
-            done.append(Reaped(shell, "deleted"))
-        elif shell.replicas > 0:
-            if not dry_run:
-                pause(kube, shell.user, shell.name)
-            done.append(Reaped(shell, "paused"))
+        try:
+            action = _reap_one(kube, shell, settings.reap_policy, moment if records else None, dry_run)
+        except ToolkitError as error:
+            action = f"not reaped: {error}"
+        if action:
+            done.append(Reaped(shell, action))
     return done
+
+
+def _reap_one(kube: Kube, shell: Shell, policy: str, record: datetime | None, dry_run: bool) -> str:
+    """What was done to one expired shell: "" when it was already paused (and recorded)."""
+    if policy == "delete":
+        if not dry_run:
+            delete(kube, shell.user, shell.name, purge=False)
+        return "deleted"
+    if shell.replicas > 0:
+        if not dry_run:
+            pause(kube, shell.user, shell.name, reaped_at=record)
+        return "paused"
+    assert shell.expires_at is not None
+    unrecorded = shell.reaped_at is None or shell.reaped_at < shell.expires_at
+    if record and unrecorded and not dry_run:  # paused by its owner: recorded all the same
+        stamp = {manifests.REAPED_AT: manifests.timestamp(record)}
+        kube.merge_patch("StatefulSet", shell.name, shell.namespace, {"metadata": {"annotations": stamp}})
+    return ""
+
+
+def reap_orphans(kube: Kube, dry_run: bool = False) -> list[str]:
+    """Delete the pods in users' namespaces that no StatefulSet owns any more (`kubectl delete
+    --cascade=orphan` leaves them running, holding their GPUs, out of every shell's lifetime).
+    Operators only: two list calls across the cluster. What was deleted, as namespace/pod."""
+    owners = {
+        (sts["metadata"].get("namespace"), sts["metadata"].get("uid"))
+        for sts in kube.list("StatefulSet")["items"]
+    }
+    pods = kube.list("Pod", fields="status.phase!=Succeeded,status.phase!=Failed")["items"]
+    orphans = []
+    for pod in pods:
+        metadata = pod["metadata"]
+        namespace = str(metadata.get("namespace", ""))
+        if not namespace.startswith(NAMESPACE_PREFIX):
+            continue
+        owned = any(
+            ref.get("kind") == "StatefulSet" and (namespace, ref.get("uid")) in owners
+            for ref in metadata.get("ownerReferences") or []
+        )
+        if not owned:
+            if not dry_run:
+                kube.delete("Pod", metadata["name"], namespace)
+            orphans.append(f"{namespace}/{metadata['name']}")
+    return orphans

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 NAMESPACE_PREFIX = "user-"
 QUOTA_NAME = "shells"
+SHELLS_QUOTA = "count/statefulsets.apps"  # the quota's count of a user's shells (one StatefulSet each)
 MANAGED_BY = "app.kubernetes.io/managed-by"
 USER_LABEL = "toolkit.dev/user"
 # User names become namespaces (DNS-1123 labels) and the shell's Linux user (at most 32).

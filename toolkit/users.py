@@ -2,7 +2,8 @@
 
 `toolkit user add` (an operator, with the admin kubeconfig) creates the user's namespace, a
 ResourceQuota on everything a user can consume (GPUs, CPU, memory, storage, volumes, node ports,
-load balancers) with a LimitRange so that nothing escapes it, a NetworkPolicy the user can read
+load balancers, shells with their pods, Services and Secrets, scratch disk) with a LimitRange so
+that nothing escapes it, a NetworkPolicy the user can read
 but not change, a ServiceAccount bound to a Role in that namespace, and read access to what
 `toolkit shell` must see cluster-wide (nodes, classes, pods' placement for `shell avail`, the
 shells configuration). Then it writes the user's kubeconfig, mode 0600.
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from toolkit import quantity, shells, sshkeys
+from toolkit.addresses import is_ip_address
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
@@ -29,7 +32,7 @@ from toolkit.kubeconfig import write_kubeconfig
 from toolkit.paths import reserve_private_file
 from toolkit.shell_manifests import SSH_PORT, WEB_PORT
 from toolkit.shell_settings import SYSTEM_NAMESPACE, Platform, platform
-from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, USER_LABEL, check_user_name, namespace_of
+from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, SHELLS_QUOTA, USER_LABEL, check_user_name, namespace_of
 
 ACCOUNT = "shell-user"
 TOKEN_SECRET = "shell-user-token"
@@ -44,17 +47,23 @@ POD_SECURITY_LEVEL = "baseline"
 POD_SECURITY = {
     f"pod-security.kubernetes.io/{mode}": POD_SECURITY_LEVEL for mode in ("enforce", "warn", "audit")
 } | {"pod-security.kubernetes.io/enforce-version": "latest"}
-# Requests and limits of a container that states none, so that it still counts against the quota.
-CONTAINER_DEFAULT_REQUEST = {"cpu": "100m", "memory": "256Mi"}
+# Requests and limits of a container that states none, so that it still counts against the quota;
+# its scratch disk's limit is the site's shellEphemeralStorage.
+CONTAINER_DEFAULT_REQUEST = {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
 CONTAINER_DEFAULT_LIMIT = {"cpu": "1", "memory": "1Gi"}
 
 # What a user may do in their own namespace: run shells, nothing else.
 USER_RULES = [
-    {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"],
+    # Not statefulsets/scale: replicas change through the StatefulSet, where admission reads its
+    # expiry (shells_platform's toolkit-shell-lifetime policy).
+    {"apiGroups": ["apps"], "resources": ["statefulsets"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["services", "secrets", "persistentvolumeclaims"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
+    # A web terminal's HTTPS route; shells_platform's toolkit-user-ingresses policy binds its host.
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods", "events", "resourcequotas", "limitranges"],
      "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
@@ -81,6 +90,7 @@ class Limits:
     volumes: int = Platform.user_max_volumes
     node_ports: int = Platform.user_max_node_ports
     load_balancers: int = Platform.user_max_load_balancers
+    shells: int = Platform.user_max_shells
 
     @classmethod
     def of(cls, settings: Platform, **given: Any) -> Limits:
@@ -90,6 +100,7 @@ class Limits:
             settings.user_max_volumes,
             settings.user_max_node_ports,
             settings.user_max_load_balancers,
+            settings.user_max_shells,
         )
         chosen = {key: value for key, value in given.items() if value is not None}
         for key, value in chosen.items():
@@ -117,11 +128,41 @@ def _binding_subject(user: str) -> list[dict[str, str]]:
     return [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace_of(user)}]
 
 
-def network_policy(namespace: str, labels: dict[str, str], settings: Platform) -> dict[str, Any]:
+def node_addresses(nodes: list[dict[str, Any]]) -> list[str]:
+    """Every address the API server gives for the nodes (InternalIP, ExternalIP), IPv4 and IPv6."""
+    found = (
+        address.get("address", "")
+        for node in nodes
+        for address in (node.get("status") or {}).get("addresses") or []
+        if address.get("type") in ("InternalIP", "ExternalIP")
+    )
+    return [address for address in dict.fromkeys(found) if is_ip_address(address)]
+
+
+def network_policy(
+    namespace: str, labels: dict[str, str], settings: Platform, nodes: list[str] | None = None
+) -> dict[str, Any]:
     """The namespace's traffic, owned by the operator: its own pods reach each other; from
     elsewhere only SSH and the web terminal come in; out go DNS and anything outside the pod
-    network and the denied ranges (the nodes' kubelets), never another namespace's pods."""
-    outside = {"cidr": "0.0.0.0/0", "except": [*settings.pod_cidrs, *settings.egress_denied_cidrs]}
+    network, the denied ranges and the `nodes`' own addresses (their kubelets), never another
+    namespace's pods. IPv4 and, on a dual-stack cluster, IPv6 each get their own block, as an
+    ipBlock's exceptions must lie inside its CIDR."""
+    pod_networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.pod_cidrs]
+    denied = pod_networks + [
+        ipaddress.ip_network(cidr, strict=False) for cidr in [*settings.egress_denied_cidrs, *(nodes or [])]
+    ]
+    # IPv6 goes out only on a dual-stack cluster, whose IPv6 pod network is then excepted too;
+    # elsewhere it stays closed, as an IPv4 block alone leaves it.
+    versions = [("0.0.0.0/0", 4)] + ([("::/0", 6)] if any(n.version == 6 for n in pod_networks) else [])
+    outside = [
+        {
+            "ipBlock": {
+                "cidr": everything,
+                "except": list(dict.fromkeys(str(n) for n in denied if n.version == v)),
+            }
+        }
+        for everything, v in versions
+    ]
     dns = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
@@ -140,7 +181,7 @@ def network_policy(namespace: str, labels: dict[str, str], settings: Platform) -
             "egress": [
                 {"to": [{"podSelector": {}}]},
                 {"to": [dns], "ports": [{"port": 53, "protocol": p} for p in ("UDP", "TCP")]},
-                {"to": [{"ipBlock": outside}]},
+                {"to": outside},
             ],
         },
     }
@@ -154,12 +195,15 @@ def manifests(
     github: str = "",
     limits: Limits | None = None,
     settings: Platform | None = None,
+    nodes: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object of one user, in the order they are applied."""
+    """Every object of one user, in the order they are applied; `nodes` are the nodes' addresses,
+    which the user's pods may not reach."""
     limits, settings = limits or Limits(), settings or Platform()
     namespace = namespace_of(user)
     labels = {**LABELS, USER_LABEL: user}
     rbac = "rbac.authorization.k8s.io/v1"
+    scratch = quantity.parse(settings.shell_ephemeral_storage, "shellEphemeralStorage")
     return [
         {
             "apiVersion": "v1",
@@ -179,6 +223,14 @@ def manifests(
                     "persistentvolumeclaims": str(limits.volumes),
                     "services.nodeports": str(limits.node_ports),
                     "services.loadbalancers": str(limits.load_balancers),
+                    # Per shell: a pod, a StatefulSet, a Secret, an Ingress and two Services (SSH,
+                    # and the web terminal's for the ingress); and the user's token's Secret.
+                    "pods": str(limits.shells),
+                    SHELLS_QUOTA: str(limits.shells),
+                    "services": str(2 * limits.shells),
+                    "count/ingresses.networking.k8s.io": str(limits.shells),
+                    "count/secrets": str(limits.shells + 1),
+                    "limits.ephemeral-storage": quantity.memory(scratch * limits.shells),
                 }
             },
         },
@@ -190,13 +242,14 @@ def manifests(
                 "limits": [
                     {
                         "type": "Container",
-                        "default": dict(CONTAINER_DEFAULT_LIMIT),
+                        "default": CONTAINER_DEFAULT_LIMIT
+                        | {"ephemeral-storage": settings.shell_ephemeral_storage},
                         "defaultRequest": dict(CONTAINER_DEFAULT_REQUEST),
                     }
                 ]
             },
         },
-        network_policy(namespace, labels, settings),
+        network_policy(namespace, labels, settings, nodes),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -312,6 +365,24 @@ def kubeconfig_for(user: str, server: str, token: str, ca_certificate: str) -> d
     }
 
 
+def _refuse_lookalike(user: str, others: list[str]) -> None:
+    """A new user's name may not hold "--" nor extend another user's at a "-" (or be extended by
+    it). The ingress controller keys each web terminal's backend by namespace, Service and port
+    with every run of other characters made one "-" (Traefik's Normalize): alice's shell lee-gpu
+    (user-alice, lee-gpu-web) and alice-lee's shell gpu (user-alice-lee, gpu-web) would be one."""
+    if "--" in user:
+        raise BadInputError(
+            f"user name {user!r} has '--': the cluster's ingress could not tell its web terminals "
+            "from another user's; pick another name"
+        )
+    for other in others:
+        if other != user and (user.startswith(f"{other}-") or other.startswith(f"{user}-")):
+            raise BadInputError(
+                f"user name {user!r} and the user {other!r} differ only past a '-': the cluster's "
+                "ingress could not tell their web terminals apart; pick another name"
+            )
+
+
 def add(
     kube: Kube,
     user: str,
@@ -326,24 +397,35 @@ def add(
     volumes: int | None = None,
     node_ports: int | None = None,
     load_balancers: int | None = None,
+    shells: int | None = None,
 ) -> User:
     """Create or update the user (idempotent), and write their kubeconfig (0600).
 
     `github` records the user's GitHub account: their shells get its published keys when no key
     is given. It must publish at least one key. An existing kubeconfig file is replaced only
     with `overwrite`; the file is checked before anything is created on the cluster. Storage,
-    volumes, node ports and load balancers not given take the cluster's defaults.
+    volumes, node ports, load balancers and shells not given take the cluster's defaults.
     """
     check_user_name(user)
+    namespace = namespace_of(user)
+    existed = kube.get("Namespace", namespace) is not None
+    if not existed:
+        _refuse_lookalike(user, [u.name for u in list_users(kube)])
     settings = platform(kube)
     limits = Limits.of(
-        settings, storage=storage, volumes=volumes, node_ports=node_ports, load_balancers=load_balancers
+        settings,
+        storage=storage,
+        volumes=volumes,
+        node_ports=node_ports,
+        load_balancers=load_balancers,
+        shells=shells,
     )
     if github:
         sshkeys.keys_from_github(github, github_url)
     if max_gpus < 0:
         raise BadInputError(f"--max-gpus must be 0 or more, not {max_gpus}")
-    nodes = [NodeCapacity.from_node(n) for n in kube.list("Node")["items"]]
+    listed = kube.list("Node")["items"]
+    nodes = [NodeCapacity.from_node(n) for n in listed]
     gpu_nodes = [n for n in nodes if n.gpus] or nodes
     if not gpu_nodes:
         raise BadInputError("the cluster has no nodes: run 'toolkit cluster up' first")
@@ -355,11 +437,12 @@ def add(
     cpu_share, memory_share = share(largest, max(max_gpus, 1))
     cpu_quota = quantity.parse(cpu, "--cpu") if cpu else cpu_share
     memory_quota = quantity.parse(memory, "--memory") if memory else memory_share
-    namespace = namespace_of(user)
-    existed = kube.get("Namespace", namespace) is not None
     reserved = reserve_private_file(kubeconfig_path, "--output", overwrite)
     try:
-        for manifest in manifests(user, max_gpus, cpu_quota, memory_quota, github, limits, settings):
+        objects = manifests(
+            user, max_gpus, cpu_quota, memory_quota, github, limits, settings, node_addresses(listed)
+        )
+        for manifest in objects:
             kube.apply(manifest)
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):

@@ -38,6 +38,10 @@ SHELL_CASES = [
         for name in ("Bad_Name", "a" * 41, "9lives", "trail-", "with.dot", "UPPER", "ünï")
     ),
     case("create -lead --ssh-key {pub}", "No such option: -l"),
+    case(
+        "create train --web --ssh-key {pub}",
+        "--web: this cluster serves web terminals through its ingress but has no web domain",
+    ),
     case("create x;rm --ssh-key {pub}", "shell name 'x;rm' is invalid"),
     case("create $(id) --ssh-key {pub}", "shell name '$(id)' is invalid"),
     *(

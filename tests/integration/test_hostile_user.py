@@ -6,12 +6,14 @@ server's own message; the toolkit's own requests are still admitted."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,12 @@ def cluster() -> Iterator[FakeApiServer]:
         server.add_gpu_node(name)
     server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
     server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
-    platform = render("shells_platform", "shells.yaml.j2", shells_platform_max_lifetime_hours=48)
+    platform = render(
+        "shells_platform",
+        "shells.yaml.j2",
+        shells_platform_max_lifetime_hours=48,
+        shells_platform_web_domain="shells.example.org",
+    )
     for document in platform + render("shells_platform", "toolkit-admission.yaml.j2"):
         server.seed(document["kind"], document)
     yield server
@@ -121,27 +128,59 @@ def test_pod_security_refuses_a_pod_that_reaches_the_node(
     assert (
         f'pods "{escape}" is forbidden: violates PodSecurity "baseline:latest": {reason}' in as_admin.stderr
     )
-    # What the user can create is a StatefulSet: admitted, its controller's pod is refused.
-    sts = {
+    # What the user can create is a StatefulSet. Dressed as a shell that drops every capability
+    # under RuntimeDefault seccomp, it passes the admission policies: its pod meets PodSecurity.
+    container = {**spec["containers"][0]}
+    security = {**container.get("securityContext", {})}
+    security["capabilities"] = {**security.get("capabilities", {}), "drop": ["ALL"]}
+    container["securityContext"] = security
+    template_spec = {**spec, "containers": [container], "securityContext": RUNTIME_DEFAULT}
+    assert kubectl("alice", "create", manifest=shell_like(escape, template_spec)).returncode == 0
+    messages = failed_creates(kubectl)
+    assert messages and "violates PodSecurity" in messages[0] and reason in messages[0], messages
+    assert cluster.get("Pod", f"{escape}-0", "user-alice") is None
+
+
+RUNTIME_DEFAULT = {"seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def shell_like(name: str, template_spec: dict[str, Any], user: str = "alice") -> dict[str, Any]:
+    """A StatefulSet carrying everything the admission policies ask of a shell, around any pod."""
+    labels = {
+        "app.kubernetes.io/managed-by": "toolkit",
+        "app.kubernetes.io/component": "shell",
+        "toolkit.dev/shell": name,
+        "toolkit.dev/user": user,
+    }
+    expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": {"name": escape, "namespace": "user-alice"},
+        "metadata": {
+            "name": name,
+            "namespace": "user-alice",
+            "labels": labels,
+            "annotations": {"toolkit.dev/expires-at": expires},
+        },
         "spec": {
             "replicas": 1,
-            "serviceName": escape,
-            "selector": {"matchLabels": {"app": escape}},
-            "template": {"metadata": {"labels": {"app": escape}}, "spec": spec},
+            "serviceName": name,
+            "selector": {"matchLabels": {"toolkit.dev/shell": name}},
+            "template": {"metadata": {"labels": labels}, "spec": copy.deepcopy(template_spec)},
         },
     }
-    assert kubectl("alice", "create", manifest=sts).returncode == 0
+
+
+def failed_creates(kubectl: Any) -> list[str]:
+    """The StatefulSet controller's FailedCreate messages in alice's namespace, once there are any."""
+    messages: list[str] = []
     for _ in range(50):
         events = kubectl("alice", "get", "events", "-n", "user-alice", "-o", "json")
         messages = [e["message"] for e in json.loads(events.stdout)["items"] if e["reason"] == "FailedCreate"]
         if messages:
             break
         time.sleep(0.1)
-    assert messages and "violates PodSecurity" in messages[0] and reason in messages[0], messages
-    assert cluster.get("Pod", f"{escape}-0", "user-alice") is None
+    return messages
 
 
 def test_the_toolkits_own_shell_is_admitted_in_a_baseline_namespace(kubeconfigs: dict[str, Path]) -> None:
@@ -250,6 +289,10 @@ SERVICES = {
         "Services in users' namespaces may not set externalIPs",
     ),
     "node-port-to-anything": (service("anything", type="NodePort", selector={"app": "miner"}), NOT_A_SHELL),
+    "external-name": (
+        service("train-web", type="ExternalName", externalName="kubernetes.default.svc.cluster.local"),
+        "Services in users' namespaces may not be of type ExternalName",
+    ),
     "node-port-80": (
         service("web", type="NodePort", selector=SHELL_SELECTOR, ports=[{"port": 80, "targetPort": 80}]),
         NOT_A_SHELL,
@@ -278,13 +321,17 @@ def test_admission_refuses_a_service_the_toolkit_would_not_make(kubectl: Any, ca
     ), refused.stderr
 
 
-def test_the_toolkits_own_node_port_shell_with_a_web_terminal_is_admitted(
-    kubeconfigs: dict[str, Path],
+@pytest.mark.parametrize("web_expose", ["ingress", "nodeport"])
+def test_the_toolkits_own_shell_with_a_web_terminal_is_admitted(
+    kubeconfigs: dict[str, Path], web_expose: str
 ) -> None:
-    alice = kube.connect(kubeconfigs["alice"])
+    admin, alice = kube.connect(kubeconfigs["admin"]), kube.connect(kubeconfigs["alice"])
+    admin.merge_patch("ConfigMap", "shells", "toolkit-system", {"data": {"webExpose": web_expose}})
     request = CreateRequest(name="train", user="alice", authorized_keys=(KEY,), web=True)
     created = create(alice, request, lambda _: None)
-    assert created.ssh_port >= 30000 and created.web_url
+    assert created.ssh_port >= 30000
+    expected = "https://train--alice.shells.example.org/" if web_expose == "ingress" else "http://"
+    assert created.web_url and created.web_url.startswith(expected), created.web_url
 
 
 @pytest.mark.parametrize("written", ["2099-01-01T00:00:00Z", "soon"])
@@ -308,3 +355,421 @@ def test_admission_refuses_an_expiry_past_the_lifetime_or_not_a_time(
     assert extended.expires_at is not None
     with pytest.raises(ToolkitError):
         alice.merge_patch("StatefulSet", "train", "user-alice", json.loads(patch))
+
+
+ADMITTED_POD = {
+    "securityContext": RUNTIME_DEFAULT,
+    "containers": [
+        {"name": "c", "image": "debian:12", "securityContext": {"capabilities": {"drop": ["ALL"]}}}
+    ],
+}
+NOT_ONE_SHELL = "a StatefulSet in a user's namespace must be one shell's"
+BAD_EXPIRY = (
+    "a shell's toolkit.dev/expires-at must be a time (YYYY-MM-DDTHH:MM:SSZ) within the cluster's maxHours"
+)
+DEFAULT_PRIORITY = "shells in users' namespaces take the default priority"
+PLACED_BY_THE_SCHEDULER = (
+    "pods in users' namespaces are placed by the scheduler; spec.nodeName may not be set"
+)
+DROP_ALL = "every container in a user's namespace must drop ALL capabilities"
+NO_SECCOMP = "pods in users' namespaces must run under a seccomp profile"
+
+
+def unlabelled(sts: dict[str, Any]) -> None:
+    del sts["metadata"]["labels"]
+
+
+def someone_elses(sts: dict[str, Any]) -> None:
+    sts["metadata"]["labels"]["toolkit.dev/user"] = "bob"
+
+
+def two_replicas(sts: dict[str, Any]) -> None:
+    sts["spec"]["replicas"] = 2
+
+
+def no_expiry(sts: dict[str, Any]) -> None:
+    del sts["metadata"]["annotations"]
+
+
+def expiry_past_lifetime(sts: dict[str, Any]) -> None:
+    sts["metadata"]["annotations"]["toolkit.dev/expires-at"] = "2099-01-01T00:00:00Z"
+
+
+def expiry_not_written_as_the_toolkit_writes_it(sts: dict[str, Any]) -> None:
+    sts["metadata"]["annotations"]["toolkit.dev/expires-at"] = "2026-12-03"
+
+
+def long_grace(sts: dict[str, Any]) -> None:
+    sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 31536000
+
+
+def high_priority(sts: dict[str, Any]) -> None:
+    sts["spec"]["template"]["spec"]["priorityClassName"] = "system-node-critical"
+
+
+def tolerates_anything(sts: dict[str, Any]) -> None:
+    sts["spec"]["template"]["spec"]["tolerations"] = [{"operator": "Exists"}]
+
+
+def held_by_a_finalizer(sts: dict[str, Any]) -> None:
+    sts["metadata"]["finalizers"] = ["example.com/hold"]
+
+
+def pinned_node(sts: dict[str, Any]) -> None:
+    sts["spec"]["template"]["spec"]["nodeName"] = "gpu-1"
+
+
+def keeps_net_raw(sts: dict[str, Any]) -> None:
+    del sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+
+
+def init_keeps_capabilities(sts: dict[str, Any]) -> None:
+    sts["spec"]["template"]["spec"]["initContainers"] = [{"name": "i", "image": "debian:12"}]
+
+
+def no_seccomp(sts: dict[str, Any]) -> None:
+    del sts["spec"]["template"]["spec"]["securityContext"]
+
+
+WORKLOADS = {
+    "unlabelled": (unlabelled, "toolkit-user-workloads", NOT_ONE_SHELL),
+    "someone-elses": (someone_elses, "toolkit-user-workloads", NOT_ONE_SHELL),
+    "two-replicas": (two_replicas, "toolkit-user-workloads", NOT_ONE_SHELL),
+    "no-expiry": (no_expiry, "toolkit-shell-lifetime", "a shell's toolkit.dev/expires-at must be a time"),
+    "expiry-past-lifetime": (expiry_past_lifetime, "toolkit-shell-lifetime", BAD_EXPIRY),
+    "expiry-a-date": (expiry_not_written_as_the_toolkit_writes_it, "toolkit-shell-lifetime", BAD_EXPIRY),
+    "long-grace": (
+        long_grace,
+        "toolkit-user-workloads",
+        "pods in users' namespaces may take at most 30 seconds",
+    ),
+    "high-priority": (high_priority, "toolkit-user-workloads", DEFAULT_PRIORITY),
+    "tolerates-anything": (tolerates_anything, "toolkit-user-workloads", DEFAULT_PRIORITY),
+    "held-by-a-finalizer": (
+        held_by_a_finalizer,
+        "toolkit-user-workloads",
+        "StatefulSets in users' namespaces may not carry finalizers",
+    ),
+    "pinned-node": (pinned_node, "toolkit-user-workloads", PLACED_BY_THE_SCHEDULER),
+    "keeps-net-raw": (keeps_net_raw, "toolkit-user-workloads", DROP_ALL),
+    "init-keeps-capabilities": (init_keeps_capabilities, "toolkit-user-workloads", DROP_ALL),
+    "no-seccomp": (no_seccomp, "toolkit-user-workloads", NO_SECCOMP),
+}
+
+
+def test_admission_admits_a_shell_like_statefulset_and_its_pod(kubectl: Any, cluster: FakeApiServer) -> None:
+    assert kubectl("alice", "create", manifest=shell_like("fine", ADMITTED_POD)).returncode == 0
+    for _ in range(50):
+        if cluster.get("Pod", "fine-0", "user-alice") is not None:
+            break
+        time.sleep(0.1)
+    assert cluster.get("Pod", "fine-0", "user-alice") is not None
+
+
+@pytest.mark.parametrize("case", sorted(WORKLOADS))
+def test_admission_refuses_a_workload_that_is_not_a_shell(
+    kubectl: Any, cluster: FakeApiServer, case: str
+) -> None:
+    change, policy, message = WORKLOADS[case]
+    manifest = shell_like(case, ADMITTED_POD)
+    change(manifest)
+    refused = kubectl("alice", "create", manifest=manifest)
+    assert refused.returncode == 1
+    assert (
+        f"statefulsets.apps \"{case}\" is forbidden: ValidatingAdmissionPolicy '{policy}' with binding "
+        f"'{policy}' denied request: {message}" in refused.stderr
+    ), refused.stderr
+    assert cluster.get("StatefulSet", case, "user-alice") is None
+
+
+@pytest.mark.parametrize(
+    ("attempt", "message"),
+    [
+        (("label", "statefulset", "train", "app.kubernetes.io/component-"), NOT_ONE_SHELL),
+        (
+            ("patch", "statefulset", "train", "--type=merge", "-p",
+             '{"spec":{"template":{"spec":{"nodeName":"gpu-2"}}}}'),
+            "spec.nodeName may not be set",
+        ),
+        (("annotate", "statefulset", "train", "toolkit.dev/expires-at-"), "expires-at must be a time"),
+    ],
+    ids=["drop-a-label", "pin-a-node", "drop-the-expiry"],
+)  # fmt: skip
+def test_admission_refuses_turning_a_shell_into_something_else(
+    kubectl: Any, kubeconfigs: dict[str, Path], attempt: tuple[str, ...], message: str
+) -> None:
+    alice = kube.connect(kubeconfigs["alice"])
+    create(alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    refused = kubectl("alice", *attempt, "-n", "user-alice")
+    assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+    assert shells.get_shell(alice, "alice", "train").status == "ready"
+
+
+def test_a_reaped_shell_runs_again_only_once_its_expiry_is_extended(
+    kubectl: Any, kubeconfigs: dict[str, Path]
+) -> None:
+    admin, alice = kube.connect(kubeconfigs["admin"]), kube.connect(kubeconfigs["alice"])
+    create(alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    expired = shells.get_shell(alice, "alice", "train").expires_at
+    assert expired is not None
+    [reaped] = shells.reap(admin, None, now=expired + timedelta(seconds=1))
+    assert reaped.action == "paused" and shells.get_shell(alice, "alice", "train").status == "paused"
+
+    def as_alice(*args: str) -> subprocess.CompletedProcess[str]:
+        return kubectl("alice", *args, "-n", "user-alice")
+
+    scaled = as_alice("scale", "statefulset", "train", "--replicas=1")
+    assert scaled.returncode == 1
+    assert 'cannot patch resource "statefulsets/scale"' in scaled.stderr, scaled.stderr
+    restarted = as_alice("patch", "statefulset", "train", "--type=merge", "-p", '{"spec":{"replicas":1}}')
+    assert restarted.returncode == 1
+    assert "this shell expired and was stopped at its toolkit.dev/reaped-at" in restarted.stderr, (
+        restarted.stderr
+    )
+    forgotten = as_alice("annotate", "statefulset", "train", "toolkit.dev/reaped-at-")
+    assert forgotten.returncode == 1
+    assert "toolkit.dev/reaped-at is the reaper's to write" in forgotten.stderr, forgotten.stderr
+    assert shells.get_shell(alice, "alice", "train").status == "paused"
+    # Extended (within the lifetime) past the moment it was reaped, it may run again.
+    shells.extend(alice, "alice", "train", 2)
+    resumed = shells.resume(alice, "alice", "train", lambda _: None, timeout=30)
+    assert resumed.status == "ready"
+
+
+def test_secrets_services_and_shells_beyond_the_quota_are_refused(kubectl: Any) -> None:
+    shells_allowed = users.Limits().shells
+    # The user's token already takes one of the shells + 1 Secrets.
+    for index in range(shells_allowed):
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"s{index}", "namespace": "user-alice"},
+        }
+        assert kubectl("alice", "create", manifest=secret).returncode == 0
+    one_more = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "flood", "namespace": "user-alice"},
+    }
+    refused = kubectl("alice", "create", manifest=one_more)
+    assert refused.returncode == 1
+    assert 'secrets "flood" is forbidden: exceeded quota: shells' in refused.stderr
+    assert f"limited: count/secrets={shells_allowed + 1}" in refused.stderr, refused.stderr
+    for index in range(2 * shells_allowed):  # each shell's SSH Service and its web terminal's
+        assert (
+            kubectl("alice", "create", manifest=service(f"svc-{index}", selector={"a": "b"})).returncode == 0
+        )
+    refused = kubectl("alice", "create", manifest=service("flood", selector={"a": "b"}))
+    assert refused.returncode == 1 and 'services "flood" is forbidden: exceeded quota' in refused.stderr
+    limited = refused.stderr.split("limited:")[1].strip().split(",")
+    assert f"services={2 * shells_allowed}" in limited, refused.stderr
+    for index in range(shells_allowed):
+        assert kubectl("alice", "create", manifest=shell_like(f"sts-{index}", ADMITTED_POD)).returncode == 0
+    refused = kubectl("alice", "create", manifest=shell_like("flood", ADMITTED_POD))
+    assert refused.returncode == 1
+    assert f"limited: count/statefulsets.apps={shells_allowed}" in refused.stderr, refused.stderr
+
+
+def test_scratch_disk_beyond_the_quota_is_refused(kubectl: Any, cluster: FakeApiServer) -> None:
+    hungry = {**ADMITTED_POD}
+    hungry["containers"] = [
+        {**ADMITTED_POD["containers"][0], "resources": {"limits": {"ephemeral-storage": "10Ti"}}}
+    ]
+    assert kubectl("alice", "create", manifest=shell_like("hungry", hungry)).returncode == 0
+    messages = failed_creates(kubectl)
+    assert messages and "exceeded quota: shells" in messages[0], messages
+    assert "limits.ephemeral-storage=10Ti" in messages[0], messages
+    assert cluster.get("Pod", "hungry-0", "user-alice") is None
+
+
+def reap_at_expiry(admin: kube.Kube, alice: kube.Kube, later: timedelta = timedelta(seconds=1)) -> None:
+    expired = shells.get_shell(alice, "alice", "train").expires_at
+    assert expired is not None
+    assert all(r.action in ("paused", "") for r in shells.reap(admin, None, now=expired + later))
+
+
+def test_a_shell_its_owner_paused_is_recorded_expired_too_and_stays_stopped(
+    kubectl: Any, kubeconfigs: dict[str, Path]
+) -> None:
+    admin, alice = kube.connect(kubeconfigs["admin"]), kube.connect(kubeconfigs["alice"])
+    create(alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    shells.pause(alice, "alice", "train")  # dodging the reaper's run
+    reap_at_expiry(admin, alice)
+    assert shells.get_shell(admin, "alice", "train").reaped_at is not None
+    restarted = kubectl("alice", "patch", "sts", "train", "-n", "user-alice", "--type=merge", "-p", RUN)
+    assert restarted.returncode == 1 and "this shell expired" in restarted.stderr, restarted.stderr
+
+
+RUN = '{"spec":{"replicas":1}}'
+
+
+def test_a_user_reaping_their_own_shells_pauses_them_without_the_operators_record(
+    kubeconfigs: dict[str, Path],
+) -> None:
+    alice = kube.connect(kubeconfigs["alice"])
+    create(alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    expired = shells.get_shell(alice, "alice", "train").expires_at
+    assert expired is not None
+    [reaped] = shells.reap(alice, "alice", now=expired + timedelta(seconds=1))
+    assert reaped.action == "paused"
+    assert shells.get_shell(alice, "alice", "train").reaped_at is None
+
+
+def test_a_shell_older_than_the_policies_is_still_paused_and_held_to_its_lifetime(
+    kubectl: Any, kubeconfigs: dict[str, Path], cluster: FakeApiServer
+) -> None:
+    admin, alice = kube.connect(kubeconfigs["admin"]), kube.connect(kubeconfigs["alice"])
+    create(alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    # Written before the policies held it (straight into the store): an expiry past the lifetime.
+    with cluster._lock:
+        stored = cluster.objects[("statefulsets.apps", "user-alice", "train")]
+        stored["metadata"]["annotations"]["toolkit.dev/expires-at"] = "2099-01-01T00:00:00Z"
+    reap_at_expiry(admin, alice, later=timedelta(hours=48, seconds=1))  # the fixture's lifetime: 48h
+    assert shells.get_shell(admin, "alice", "train").status == "paused"
+    restarted = kubectl("alice", "patch", "sts", "train", "-n", "user-alice", "--type=merge", "-p", RUN)
+    assert restarted.returncode == 1 and "this shell expired" in restarted.stderr, restarted.stderr
+
+
+def test_a_pod_orphaned_from_its_shell_is_deleted_by_the_operators_reaper(
+    kubectl: Any, kubeconfigs: dict[str, Path], cluster: FakeApiServer
+) -> None:
+    admin, alice = kube.connect(kubeconfigs["admin"]), kube.connect(kubeconfigs["alice"])
+    create(alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None)
+    orphaned = kubectl("alice", "delete", "sts", "train", "-n", "user-alice", "--cascade=orphan")
+    assert orphaned.returncode == 0, orphaned.stderr
+    pod = cluster.get("Pod", "train-0", "user-alice")
+    assert pod is not None and not pod["metadata"].get("ownerReferences")  # still running, unowned
+    assert shells.reap_orphans(admin, dry_run=True) == ["user-alice/train-0"]
+    assert shells.reap_orphans(admin) == ["user-alice/train-0"]
+    assert cluster.get("Pod", "train-0", "user-alice") is None
+    assert shells.reap_orphans(admin) == []
+
+
+def web_ingress(name: str = "train", host: str = "train--alice.shells.example.org") -> dict[str, Any]:
+    """An Ingress as `toolkit shell create --web` makes it for alice's shell `name`."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "user-alice"},
+        "spec": {
+            "ingressClassName": "traefik",
+            "tls": [{"hosts": [host]}],
+            "rules": [
+                {
+                    "host": host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": f"{name}-web", "port": {"number": 7681}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+
+
+def bobs_host(ingress: dict[str, Any]) -> None:
+    ingress["spec"]["rules"][0]["host"] = "train--bob.shells.example.org"
+    ingress["spec"]["tls"][0]["hosts"] = ["train--bob.shells.example.org"]
+
+
+def own_certificate(ingress: dict[str, Any]) -> None:
+    ingress["spec"]["tls"][0]["secretName"] = "my-cert-for-anything"
+
+
+def another_tls_host(ingress: dict[str, Any]) -> None:
+    ingress["spec"]["tls"][0]["hosts"].append("login.example.org")
+
+
+def another_backend(ingress: dict[str, Any]) -> None:
+    ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "miner"
+
+
+def controller_annotation(ingress: dict[str, Any]) -> None:
+    ingress["metadata"]["annotations"] = {
+        "traefik.ingress.kubernetes.io/router.middlewares": "kube-system-x@kubernetescrd"
+    }
+
+
+def another_class(ingress: dict[str, Any]) -> None:
+    ingress["spec"]["ingressClassName"] = "nginx"
+
+
+def injected_path(ingress: dict[str, Any]) -> None:
+    # Traefik before v3.6.11 pastes the path into its rule: this would add a route for bob's host.
+    path = "/x`) || Host(`train--bob.shells.example.org`) && PathPrefix(`/"
+    ingress["spec"]["rules"][0]["http"]["paths"][0]["path"] = path
+
+
+def exact_path(ingress: dict[str, Any]) -> None:
+    ingress["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = "Exact"
+
+
+def plain_http(ingress: dict[str, Any]) -> None:
+    del ingress["spec"]["tls"]
+
+
+NOT_A_WEB_TERMINAL = "an Ingress in a user's namespace must be a shell's web terminal"
+SERVED_WITH_THE_CLUSTERS_CERTIFICATE = (
+    "an Ingress in a user's namespace is served over HTTPS with the cluster's certificate"
+)
+INGRESSES = {
+    "bobs-host": (bobs_host, NOT_A_WEB_TERMINAL),
+    "own-certificate": (
+        own_certificate,
+        SERVED_WITH_THE_CLUSTERS_CERTIFICATE,
+    ),
+    "another-tls-host": (
+        another_tls_host,
+        SERVED_WITH_THE_CLUSTERS_CERTIFICATE,
+    ),
+    "another-backend": (another_backend, NOT_A_WEB_TERMINAL),
+    "controller-annotation": (
+        controller_annotation,
+        "an Ingress in a user's namespace may not carry ingress controllers' annotations",
+    ),
+    "another-class": (another_class, NOT_A_WEB_TERMINAL),
+    "injected-path": (injected_path, NOT_A_WEB_TERMINAL),
+    "exact-path": (exact_path, NOT_A_WEB_TERMINAL),
+    "plain-http": (plain_http, SERVED_WITH_THE_CLUSTERS_CERTIFICATE),
+}
+
+
+def test_admission_admits_the_ingress_the_toolkit_makes(kubectl: Any) -> None:
+    assert kubectl("alice", "create", manifest=web_ingress()).returncode == 0
+
+
+@pytest.mark.parametrize("case", sorted(INGRESSES))
+def test_admission_refuses_an_ingress_that_is_not_the_users_own_web_terminal(
+    kubectl: Any, cluster: FakeApiServer, case: str
+) -> None:
+    change, message = INGRESSES[case]
+    ingress = web_ingress()
+    change(ingress)
+    refused = kubectl("alice", "create", manifest=ingress)
+    assert refused.returncode == 1
+    denied = "ValidatingAdmissionPolicy 'toolkit-user-ingresses' with binding 'toolkit-user-ingresses' denied"
+    assert (
+        f'ingresses.networking.k8s.io "train" is forbidden: {denied} request: {message}' in refused.stderr
+    ), refused.stderr
+    assert cluster.get("Ingress", "train", "user-alice") is None
+
+
+def test_admission_refuses_a_shell_name_that_makes_another_users_host(kubectl: Any) -> None:
+    # User "b--c"'s shell "a" would be a--b--c.DOMAIN: so is alice's "a--b" ... were "--" allowed.
+    refused = kubectl("alice", "create", manifest=web_ingress("a--b", "a--b--alice.shells.example.org"))
+    assert refused.returncode == 1 and NOT_A_WEB_TERMINAL in refused.stderr, refused.stderr
+
+
+def test_no_ingress_is_admitted_where_the_site_opted_out_of_it(
+    kubectl: Any, kubeconfigs: dict[str, Path]
+) -> None:
+    admin = kube.connect(kubeconfigs["admin"])
+    admin.merge_patch("ConfigMap", "shells", "toolkit-system", {"data": {"webExpose": "nodeport"}})
+    refused = kubectl("alice", "create", manifest=web_ingress())
+    assert refused.returncode == 1
+    assert "this cluster serves no web terminal through its ingress" in refused.stderr, refused.stderr

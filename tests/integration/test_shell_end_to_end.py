@@ -4,29 +4,41 @@ container of the shell image: the StatefulSet's env, exactly its capabilities, n
 the Secret the toolkit generated, and the home volume. A pod is Ready only when sshd answers.
 
 A real `ssh` logs in through the ssh config the toolkit wrote, with strict host-key checking
-against the key the toolkit pinned; ttyd takes the printed credential; the home survives a pause
+against the key the toolkit pinned; the web terminal answers over HTTPS at the shell's own host
+name with the site's certificate, and takes the printed credential; the home survives a pause
 and a resume; and `toolkit cluster verify`'s shell check passes against it.
 
 What stands in: the API server and the kubelet (podman instead of containerd, no GPU runtime),
-and the node's address (127.0.0.1, from the shells' sshHost setting).
+k3s's ingress controller (tests/standins/ingress_controller.py, in Traefik's place), DNS (the
+test connects to the controller's loopback port, naming the shell's host in SNI and Host), and
+the node's address (127.0.0.1, from the shells' sshHost setting).
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
 import re
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.integration.conftest import toolkit
+from tests.standins.ingress_controller import IngressController
 from tests.standins.kube_apiserver import FakeApiServer
 from tests.standins.podman_kubelet import PodmanKubelet
-from toolkit import verify
+from toolkit import kube, verify
 
 pytestmark = pytest.mark.lab
 
@@ -35,6 +47,58 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+WEB_DOMAIN = "shells.test"
+
+
+def site_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and the site's certificate for *.WEB_DOMAIN it signed: (ca, certificate, key)."""
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("site CA")).issuer_name(name("site CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    leaf = (
+        x509.CertificateBuilder().subject_name(name(f"*.{WEB_DOMAIN}")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"*.{WEB_DOMAIN}")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+def https_status(url: str, port: int, ca: Path, credential: str | None = None) -> int:
+    """GET `url` through the ingress on loopback `port`: the certificate must be valid for the
+    URL's host and signed by `ca`, as a browser would require."""
+    host = urlsplit(url).hostname or ""
+    context = ssl.create_default_context(cafile=str(ca))
+    auth = f"Authorization: Basic {base64.b64encode(credential.encode()).decode()}\r\n" if credential else ""
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n".encode()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.sendall(request)
+        status_line = tls.recv(4096).split(b"\r\n", 1)[0].decode()
+    return int(status_line.split()[1])
 
 
 @pytest.fixture
@@ -47,7 +111,7 @@ def cluster(tmp_path: Path, shell_image: str) -> Iterator[tuple[FakeApiServer, P
     labels = {"toolkit.dev/shells-config": "true"}
     server.seed("ConfigMap", {
         "metadata": {"name": "shells", "namespace": "toolkit-system", "labels": labels},
-        "data": {"image": shell_image, "sshHost": "127.0.0.1"},
+        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webDomain": WEB_DOMAIN},
     })  # fmt: skip
     try:
         yield server, server.kubeconfig(tmp_path / "admin.kubeconfig")
@@ -79,16 +143,26 @@ def test_create_login_pause_resume_delete_on_a_real_container(
     created = toolkit("shell", "create", "train", "--web", *keys, "--timeout", "120", *user, env=env)
     assert created.returncode == 0, created.stdout + created.stderr
     found = re.search(r"ssh -F (\S+) (toolkit-alice-train)", created.stdout)
-    web = re.search(r"web terminal: (http://127\.0\.0\.1:\d+/)\s+user:password (\S+)", created.stdout)
+    web = re.search(
+        r"web terminal: (https://train--alice\.shells\.test/)\s+user:password (\S+)", created.stdout
+    )
     assert found and web, created.stdout
+    assert "plain HTTP" not in created.stdout
     config, alias = found.group(1), found.group(2)
 
     login = ssh(config, alias, "id -un; echo kept > ~/note.txt; cat /etc/motd")
     assert login.returncode == 0, login.stderr
     assert login.stdout.splitlines()[0] == "alice" and "expires at" in login.stdout
-    assert requests.get(web.group(1), timeout=5).status_code == 401
-    user_name, password = web.group(2).split(":", 1)
-    assert requests.get(web.group(1), auth=(user_name, password), timeout=5).status_code == 200
+    ca, certificate, key = site_certificate(tmp_path)
+    with IngressController(server, server.kubelet, certificate, key) as ingress:
+        url, credential = web.group(1), web.group(2)
+        assert https_status(url, ingress.port, ca) == 401
+        assert https_status(url, ingress.port, ca, credential) == 200
+        assert https_status(f"https://train--bob.{WEB_DOMAIN}/", ingress.port, ca, credential) == 404
+        (tmp_path / "another-site").mkdir()
+        other_ca, _, _ = site_certificate(tmp_path / "another-site")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            https_status(url, ingress.port, other_ca)
 
     # `shell connect` runs ssh through the same config; with no terminal it reads commands from stdin.
     connected = toolkit("shell", "connect", "train", *user, env=env, stdin="cat ~/note.txt\n")
@@ -113,8 +187,31 @@ def test_create_login_pause_resume_delete_on_a_real_container(
 
     deleted = toolkit("shell", "delete", "train", "--yes", *user, env=env)
     assert deleted.returncode == 0, deleted.stderr
-    assert server.list("Pod", "user-alice") == []
+    assert server.list("Pod", "user-alice") == [] and server.list("Ingress", "user-alice") == []
     assert alias not in Path(config).read_text()
+
+
+def test_a_site_that_opts_out_of_the_ingress_serves_plain_http_on_a_node_port_and_says_so(
+    cluster: tuple[FakeApiServer, Path], tmp_path: Path
+) -> None:
+    _, admin = cluster
+    kube.connect(admin).merge_patch(
+        "ConfigMap", "shells", "toolkit-system", {"data": {"webExpose": "nodeport"}}
+    )
+    user_kubeconfig = tmp_path / "alice.kubeconfig"
+    toolkit("user", "add", "alice", "--max-gpus", "1", "-o", str(user_kubeconfig), "--kubeconfig", str(admin))
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
+    created = toolkit(
+        "shell", "create", "train", "--web", "--ssh-key", str(tmp_path / "key.pub"), "--timeout", "120",
+        "--kubeconfig", str(user_kubeconfig), env={"TOOLKIT_CONFIG_DIR": str(tmp_path / "config")},
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    web = re.search(r"web terminal: (http://127\.0\.0\.1:\d+/)\s+user:password (\S+)", created.stdout)
+    assert web, created.stdout
+    assert "warning: this cluster serves web terminals as plain HTTP" in " ".join(created.stdout.split())
+    assert requests.get(web.group(1), timeout=5).status_code == 401
+    user_name, password = web.group(2).split(":", 1)
+    assert requests.get(web.group(1), auth=(user_name, password), timeout=5).status_code == 200
 
 
 def test_verify_shell_check_passes_against_a_real_shell(

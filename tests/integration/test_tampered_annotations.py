@@ -43,7 +43,6 @@ TAMPERED = {
 @pytest.fixture
 def tampered(fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path) -> dict[str, str]:
     """One shell of alice's per tampering, and an honest shell of bob's; a 24-hour lifetime."""
-    fake_cluster.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
     fake_cluster.seed("ConfigMap", {
         "metadata": {"name": "shells", "namespace": "toolkit-system",
                      "labels": {"toolkit.dev/shells-config": "true"}},

@@ -27,9 +27,9 @@ What it models:
 - admission in kube-apiserver's order: LimitRanger's container defaults, PodSecurity's enforce
   mode at the baseline level (tests/standins/pod_security.py: the namespace's label, else the
   cluster default the k3s role configures, with its exempt namespaces), and ResourceQuota for
-  pods, PVCs, Services, Secrets and StatefulSets (requests.*, limits.*, pods,
+  pods, PVCs, Services, Secrets, StatefulSets and Ingresses (requests.*, limits.*, pods,
   persistentvolumeclaims, requests.storage, services, services.nodeports,
-  services.loadbalancers, and the object counts `count/secrets`, `count/statefulsets.apps`)
+  services.loadbalancers, and object counts such as `count/secrets`, `count/statefulsets.apps`)
   with the quota's `status.used`; each request's user and groups reach the admission policies
   (the controllers act as kube-system's statefulset-controller);
 - Secrets' `stringData` folded into base64 `data`; Services get a clusterIP and nodePorts, and
@@ -49,7 +49,10 @@ ImagePullBackOff), `pod_start_delay` (slow starts), `provisioner_stuck` (PVCs st
 It serves HTTPS with a throwaway CA written into its kubeconfigs, because kubectl sends bearer
 tokens only over TLS.
 
-It does not model: client certificates, admission webhooks, CRDs, PersistentVolume objects, field-ownership
+Deletion honours the Orphan propagation policy (dependents lose the owner's reference and stay).
+
+It does not model: client certificates, admission webhooks, CRDs, finalizers,
+the Priority plugin, init containers in quota, PersistentVolume objects, field-ownership
 conflicts in server-side apply (it merges; the toolkit always applies with force), strategic
 merge directives (`$patch`, `$retainKeys`; lists of objects with a `name` are merged by name,
 other lists replaced), Table output, protobuf, graceful pod deletion, exec/logs/port-forward
@@ -126,6 +129,7 @@ RESOURCES = [
     Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     Resource("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",)),
+    Resource("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), ("status",)),
     Resource("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",)),
     Resource("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", False),
     Resource(
@@ -144,7 +148,7 @@ RESOURCES = [
     ),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-QUOTA_KINDS = ("Pod", "PersistentVolumeClaim", "Service", "Secret", "StatefulSet")
+QUOTA_KINDS = ("Pod", "PersistentVolumeClaim", "Service", "Secret", "StatefulSet", "Ingress")
 BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
 
 VERSION = {
@@ -797,10 +801,10 @@ class FakeApiServer:
         if "generation" in old["metadata"]:
             changed_spec = old.get("spec") != new.get("spec")
             metadata["generation"] = old["metadata"]["generation"] + (1 if changed_spec else 0)
+        if subresource is None:  # admission runs on an update that changes nothing, too
+            self._admission_policies(resource, new, old)
         if self._comparable(old) == self._comparable(new):
             return copy.deepcopy(old)
-        if subresource is None:
-            self._admission_policies(resource, new, old)
         metadata["resourceVersion"] = self._next_rv()
         if dry_run:
             return copy.deepcopy(new)
@@ -815,7 +819,7 @@ class FakeApiServer:
         trimmed["metadata"].pop("managedFields", None)
         return trimmed
 
-    def _delete(self, resource: Resource, key: tuple[str, str, str]) -> Obj:
+    def _delete(self, resource: Resource, key: tuple[str, str, str], orphan: bool = False) -> Obj:
         obj = self.objects[key]
         if resource.kind == "Namespace":
             if obj["status"].get("phase") != "Terminating":
@@ -833,7 +837,7 @@ class FakeApiServer:
         gone = copy.deepcopy(obj)
         gone["metadata"]["resourceVersion"] = self._next_rv()
         self._record("DELETED", resource, gone, obj)
-        self._collect_dependents(obj["metadata"]["uid"])
+        self._collect_dependents(obj["metadata"]["uid"], orphan)
         if resource.kind == "Secret" and obj.get("type") == SERVICE_ACCOUNT_TOKEN:
             self.tokens = {t: sa for t, sa in self.tokens.items() if t != self._token_of(obj)}
         return gone
@@ -843,11 +847,18 @@ class FakeApiServer:
         encoded = (secret.get("data") or {}).get("token", "")
         return base64.b64decode(encoded).decode() if encoded else ""
 
-    def _collect_dependents(self, owner_uid: str) -> None:
-        """Garbage collection: background propagation deletes what the owner owned."""
+    def _collect_dependents(self, owner_uid: str, orphan: bool = False) -> None:
+        """Garbage collection: background propagation deletes what the owner owned; the Orphan
+        policy (`kubectl delete --cascade=orphan`) only drops the owner from their references."""
         for key, obj in list(self.objects.items()):
             owners = obj["metadata"].get("ownerReferences") or []
-            if key in self.objects and any(ref.get("uid") == owner_uid for ref in owners):
+            if key not in self.objects or not any(ref.get("uid") == owner_uid for ref in owners):
+                continue
+            if orphan:
+                kept = copy.deepcopy(obj)
+                kept["metadata"]["ownerReferences"] = [r for r in owners if r.get("uid") != owner_uid]
+                self._update(self._resource_of_key(key), key, kept)
+            else:
                 self._delete(self._resource_of_key(key), key)
 
     @staticmethod
@@ -1314,7 +1325,9 @@ class FakeApiServer:
                 precondition = (options.get("preconditions") or {}).get("resourceVersion")
                 if precondition and precondition != self.objects[key]["metadata"]["resourceVersion"]:
                     raise self._conflict(resource, request.name)
-                gone = self._delete(resource, key)
+                policy = options.get("propagationPolicy")
+                orphan = policy == "Orphan" or options.get("orphanDependents") is True
+                gone = self._delete(resource, key, orphan)
                 if resource.kind == "Namespace":
                     return 200, gone
                 return 200, {

@@ -3,6 +3,8 @@ security settings, sizes and labels the toolkit promises."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from tests.manifests import validate
 from toolkit import shell_manifests, users
 from toolkit.capacity import NodeCapacity
+from toolkit.errors import BadInputError
 from toolkit.shell_plan import ClusterFacts, CreateRequest, Endpoint, ShellPlan, plan_create
 from toolkit.shell_settings import Platform
 
@@ -23,27 +26,78 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 FACTS = ClusterFacts(
-    settings=Platform(), nodes=(H100_NODE,), quota={"spec": {"hard": {"requests.nvidia.com/gpu": "8"}}},
+    settings=Platform(web_domain="shells.example.org"), nodes=(H100_NODE,),
+    quota={"spec": {"hard": {"requests.nvidia.com/gpu": "8"}}},
     storage_class="shared-wekafs", storage_class_exists=True, runtime_class="nvidia",
     runtime_class_exists=True, shell_exists=False,
 )  # fmt: skip
 ENDPOINT = Endpoint("10.0.0.11", 30022, 30681)
 
 
-def plan(**changes: Any) -> ShellPlan:
-    request = CreateRequest(
-        name="train", user="alice", authorized_keys=("ssh-ed25519 AAAA alice",), **changes
-    )
-    return plan_create(request, FACTS, NOW)
+def plan(settings: Platform = FACTS.settings, **changes: Any) -> ShellPlan:
+    fields = {"name": "train", "user": "alice", "authorized_keys": ("ssh-ed25519 AAAA alice",)}
+    return plan_create(CreateRequest(**(fields | changes)), replace(FACTS, settings=settings), NOW)
 
 
 def spec(**changes: Any) -> shell_manifests.ShellSpec:
     return plan(**changes).spec
 
 
+NODE_PORT_WEB = Platform(web_expose="nodeport")
+
+
+@pytest.mark.parametrize("settings", [FACTS.settings, NODE_PORT_WEB], ids=["ingress", "nodeport"])
 @pytest.mark.parametrize("web", [False, True])
-def test_every_shell_object_validates(web: bool) -> None:
-    validate(plan(web=web, shm="16Gi").objects(ENDPOINT))
+def test_every_shell_object_validates(web: bool, settings: Platform) -> None:
+    validate(plan(settings, web=web, shm="16Gi").objects(ENDPOINT))
+
+
+def test_the_web_terminal_is_https_behind_the_ingress_at_the_shells_own_host() -> None:
+    web = plan(web=True)
+    objects = web.objects(Endpoint("10.0.0.11", 30022, None))
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert kinds == [
+        ("Secret", "train-ssh"), ("PersistentVolumeClaim", "train-home"), ("Service", "train"),
+        ("Service", "train-web"), ("Ingress", "train"), ("StatefulSet", "train"),
+    ]  # fmt: skip
+    ssh_service, web_service, ingress, statefulset = objects[2], objects[3], objects[4], objects[5]
+    # Nothing of the web terminal on a node port: only the ingress reaches it, inside the cluster.
+    assert [p["port"] for p in ssh_service["spec"]["ports"]] == [22]
+    assert web_service["spec"]["type"] == "ClusterIP"
+    assert [p["port"] for p in web_service["spec"]["ports"]] == [7681]
+    host = "train--alice.shells.example.org"
+    # No Secret named: the ingress serves the site's default certificate, never in a user's namespace.
+    assert ingress["spec"]["tls"] == [{"hosts": [host]}]
+    assert ingress["spec"]["ingressClassName"] == "traefik"
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == host
+    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "train-web", "port": {"number": 7681}}
+    assert statefulset["metadata"]["annotations"]["toolkit.dev/web-endpoint"] == f"{host}:443"
+    assert web.web_url(ENDPOINT) == f"https://{host}/" and not web.web_is_plain_http
+
+
+def test_a_site_that_opts_out_of_the_ingress_gets_plain_http_on_a_node_port_and_is_told() -> None:
+    web = plan(NODE_PORT_WEB, web=True)
+    assert web.web_objects == [] and web.web_is_plain_http
+    assert [p["port"] for p in web.service["spec"]["ports"]] == [22, 7681]
+    assert web.web_url(ENDPOINT) == "http://10.0.0.11:30681/"
+
+
+@pytest.mark.parametrize(
+    ("settings", "name", "user", "reason"),
+    [
+        (Platform(), "train", "alice", "has no web domain (an operator sets shells_platform_web_domain)"),
+        (FACTS.settings, "a--b", "alice", "a shell with a web terminal can't have '--' in its name ('a--b')"),
+        (FACTS.settings, "t" * 40, "u" * 30, "is 72 characters, more than a DNS label's 63"),
+    ],
+    ids=["no-domain", "double-dash", "too-long"],
+)
+def test_a_web_terminal_without_a_unique_host_name_is_refused(
+    settings: Platform, name: str, user: str, reason: str
+) -> None:
+    with pytest.raises(BadInputError, match=re.escape(reason)):
+        plan(settings, name=name, user=user, web=True)
+    plan(settings, name=name, user=user)  # without --web, the same shell is fine
 
 
 def test_user_objects_validate() -> None:
@@ -86,7 +140,32 @@ def test_the_namespaces_network_policy_admits_only_ssh_and_ttyd_from_outside_it(
     assert dns["to"][0]["namespaceSelector"] == kube_system
     assert [p["port"] for p in dns["ports"]] == [53, 53]
     denied = ["10.42.0.0/16", "192.0.2.10/32"]
+    # Single-stack: IPv6 stays closed, as before any block was written.
     assert outside == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": denied}}]}
+
+
+def test_a_dual_stack_network_policy_denies_every_address_the_nodes_report_ipv4_and_ipv6() -> None:
+    nodes = [
+        {
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": "192.0.2.10"},
+                    {"type": "InternalIP", "address": "2001:db8::10"},
+                    {"type": "ExternalIP", "address": "198.51.100.7"},
+                    {"type": "Hostname", "address": "gpu-1"},
+                ]
+            }
+        },
+        {"status": {"addresses": [{"type": "InternalIP", "address": "not-an-address"}]}},
+        {"status": {}},
+    ]
+    addresses = users.node_addresses(nodes)
+    assert addresses == ["192.0.2.10", "2001:db8::10", "198.51.100.7"]
+    settings = Platform(pod_cidrs=("10.42.0.0/16", "fd00:42::/56"), egress_denied_cidrs=("192.0.2.10/32",))
+    ipv4, ipv6 = users.network_policy("user-alice", {}, settings, addresses)["spec"]["egress"][2]["to"]
+    # Each exception lies inside its block's CIDR, as the API server requires, and none repeats.
+    assert ipv4["ipBlock"]["except"] == ["10.42.0.0/16", "192.0.2.10/32", "198.51.100.7/32"]
+    assert ipv6["ipBlock"] == {"cidr": "::/0", "except": ["fd00:42::/56", "2001:db8::10/128"]}
 
 
 def test_every_object_carries_the_managed_by_shell_and_user_labels() -> None:

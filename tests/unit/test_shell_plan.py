@@ -22,7 +22,7 @@ NODE = NodeCapacity(
     memory=Fraction(2 * 2**40),
 )  # fmt: skip
 FACTS = ClusterFacts(
-    settings=Platform(), nodes=(NODE,),
+    settings=Platform(web_domain="shells.example.org"), nodes=(NODE,),
     quota={"spec": {"hard": {"requests.nvidia.com/gpu": "4"}},
            "status": {"used": {"requests.nvidia.com/gpu": "1"}}},
     storage_class="shared-wekafs", storage_class_exists=True, runtime_class="nvidia",
@@ -42,7 +42,7 @@ def request(**changes: Any) -> CreateRequest:
 def test_a_plan_holds_every_object_in_apply_order_for_the_users_namespace() -> None:
     plan = plan_create(request(gpus=2, web=True), FACTS, NOW)
     kinds = [o["kind"] for o in plan.objects(Endpoint("10.0.0.11", 30022, 30681))]
-    assert kinds == ["Secret", "PersistentVolumeClaim", "Service", "StatefulSet"]
+    assert kinds == ["Secret", "PersistentVolumeClaim", "Service", "Service", "Ingress", "StatefulSet"]
     assert {o["metadata"]["namespace"] for o in plan.objects(Endpoint("", 22, None))} == {"user-alice"}
     assert plan.node == NODE and plan.spec.expires_at == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
     assert (plan.spec.cpu, plan.spec.memory) == (Fraction(48), Fraction(512 * 2**30))
@@ -109,7 +109,9 @@ def test_a_cpu_only_shell_on_a_cluster_that_allows_it_has_no_runtime_class_or_gp
 
 def test_a_node_port_shell_is_reached_at_the_sites_host_and_recorded_on_its_statefulset() -> None:
     plan = plan_create(
-        request(web=True), replace(FACTS, settings=Platform(ssh_host="shells.example.org")), NOW
+        request(web=True),
+        replace(FACTS, settings=Platform(ssh_host="shells.example.org", web_expose="nodeport")),
+        NOW,
     )
     service = {"spec": {"ports": [{"name": "ssh", "port": 22, "nodePort": 31022},
                                   {"name": "web", "port": 7681, "nodePort": 31681}]}}  # fmt: skip
@@ -137,3 +139,18 @@ def test_shm_beyond_the_shells_memory_and_absurd_sizes_are_refused_in_one_line()
         plan_create(request(shm="900Ti"), FACTS, NOW)
     with pytest.raises(BadInputError, match=r"^--cpu 1000000000 / --memory 1024Ti is more than gpu-1 has"):
         plan_create(request(cpu="1000000000", memory="1Pi"), FACTS, NOW)
+
+
+def test_a_shell_beyond_the_users_shell_count_is_refused_before_anything_is_sent() -> None:
+    full = {
+        "spec": {"hard": {"requests.nvidia.com/gpu": "4", "count/statefulsets.apps": "2"}},
+        "status": {"used": {"requests.nvidia.com/gpu": "0", "count/statefulsets.apps": "2"}},
+    }
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpus=1), replace(FACTS, quota=full), NOW)
+    assert str(refused.value) == (
+        "alice already has 2 shell(s), the most their quota allows: "
+        "delete one first (toolkit shell list shows them)"
+    )
+    full["status"]["used"]["count/statefulsets.apps"] = "1"
+    assert plan_create(request(gpus=1), replace(FACTS, quota=full), NOW).spec.gpus == 1

@@ -4,6 +4,7 @@ failure cause, and that bad input and failures leave nothing behind."""
 from __future__ import annotations
 
 import base64
+import re
 import signal
 import threading
 import time
@@ -65,6 +66,13 @@ def test_user_add_writes_a_private_kubeconfig_for_their_namespace(admin: kube.Ku
         "persistentvolumeclaims": "8",
         "services.nodeports": "16",
         "services.loadbalancers": "0",
+        # Eight shells, each a pod, a StatefulSet, a Secret, an Ingress and two Services; the token.
+        "pods": "8",
+        "count/statefulsets.apps": "8",
+        "services": "16",
+        "count/ingresses.networking.k8s.io": "8",
+        "count/secrets": "9",
+        "limits.ephemeral-storage": "819200Mi",  # 100Gi of scratch disk each
     }
     with pytest.raises(kube.ApiError) as denied:
         bob.list("Secret", "kube-system")
@@ -105,7 +113,14 @@ def test_the_whole_flow_as_the_user(alice: kube.Kube, admin: kube.Kube, fake_clu
     assert shells.get_shell(alice, "alice", "train").status == "paused"
 
     deleted = shells.delete(alice, "alice", "train", purge=False)
-    assert deleted == ["StatefulSet/train", "Service/train", "Secret/train-ssh"]
+    # A web terminal's Ingress and Service go with it.
+    assert deleted == [
+        "StatefulSet/train",
+        "Ingress/train",
+        "Service/train-web",
+        "Service/train",
+        "Secret/train-ssh",
+    ]
     assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is not None
     assert shells.list_shells(alice, "alice") == []
 
@@ -295,7 +310,7 @@ def test_load_balancer_shells_wait_for_the_address_and_use_port_22(
     created = create(alice, request(expose="LoadBalancer", web=True), lambda _: None)
     node_address = fake_cluster.get("Node", "gpu-1")["status"]["addresses"][0]["address"]  # type: ignore[index]
     assert (created.ssh_host, created.ssh_port) == (node_address, 22)
-    assert created.web_url == f"http://{node_address}:7681/"
+    assert created.web_url == "https://train--alice.shells.example.org/"  # through the ingress
     assert shells.get_shell(alice, "alice", "train").endpoint == f"{node_address}:22"
 
 
@@ -558,3 +573,23 @@ def test_a_load_balancer_beyond_the_users_quota_is_refused_and_nothing_is_left(
 def test_a_log_loses_the_escape_sequences_a_terminal_would_act_on() -> None:
     written = "ok\tline\n\x1b]52;c;cHduZWQ=\x07\x1b[2Jdone\r\n\x9b31m"
     assert shells.printable(written) == "ok\tline\n]52;c;cHduZWQ=[2Jdone\n31m"
+
+
+@pytest.mark.parametrize(
+    ("existing", "new", "reason"),
+    [
+        ("ann", "ann-lee", "user name 'ann-lee' and the user 'ann' differ only past a '-'"),
+        ("ann-lee", "ann", "user name 'ann' and the user 'ann-lee' differ only past a '-'"),
+        (None, "ann--lee", "user name 'ann--lee' has '--'"),
+    ],
+)
+def test_a_new_user_whose_web_routes_could_be_taken_for_anothers_is_refused(
+    admin: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path, existing: str | None, new: str, reason: str
+) -> None:
+    if existing:
+        users.add(admin, existing, 1, tmp_path / "existing.kubeconfig", None, None)
+    before = snapshot(fake_cluster)
+    with pytest.raises(BadInputError, match=re.escape(reason)):
+        users.add(admin, new, 1, tmp_path / "new.kubeconfig", None, None)
+    assert snapshot(fake_cluster) == before and not (tmp_path / "new.kubeconfig").exists()
+    users.add(admin, "annabel", 1, tmp_path / "annabel.kubeconfig", None, None)  # no '-' between: fine

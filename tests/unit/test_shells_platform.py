@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from tests.manifests import render, validate
 from toolkit.images import SHELL_IMAGE
 from toolkit.shell_settings import Platform
@@ -21,6 +23,8 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         shells_platform_reap_policy="delete",
         shells_platform_user_max_volumes=4,
         shells_platform_egress_denied_cidrs=["192.0.2.10/32", "192.0.2.11/32"],
+        shells_platform_web_domain="shells.example.org",
+        shells_platform_user_max_shells=3,
     )
     storage = render(
         "wekafs_csi",
@@ -43,6 +47,8 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         reap_policy="delete",
         user_max_volumes=4,
         egress_denied_cidrs=("192.0.2.10/32", "192.0.2.11/32"),
+        user_max_shells=3,
+        web_domain="shells.example.org",
     )
 
 
@@ -59,5 +65,26 @@ def test_the_roles_default_image_is_the_one_toolkit_images_builds() -> None:
 def test_admission_policies_validate() -> None:
     documents = render("shells_platform", "toolkit-admission.yaml.j2")
     kinds = ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
-    assert [d["kind"] for d in documents] == kinds * 2
+    assert [d["kind"] for d in documents] == kinds * 4
     validate(documents)
+
+
+CERTIFICATE = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"
+
+
+def test_the_sites_certificate_becomes_traefiks_default_in_kube_system() -> None:
+    secret, store = render(
+        "shells_platform",
+        "toolkit-web-tls.yaml.j2",
+        shells_platform_web_tls_certificate=CERTIFICATE,
+        shells_platform_web_tls_key=KEY,
+    )
+    validate([secret])
+    assert (secret["type"], secret["metadata"]["namespace"]) == ("kubernetes.io/tls", "kube-system")
+    assert base64.b64decode(secret["data"]["tls.crt"]).decode() == CERTIFICATE
+    assert base64.b64decode(secret["data"]["tls.key"]).decode() == KEY
+    # Traefik reads only the TLSStore named default; it serves it for TLS entries that name no Secret.
+    assert (store["apiVersion"], store["kind"]) == ("traefik.io/v1alpha1", "TLSStore")
+    assert store["metadata"]["name"] == "default"
+    assert store["spec"] == {"defaultCertificate": {"secretName": secret["metadata"]["name"]}}

@@ -14,7 +14,7 @@ import typer
 
 from toolkit.cli import Output, command_group, present
 from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption, OutputOption, UserOption
-from toolkit.errors import BadInputError, MissingToolError, ToolkitError
+from toolkit.errors import EXIT_TASK_FAILED, BadInputError, MissingToolError, ToolkitError
 from toolkit.tenancy import user_from_context
 
 if TYPE_CHECKING:
@@ -84,7 +84,14 @@ def create(
             help="GPU product, as the node label nvidia.com/gpu.product (e.g. NVIDIA-H100-80GB-HBM3)."
         ),
     ] = None,
-    web: Annotated[bool, typer.Option("--web", help="Also start a ttyd web terminal.")] = False,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Also start a web terminal, at https://NAME--USER.<the cluster's web domain>/ "
+            "(plain HTTP on a node port where the site opted for it).",
+        ),
+    ] = False,
     hours: Annotated[
         int | None, typer.Option(help="Hours until the shell expires.", show_default="the cluster's")
     ] = None,
@@ -167,6 +174,12 @@ def create(
         url = created.web_url or "(address pending)"
         console.print(f"  web terminal: {url}  user:password {created.web_credential}")
         console.print("  [yellow]the web credential is shown only now[/]")
+        if created.web_is_plain_http:
+            console.print(
+                "  [yellow]warning: this cluster serves web terminals as plain HTTP on node ports "
+                "(shells_platform_web_expose: nodeport): the credential and the session cross the "
+                "network unencrypted[/]"
+            )
 
 
 @app.command("list")
@@ -418,15 +431,23 @@ def reap(
 
     Run it periodically for every user, e.g. from cron with the admin kubeconfig:
     [bold]*/10 * * * * toolkit shell reap -A --kubeconfig /etc/rancher/k3s/k3s.yaml[/bold]
+    With -A it also deletes pods in users' namespaces that no shell owns any more. A shell that
+    cannot be reaped is named, the others are still reaped, and the exit code is 1.
     """
     from toolkit import kube, shells
 
     connection = kube.connect(kubeconfig, context)
     who = None if all_users else user_from_context(connection, user)
     reaped = shells.reap(connection, who, dry_run=dry_run)
+    orphans = shells.reap_orphans(connection, dry_run=dry_run) if all_users else []
     verb = "would be" if dry_run else ""
     console = _console()
     for item in reaped:
         console.print(f"{item.shell.user}/{item.shell.name} {verb} {item.action}".replace("  ", " "))
+    for orphan in orphans:
+        console.print(f"pod {orphan} {verb} deleted: no shell owns it".replace("  ", " "))
     present.problems(console, [item.shell for item in reaped])
-    console.print(f"{len(reaped)} expired shell(s) {'found' if dry_run else 'reaped'}")
+    failed = [item for item in reaped if item.action.startswith("not reaped")]
+    console.print(f"{len(reaped) - len(failed)} expired shell(s) {'found' if dry_run else 'reaped'}")
+    if failed:
+        raise typer.Exit(EXIT_TASK_FAILED)

@@ -67,6 +67,13 @@ def add(
             help="LoadBalancer Services they may hold.", show_default="the cluster's userMaxLoadBalancers"
         ),
     ] = None,
+    max_shells: Annotated[
+        int | None,
+        typer.Option(
+            help="Shells they may hold at once (and so pods, Services and Secrets).",
+            show_default="the cluster's userMaxShells",
+        ),
+    ] = None,
     github: Annotated[
         str, typer.Option(help="The user's GitHub account: their shells get its keys when none is given.")
     ] = "",
@@ -93,7 +100,7 @@ def add(
     added = users.add(
         kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory, github, github_url, force,
         storage=max_storage, volumes=max_volumes,
-        node_ports=max_node_ports, load_balancers=max_load_balancers,
+        node_ports=max_node_ports, load_balancers=max_load_balancers, shells=max_shells,
     )  # fmt: skip
     console = Console(highlight=False)
     console.print(f"user {added.name}: namespace {added.namespace}, up to {added.max_gpus} GPU(s)")
