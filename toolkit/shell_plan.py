@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-from toolkit import quantity
+from toolkit import durations, quantity
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
@@ -38,7 +38,7 @@ class CreateRequest:
     image: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
     web: bool = False
-    hours: int | None = None
+    hours: Fraction | None = None  # the shell's lifetime; None: the cluster's default
     storage: str = "100Gi"
     storage_class: str | None = None
     expose: str | None = None
@@ -207,11 +207,10 @@ def plan_create(
             "--gpus 0: this cluster's shells need a GPU (shells config requireGpu is true); "
             "ask for --gpus 1 or more"
         )
-    hours = request.hours if request.hours is not None else settings.default_hours
-    if hours <= 0 or hours > settings.max_hours:
-        reasons.append(
-            f"--hours must be between 1 and {settings.max_hours} (this cluster's maximum), not {hours}"
-        )
+    hours = request.hours if request.hours is not None else Fraction(settings.default_hours)
+    too_long_or_short = durations.refusal(hours, settings.max_hours)
+    if too_long_or_short:
+        reasons.append(too_long_or_short)
     node = _largest_candidate(request, facts.nodes, reasons)
     reasons += _quota_refusals(request, facts.quota)
     if not facts.storage_class_exists:
@@ -241,7 +240,7 @@ def plan_create(
         memory=memory,
         storage=request.storage,
         storage_class=facts.storage_class,
-        expires_at=now + timedelta(hours=hours),
+        expires_at=now + durations.as_timedelta(hours),
         authorized_keys=request.authorized_keys,
         host_key=host_key or generate_key_pair(),
         ttyd_password=ttyd_password or secrets.token_urlsafe(18),

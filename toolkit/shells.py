@@ -10,8 +10,10 @@ import base64
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
+from toolkit import durations
 from toolkit import shell_manifests as manifests
 from toolkit.addresses import is_ip_address
 from toolkit.capacity import NodeCapacity
@@ -259,17 +261,16 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
     return get_shell(kube, user, name)
 
 
-def extend(kube: Kube, user: str, name: str, hours: int, now: datetime | None = None) -> Shell:
+def extend(kube: Kube, user: str, name: str, hours: Fraction, now: datetime | None = None) -> Shell:
     """Push the expiry `hours` later (from now when already past), within the cluster's maximum."""
     settings = platform(kube)
-    if hours <= 0 or hours > settings.max_hours:
-        raise BadInputError(
-            f"--hours must be between 1 and {settings.max_hours} (this cluster's maximum), not {hours}"
-        )
+    too_long_or_short = durations.refusal(Fraction(hours), settings.max_hours)
+    if too_long_or_short:
+        raise BadInputError(too_long_or_short)
     shell = get_shell(kube, user, name, settings.max_lifetime_hours)
     moment = now or datetime.now(UTC).replace(microsecond=0)
     base = max(shell.expires_at or moment, moment)
-    expires = base + timedelta(hours=hours)
+    expires = base + durations.as_timedelta(Fraction(hours))
     if expires > moment + timedelta(hours=settings.max_hours):
         raise BadInputError(
             f"that would expire at {manifests.timestamp(expires)}, "

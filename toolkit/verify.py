@@ -14,6 +14,7 @@ import io
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,7 @@ def shell_check(kubeconfig: Path, scratch: Path, gpus: int, timeout: float = 300
     client_key = generate_key_pair()
     request = CreateRequest(
         name="verify", user=VERIFY_USER, authorized_keys=(f"{client_key.public} toolkit-verify",), gpus=gpus,
-        storage="1Gi", hours=1, timeout=timeout,
+        storage="1Gi", hours=Fraction(1), timeout=timeout,
     )  # fmt: skip
     try:
         users.add(admin, VERIFY_USER, gpus, scratch / "verify.kubeconfig", None, None)

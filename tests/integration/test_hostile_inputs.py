@@ -90,12 +90,16 @@ SHELL_CASES = [
     *(
         case(f"create train --ssh-key {{pub}} --hours {hours}", message)
         for hours, message in (
-            ("0", "--hours must be between 1 and 168"),
-            ("169", "--hours must be between 1 and 168"),
-            ("-3", "--hours must be between 1 and 168"),
-            ("1.5", "Invalid value for '--hours'"),
-            (LONG, "--hours must be between 1 and 168"),
-            ("abc", "Invalid value for '--hours'"),
+            ("0", "--hours/--for must be between 5 minutes and 168 hours"),
+            ("169", "--hours/--for must be between 5 minutes and 168 hours"),
+            ("-3", "--hours '-3' is not a number of hours"),
+            (
+                "0.01",
+                "--hours/--for must be between 5 minutes and 168 hours (this cluster's maximum), not 0m",
+            ),
+            (LONG, "--hours/--for must be between 5 minutes and 168 hours"),
+            ("abc", "--hours 'abc' is not a number of hours"),
+            ("1e3", "--hours '1e3' is not a number of hours"),
         )
     ),
     case("create train --ssh-key {pub} --expose bogus", "Invalid value for '--expose'"),
@@ -138,9 +142,14 @@ SHELL_CASES = [
         )
     ),
     case("extend ghost --hours 2", "alice has no shell named 'ghost'"),
-    case("extend ghost --hours 0", "--hours must be between 1 and 168"),
-    case(f"extend ghost --hours {LONG}", "--hours must be between 1 and 168"),
-    case("extend ghost --hours x", "Invalid value for '--hours'"),
+    case("extend ghost --hours 0", "--hours/--for must be between 5 minutes and 168 hours"),
+    case(f"extend ghost --hours {LONG}", "--hours/--for must be between 5 minutes and 168 hours"),
+    case("extend ghost --hours x", "--hours 'x' is not a number of hours"),
+    case(
+        "extend ghost --for 99999999999999999999999999999999d",
+        "--hours/--for must be between 5 minutes and 168 hours",
+    ),
+    case("extend ghost --for 1h1h", "--for '1h1h' is not a duration"),
     case("show Ghost", "shell name 'Ghost' is invalid"),
     *(
         case(f"list --user {name}", f"user name {name!r} is invalid")

@@ -63,8 +63,15 @@ CASES = [
     (["create", "train", "--pub", "--gpus", "0"], "--gpus 0: this cluster's shells need a GPU"),
     (["create", "train", "--pub", "--gpus", "9"], "--gpus 9 is more than any node has"),
     (["create", "train", "--pub", "--gpus", "3"], "--gpus 3 is more than alice's quota allows: 2 GPUs"),
-    (["create", "train", "--pub", "--hours", "0"], "--hours must be between 1 and 168"),
-    (["create", "train", "--pub", "--hours", "500"], "--hours must be between 1 and 168"),
+    (["create", "train", "--pub", "--hours", "0"], "--hours/--for must be between 5 minutes and 168 hours"),
+    (["create", "train", "--pub", "--hours", "500"], "--hours/--for must be between 5 minutes and 168 hours"),
+    (
+        ["create", "train", "--pub", "--for", "4m"],
+        "--hours/--for must be between 5 minutes and 168 hours (this cluster's maximum), not 4m",
+    ),
+    (["create", "train", "--pub", "--for", "2x"], "--for '2x' is not a duration (examples: 30m, 2h30m, 1d)"),
+    (["create", "train", "--pub", "--hours", "1", "--for", "1h"], "give --hours or --for, not both"),
+    (["extend", "ghost"], "how much longer? give --hours H or --for DURATION"),
     (["create", "train", "--pub", "--storage-class", "nope"], "StorageClass 'nope' does not exist"),
     (["create", "train", "--pub", "--node-selector", "gpu"], "--node-selector 'gpu' is not KEY=VALUE"),
     (["delete", "ghost", "--yes"], "alice has no shell named 'ghost'"),
@@ -73,8 +80,8 @@ CASES = [
     (["create", "train", "--pub", "--gpus", "abc"], "toolkit shell create: Invalid value for '--gpus'"),
     (["create", "train", "--pub", "--expose", "bogus"], "Invalid value for '--expose'"),
     (["create", "train", "--pub", "--frobnicate"], "No such option: --frobnicate"),
-    (["extend", "ghost", "--hours", "1.5"], "Invalid value for '--hours'"),
-    (["extend", "train", "--hours", "1" + "0" * 30], "--hours must be between 1 and 168"),
+    (["extend", "ghost", "--hours", "1.5h"], "--hours '1.5h' is not a number of hours (examples: 8, 1.5)"),
+    (["extend", "train", "--hours", "1" + "0" * 30], "--hours/--for must be between 5 minutes and 168 hours"),
     (["create", "train", "--pub", "--shm", "900Ti"], "--shm 900Ti is more than the shell's memory"),
     (["create", "train", "--pub", "--cpu", "1000000000"], "--cpu 1000000000 / --memory 256Gi is more than"),
     (["frobnicate"], "toolkit shell: No such command 'frobnicate'"),
@@ -165,11 +172,15 @@ def test_the_flow_through_the_cli(
     })  # fmt: skip
     user = ["--kubeconfig", str(alice)]
     steps = [
-        (["shell", "create", "train", "--ssh-key", f"{keys}.pub", *user], "shell train is ready"),
-        (["shell", "list", *user], "train"),
+        (
+            ["shell", "create", "train", "--ssh-key", f"{keys}.pub", "--hours", "1.5", *user],
+            "shell train is ready",
+        ),
+        (["shell", "list", *user], "in 1h 30m"),  # a fresh shell's time left is not rounded down
         (["shell", "pause", "train", *user], "shell train is paused"),
         (["shell", "resume", "train", *user], "shell train is ready"),
-        (["shell", "extend", "train", "--hours", "5", *user], "now expires"),
+        (["shell", "extend", "train", "--for", "2h30m", *user], "now expires"),
+        (["shell", "list", *user], "in 4h"),
         (["shell", "avail", *user], "15 GPUs free (as the cluster counted them at 2026-12-02T10:00:00Z)"),
         (
             ["shell", "reap", "-A", "--dry-run", "--kubeconfig", str(admin_kubeconfig)],
@@ -238,3 +249,19 @@ def test_end_of_input_at_a_question_changes_nothing_and_says_so(
     assert result.stderr.splitlines()[-1] == "error: interrupted; nothing was changed"
     assert "Traceback" not in result.stderr and "Aborted" not in result.stderr
     assert objects(fake_cluster) == before
+
+
+def test_connect_refuses_a_paused_shell_with_no_resume_and_leaves_it_paused(
+    alice: Path, keys: Path, tmp_path: Path
+) -> None:
+    env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")}
+    user = ["--kubeconfig", str(alice)]
+    assert toolkit("shell", "create", "train", "--ssh-key", f"{keys}.pub", *user, env=env).returncode == 0
+    assert toolkit("shell", "pause", "train", *user, env=env).returncode == 0
+    refused = toolkit("shell", "connect", "train", "--no-resume", *user, env=env)
+    assert refused.returncode == 4 and refused.stderr.count("\n") == 1, refused.stderr
+    assert (
+        "shell train is paused: toolkit shell resume train, or connect without --no-resume" in refused.stderr
+    )
+    listed = toolkit("shell", "list", "--output", "json", *user, env=env)
+    assert json.loads(listed.stdout)[0]["status"] == "paused"

@@ -171,8 +171,14 @@ def test_create_login_pause_resume_delete_on_a_real_container(
 
     assert toolkit("shell", "pause", "train", *user, env=env).returncode == 0
     assert ssh(config, alias, "true").returncode != 0  # the container is gone
-    resumed = toolkit("shell", "resume", "train", "--timeout", "120", *user, env=env)
+    # `connect` on a paused shell resumes it, with its progress on stderr, then logs in.
+    resumed = toolkit(
+        "shell", "connect", "train", "--timeout", "120", *user, env=env, stdin="cat ~/note.txt\n"
+    )
     assert resumed.returncode == 0, resumed.stderr
+    assert "shell train: resuming" in resumed.stderr and "kept" in resumed.stdout, (
+        resumed.stdout + resumed.stderr
+    )
     again = ssh(config, alias, "cat ~/note.txt")  # a new container: same pinned host key, same home
     assert again.returncode == 0 and again.stdout == "kept\n", again.stderr
 

@@ -54,7 +54,7 @@ def test_every_reason_for_a_refusal_is_given_at_once() -> None:
         plan_create(request(gpus=4, hours=500), facts, NOW)
     reasons = str(refused.value).split("; ")
     assert reasons == [
-        "--hours must be between 1 and 168 (this cluster's maximum), not 500",
+        "--hours/--for must be between 5 minutes and 168 hours (this cluster's maximum), not 500h",
         "--gpus 4 is more than alice's quota allows: 4 GPUs, 1 in use by other shells",
         "StorageClass 'shared-wekafs' does not exist on this cluster",
         "alice already has a shell named 'train': pick another name or delete it",

@@ -225,8 +225,14 @@ def test_a_slow_start_shows_each_phase(alice: kube.Kube, fake_cluster: FakeApiSe
         ({"gpus": 0}, "--gpus 0: this cluster's shells need a GPU"),
         ({"gpus": 9}, "--gpus 9 is more than any node has (the largest, gpu-1, has 8)"),
         ({"gpus": 5}, "--gpus 5 is more than alice's quota allows: 4 GPUs, 0 in use"),
-        ({"hours": 0}, "--hours must be between 1 and 168"),
-        ({"hours": 169}, "--hours must be between 1 and 168"),
+        (
+            {"hours": 0},
+            "--hours/--for must be between 5 minutes and 168 hours (this cluster's maximum), not 0m",
+        ),
+        (
+            {"hours": 169},
+            "--hours/--for must be between 5 minutes and 168 hours (this cluster's maximum), not 169h",
+        ),
         ({"storage_class": "fast-nvme"}, "StorageClass 'fast-nvme' does not exist"),
         (
             {"node_selector": {"nvidia.com/gpu.product": "A100"}},

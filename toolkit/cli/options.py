@@ -3,12 +3,14 @@ playbook commands, and the connection options of the Kubernetes commands."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from toolkit.cli import Output
+from toolkit.errors import BadInputError
 
 InventoryOption = Annotated[
     Path,
@@ -53,3 +55,22 @@ GithubUrlOption = Annotated[
     ),
 ]
 OutputOption = Annotated[Output, typer.Option(help="table, or json for scripts.")]
+HoursOption = Annotated[
+    str | None,
+    typer.Option("--hours", help="How long, in hours (fractions too: 1.5).", show_default=False),
+]
+ForOption = Annotated[
+    str | None,
+    typer.Option("--for", help="How long, with units: 30m, 2h30m, 1d.", show_default=False),
+]
+
+
+def lifetime(hours: str | None, duration: str | None) -> Fraction | None:
+    """--hours or --for, as hours; None when neither is given. Both is bad input."""
+    from toolkit import durations
+
+    if hours is not None and duration is not None:
+        raise BadInputError("give --hours or --for, not both")
+    if hours is not None:
+        return durations.hours(hours)
+    return durations.duration(duration, "--for") if duration is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,6 +23,17 @@ def age(moment: datetime, now: datetime) -> str:
     return f"{seconds}s"
 
 
+def remaining(seconds: float) -> str:
+    """Time left in its two largest units, rounded up to the minute, so that a fresh 8-hour shell
+    reads 8h, not 7h: 2d 3h, 7h 30m, 45m."""
+    minutes = math.ceil(seconds / 60)
+    days, rest = divmod(minutes, 1440)
+    hours, minutes = divmod(rest, 60)
+    units = [(days, "d"), (hours, "h"), (minutes, "m")]
+    first = next(index for index, (amount, _) in enumerate(units) if amount or index == 2)
+    return " ".join(f"{amount}{unit}" for amount, unit in units[first : first + 2] if amount)
+
+
 def expiry(shell: Shell, now: datetime) -> str:
     """When the shell expires, in yellow under an hour, red once past."""
     if shell.expires_at is None:
@@ -29,7 +41,7 @@ def expiry(shell: Shell, now: datetime) -> str:
     left = (shell.expires_at - now).total_seconds()
     if left <= 0:
         return "[bold red]expired[/]"
-    text = f"in {age(now, shell.expires_at)}"
+    text = f"in {remaining(left)}"
     return f"[yellow]{text}[/]" if left < 3600 else text
 
 

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli import Output, command_group, present
-from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption, OutputOption, UserOption
+from toolkit.cli.options import (
+    ContextOption,
+    ForOption,
+    GithubUrlOption,
+    HoursOption,
+    KubeconfigOption,
+    OutputOption,
+    UserOption,
+    lifetime,
+)
 from toolkit.errors import EXIT_TASK_FAILED, BadInputError, MissingToolError, ToolkitError
 from toolkit.tenancy import user_from_context
 
@@ -92,9 +101,8 @@ def create(
             "(plain HTTP on a node port where the site opted for it).",
         ),
     ] = False,
-    hours: Annotated[
-        int | None, typer.Option(help="Hours until the shell expires.", show_default="the cluster's")
-    ] = None,
+    hours: HoursOption = None,
+    for_: ForOption = None,
     storage: Annotated[str, typer.Option(help="Size of the persistent home volume.")] = "100Gi",
     storage_class: Annotated[
         str | None, typer.Option(help="StorageClass of the home.", show_default="the cluster's")
@@ -148,7 +156,7 @@ def create(
         image=image,
         node_selector=selector,
         web=web,
-        hours=hours,
+        hours=lifetime(hours, for_),
         storage=storage,
         storage_class=storage_class,
         expose={"nodeport": "NodePort", "loadbalancer": "LoadBalancer"}[expose.value] if expose else None,
@@ -261,17 +269,33 @@ def logs(
 def connect(
     name: NameArgument,
     *,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Refuse a paused shell instead of resuming it first.")
+    ] = False,
+    timeout: TimeoutOption = 300,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
     user: UserOption = None,
 ) -> None:
-    """Open an SSH session to the shell with the toolkit's ssh config (strict host keys)."""
+    """Open an SSH session to the shell with the toolkit's ssh config (strict host keys).
+
+    A paused shell that has not expired is resumed first, with its progress on stderr.
+    """
+    from rich.console import Console
+
     from toolkit import shells, sshconfig
 
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.get_shell(connection, who, name)
     if shell.status == "paused":
-        raise ToolkitError(f"shell {name} is paused: toolkit shell resume {name}")
+        if no_resume:
+            raise ToolkitError(
+                f"shell {name} is paused: toolkit shell resume {name}, or connect without --no-resume"
+            )
+        # Progress goes to stderr: stdout is the session's.
+        with present.phases(Console(stderr=True, highlight=False), f"shell {name}") as report:
+            report("resuming")
+            shell = shells.resume(connection, who, name, report, timeout)
     if not shell.host_key:
         # Its owner wrote a host key that was refused: none of it reaches known_hosts.
         why = "; ".join(shell.problems) or "no host key is recorded: delete it and create it again"
@@ -352,16 +376,20 @@ def resume(
 def extend(
     name: NameArgument,
     *,
-    hours: Annotated[int, typer.Option(help="Hours to add to the expiry.", show_default=False)],
+    hours: HoursOption = None,
+    for_: ForOption = None,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
     user: UserOption = None,
 ) -> None:
-    """Push the shell's expiry later (within the cluster's maximum)."""
+    """Push the shell's expiry later by --hours (1.5) or --for (2h30m), within the cluster's maximum."""
     from toolkit import shells
 
+    more = lifetime(hours, for_)
+    if more is None:
+        raise BadInputError("how much longer? give --hours H or --for DURATION (e.g. --for 2h30m)")
     connection, who = _connect(kubeconfig, context, user)
-    shell = shells.extend(connection, who, name, hours)
+    shell = shells.extend(connection, who, name, more)
     assert shell.expires_at is not None
     _console().print(f"shell {name} now expires {shell.expires_at:%Y-%m-%d %H:%M} UTC")
 
