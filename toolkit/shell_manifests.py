@@ -29,7 +29,7 @@ HOST_KEY = "toolkit.dev/ssh-host-key"
 ENDPOINT = "toolkit.dev/ssh-endpoint"
 WEB_ENDPOINT = "toolkit.dev/web-endpoint"
 GPUS = "toolkit.dev/gpus"
-KEYS_REVISION = "toolkit.dev/keys-revision"
+EXPIRES_AT_KEY = "expires-at"  # the Secret's copy of the expiry, which the running shell reads
 REAPED_AT = "toolkit.dev/reaped-at"  # when the reaper paused the shell, expired; only operators write it
 SSH_PORT = 22
 WEB_PORT = 7681
@@ -121,6 +121,8 @@ def secret(spec: ShellSpec) -> Manifest:
             "authorized_keys": "".join(f"{key}\n" for key in spec.authorized_keys),
             "ssh_host_ed25519_key": spec.host_key.private_openssh,
             "ttyd-credential": f"{spec.user}:{spec.ttyd_password}",
+            # What the shell shows and warns about; extend updates it (the image's shell-agent.py).
+            EXPIRES_AT_KEY: timestamp(spec.expires_at),
         },
     }
 
@@ -159,6 +161,7 @@ def _resources(spec: ShellSpec) -> Manifest:
 def statefulset(spec: ShellSpec) -> Manifest:
     env = [
         {"name": "SHELL_USER", "value": spec.user},
+        {"name": "SHELL_NAME", "value": spec.name},
         {"name": "SHELL_UID", "value": str(SHELL_UID)},
         {"name": "SHELL_GID", "value": str(SHELL_UID)},
         {"name": "SHELL_WEB", "value": "true" if spec.web else "false"},

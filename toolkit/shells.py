@@ -284,23 +284,23 @@ def extend(kube: Kube, user: str, name: str, hours: Fraction, now: datetime | No
             f"{settings.max_lifetime_hours}-hour lifetime ({manifests.timestamp(end_of_life)}, "
             "this cluster's maximum): create a new shell of the name to keep its home"
         )
+    stamp = manifests.timestamp(expires)
+    namespace = namespace_of(user)
     kube.merge_patch(
-        "StatefulSet",
-        name,
-        namespace_of(user),
-        {"metadata": {"annotations": {manifests.EXPIRES_AT: manifests.timestamp(expires)}}},
+        "StatefulSet", name, namespace, {"metadata": {"annotations": {manifests.EXPIRES_AT: stamp}}}
     )
+    # The running shell reads its Secret's copy (mounted, updated in place): no restart.
+    secret = {"data": {manifests.EXPIRES_AT_KEY: base64.b64encode(stamp.encode()).decode()}}
+    kube.merge_patch("Secret", manifests.secret_name(name), namespace, secret)
     return get_shell(kube, user, name)
 
 
-def add_keys(kube: Kube, user: str, name: str, keys: list[str]) -> int:
-    """Add collaborators' keys; the shell restarts to load them (its home is kept). How many were new."""
+def _authorized_keys(kube: Kube, user: str, name: str) -> list[str]:
+    """The shell's authorized_keys lines, from its Secret: the user's to write, so read as input."""
     get_shell(kube, user, name)
-    namespace = namespace_of(user)
-    current = kube.get("Secret", manifests.secret_name(name), namespace)
+    current = kube.get("Secret", manifests.secret_name(name), namespace_of(user))
     if current is None:
         raise ToolkitError(f"shell {name} has no Secret {manifests.secret_name(name)}: recreate the shell")
-    # The Secret is the user's to write: what it holds is read as input, never trusted to parse.
     try:
         existing = base64.b64decode((current.get("data") or {})["authorized_keys"], validate=True).decode()
     except (KeyError, TypeError, ValueError, UnicodeDecodeError):
@@ -308,26 +308,43 @@ def add_keys(kube: Kube, user: str, name: str, keys: list[str]) -> int:
             f"shell {name}'s Secret {manifests.secret_name(name)} holds no readable authorized_keys: "
             "recreate the shell"
         ) from None
-    lines = existing.splitlines()
-    known = {fields[1] for fields in map(str.split, lines) if len(fields) >= 2}
-    new = [key for key in keys if key.split()[1] not in known]
-    if not new:
-        return 0
-    text = "".join(f"{line}\n" for line in [*lines, *new] if line.strip())
-    kube.merge_patch(
-        "Secret",
-        manifests.secret_name(name),
-        namespace,
-        {"data": {"authorized_keys": base64.b64encode(text.encode()).decode()}},
-    )
-    revision = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    kube.merge_patch(
-        "StatefulSet",
-        name,
-        namespace,
-        {"spec": {"template": {"metadata": {"annotations": {manifests.KEYS_REVISION: revision}}}}},
-    )
+    return [line for line in existing.splitlines() if line.strip()]
+
+
+def _write_authorized_keys(kube: Kube, user: str, name: str, lines: list[str]) -> None:
+    """The running shell takes the new keys for new logins within a minute (the image's
+    shell-agent.py reads its Secret as the kubelet updates it): no restart, sessions go on."""
+    text = "".join(f"{line}\n" for line in lines)
+    data = {"authorized_keys": base64.b64encode(text.encode()).decode()}
+    kube.merge_patch("Secret", manifests.secret_name(name), namespace_of(user), {"data": data})
+
+
+def _blob(line: str) -> str:
+    fields = line.split()
+    return fields[1] if len(fields) >= 2 else line
+
+
+def add_keys(kube: Kube, user: str, name: str, keys: list[str]) -> int:
+    """Let collaborators in, without a restart. How many keys were new."""
+    lines = _authorized_keys(kube, user, name)
+    known = {_blob(line) for line in lines}
+    new = [key for key in keys if _blob(key) not in known]
+    if new:
+        _write_authorized_keys(kube, user, name, [*lines, *new])
     return len(new)
+
+
+def remove_keys(kube: Kube, user: str, name: str, keys: list[str]) -> int:
+    """Stop `keys` logging in (sessions already open go on), without a restart; never the last
+    key. How many were removed."""
+    lines = _authorized_keys(kube, user, name)
+    doomed = {_blob(key) for key in keys}
+    kept = [line for line in lines if _blob(line) not in doomed]
+    if not kept:
+        raise BadInputError(f"that would leave shell {name} with no key: add another key first")
+    if len(kept) < len(lines):
+        _write_authorized_keys(kube, user, name, kept)
+    return len(lines) - len(kept)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@
 #   SHELL_WEB          true serves the web terminal on SHELL_TTYD_PORT (7681): web-gate.py checks
 #                      the credential and passes sessions to ttyd, on a socket only root reaches
 #   SHELL_TLS_CERT, SHELL_TLS_KEY  serve the web terminal over HTTPS with these files
-#   SHELL_EXPIRES_AT   shown in the login message
+#   SHELL_EXPIRES_AT   shown in the login message until the Secret's expires-at says otherwise
+#   SHELL_NAME         the shell's name, for the expiry warnings
+#   SHELL_AGENT_INTERVAL  seconds between shell-agent.py's rounds (keys, banner, warnings): 10
 # The user's home, /home/$SHELL_USER, is the persistent workspace volume.
 set -euo pipefail
 
@@ -38,8 +40,8 @@ mkdir -p "$home"
 [[ -e "$home/.bashrc" ]] || { cp -rT /etc/skel "$home"; chown -R "$uid:$gid" "$home"; }
 
 # Keys come from the Secret; root owns the copies, so a session cannot change who may log in.
+# shell-agent.py installs them, and again whenever the Secret changes.
 [[ -s "$secrets/authorized_keys" ]] || fail "no authorized_keys in $secrets"
-install -o root -g root -m 0644 "$secrets/authorized_keys" "/etc/ssh/authorized_keys/$user"
 host_keys=("$secrets"/ssh_host_*_key)
 if [[ -e "${host_keys[0]}" ]]; then
   for key in "${host_keys[@]}"; do install -o root -g root -m 0600 "$key" "/etc/ssh/$(basename "$key")"; done
@@ -75,15 +77,19 @@ else
   rm -f "/etc/sudoers.d/${user}"
 fi
 
+# The login banner's head; shell-agent.py adds the expiry, and keeps it current.
+install -d -o root -g root -m 0755 /run/shell
 {
   echo "GPU shell of ${user}."
   if command -v nvidia-smi >/dev/null && gpus="$(nvidia-smi -L 2>/dev/null)"; then echo "$gpus"; else echo "No GPU visible."; fi
-  if [[ -n "${SHELL_EXPIRES_AT:-}" ]]; then echo "This shell expires at ${SHELL_EXPIRES_AT}."; fi
-  echo "Your files in ${home} are kept when the shell is paused or restarted."
-} > /etc/motd
+} > /run/shell/motd-head
+agent=(python3 /usr/local/lib/shell/shell-agent.py "$user" "$secrets" /run/shell/motd-head)
+"${agent[@]}" --once
 
 /usr/sbin/sshd -D -e &
 pids=($!)
+"${agent[@]}" &
+pids+=($!)
 
 if [[ "${SHELL_WEB:-false}" == true ]]; then
   [[ -s "$secrets/ttyd-credential" ]] || fail "SHELL_WEB is true but $secrets/ttyd-credential is missing"

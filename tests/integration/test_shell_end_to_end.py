@@ -22,7 +22,8 @@ import re
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -119,11 +120,24 @@ def cluster(tmp_path: Path, shell_image: str) -> Iterator[tuple[FakeApiServer, P
         server.stop()
 
 
-def ssh(config: str, alias: str, command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def ssh(
+    config: str, alias: str, command: str, stdin: str | None = None, options: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ssh", "-F", config, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", alias, command],
+        ["ssh", "-F", config, "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", *(options or []),
+         alias, command],
         input=stdin, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30) -> bool:
+    """The shell's agent looks at its Secret every 10 seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return check()
 
 
 def test_create_login_pause_resume_delete_on_a_real_container(
@@ -163,6 +177,39 @@ def test_create_login_pause_resume_delete_on_a_real_container(
         other_ca, _, _ = site_certificate(tmp_path / "another-site")
         with pytest.raises(ssl.SSLCertVerificationError):
             https_status(url, ingress.port, other_ca)
+
+    # extend and add-key reach the running shell through its Secret: same container, sessions go on.
+    container = "standin-kubelet-user-alice-train-0"
+
+    def started() -> str:
+        return subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.StartedAt}}", container],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+    before = started()
+    session = subprocess.Popen(
+        ["ssh", "-F", config, "-o", "BatchMode=yes", alias, "sleep 600"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        extended = toolkit("shell", "extend", "train", "--for", "2h", *user, env=env)
+        assert extended.returncode == 0, extended.stderr
+        new_expiry = re.search(r"now expires (\S+ \S+) UTC", extended.stdout)
+        assert new_expiry, extended.stdout
+        wanted = "This shell expires at " + new_expiry.group(1).replace(" ", "T")
+        assert eventually(lambda: wanted in ssh(config, alias, "cat /etc/motd").stdout), wanted
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "bob")], check=True
+        )
+        added = toolkit("shell", "add-key", "train", "--ssh-key", f"{tmp_path}/bob.pub", *user, env=env)
+        assert added.returncode == 0 and "within a minute" in added.stdout, added.stderr
+        as_bob = ["-o", f"IdentityFile={tmp_path}/bob", "-o", "IdentitiesOnly=yes"]
+        assert eventually(lambda: ssh(config, alias, "true", options=as_bob).returncode == 0)
+        assert session.poll() is None and "sleep 600" in ssh(config, alias, "ps -eo args").stdout
+        assert started() == before
+    finally:
+        session.kill()
 
     # `shell connect` runs ssh through the same config; with no terminal it reads commands from stdin.
     connected = toolkit("shell", "connect", "train", *user, env=env, stdin="cat ~/note.txt\n")

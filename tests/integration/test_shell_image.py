@@ -11,7 +11,8 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paramiko
@@ -82,6 +83,10 @@ class Shell:
             "SHELL_SUDO=false",
             "--env",
             "SHELL_EXPIRES_AT=2026-11-24T18:00:00Z",
+            "--env",
+            "SHELL_NAME=train",
+            "--env",
+            "SHELL_AGENT_INTERVAL=0.5",
             "--volume",
             f"{self.secret}:/etc/shell/secret:ro",
             "--volume",
@@ -219,6 +224,81 @@ def test_the_user_cannot_reach_ttyd_past_the_gate(shell: Shell) -> None:
     assert reached.returncode != 0 and "PermissionError" in reached.stderr, reached.stderr
     forged = requests.get(f"http://127.0.0.1:{shell.web_port}/", headers={"X-WebAuth-User": USER}, timeout=5)
     assert forged.status_code == 401
+
+
+def write_secret(shell: Shell, key: str, text: str) -> None:
+    """As the kubelet updates a mounted Secret: the new file replaces the old one at once."""
+    staged = shell.secret / f"..{key}.new"
+    staged.write_text(text)
+    staged.replace(shell.secret / key)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.25)
+    return check()
+
+
+def started_at(shell: Shell) -> str:
+    return podman("inspect", "--format", "{{.State.StartedAt}}", shell.name).stdout.strip()
+
+
+def test_a_new_expiry_reaches_the_login_banner_without_a_restart(shell: Shell) -> None:
+    before = started_at(shell)
+    write_secret(shell, "expires-at", "2026-11-25T09:30:00Z")
+    try:
+        assert eventually(lambda: "This shell expires at 2026-11-25T09:30:00Z." in shell.run("cat /etc/motd"))
+        assert started_at(shell) == before
+    finally:
+        (shell.secret / "expires-at").unlink()
+    assert eventually(lambda: "2026-11-24T18:00:00Z" in shell.run("cat /etc/motd"))  # SHELL_EXPIRES_AT again
+
+
+def test_open_sessions_are_warned_before_the_shell_is_paused(shell: Shell) -> None:
+    client = shell.connect(shell.user_key)
+    channel = client.invoke_shell()
+    try:
+        soon = (datetime.now(UTC) + timedelta(minutes=14, seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        write_secret(shell, "expires-at", soon)
+        seen = b""
+        deadline = time.monotonic() + 15
+        while b"will be paused" not in seen and time.monotonic() < deadline:
+            if channel.recv_ready():
+                seen += channel.recv(4096)
+            time.sleep(0.1)
+        text = seen.decode(errors="replace")
+        assert f"this shell will be paused at {soon[11:16]} UTC, in 14 minute(s)" in text, text
+        assert "toolkit shell extend train --hours H" in text
+    finally:
+        client.close()
+        (shell.secret / "expires-at").unlink()
+
+
+def test_a_new_key_logs_in_without_a_restart_and_open_sessions_go_on(shell: Shell, tmp_path: Path) -> None:
+    before, keys = started_at(shell), (shell.secret / "authorized_keys").read_text()
+    client = shell.connect(shell.user_key)
+    try:
+        client.exec_command("sleep 600")
+        collaborator = keygen(tmp_path / "bob", "bob@laptop")
+        write_secret(shell, "authorized_keys", keys + collaborator)
+
+        def bob_gets_in() -> bool:
+            try:
+                shell.connect(tmp_path / "bob").close()
+            except paramiko.AuthenticationException:
+                return False
+            return True
+
+        assert eventually(bob_gets_in)
+        assert "sleep 600" in shell.run("ps -eo args")  # the session started before the change
+        assert started_at(shell) == before
+    finally:
+        client.close()
+        write_secret(shell, "authorized_keys", keys)
+    assert eventually(lambda: not bob_gets_in())  # and removed again, the same way
 
 
 def test_restart_keeps_host_key_and_workspace(shell: Shell) -> None:

@@ -1609,8 +1609,11 @@ class FakeApiServer:
             owned = self._owned_pods(namespace)
             for sts in self._scan("StatefulSet", namespace):
                 self._reconcile_statefulset(sts, owned.get(sts["metadata"]["uid"], []))
+            secrets_by_name = {s["metadata"]["name"]: s for s in self._scan("Secret", namespace)}
             for pod in self.list("Pod", namespace):
                 self._run_pod(pod)
+                if self.kubelet is not None:
+                    self.kubelet.refresh(pod, secrets_by_name)
                 if (
                     self.objects.get(("pods", namespace, pod["metadata"]["name"]), {})
                     .get("status", {})

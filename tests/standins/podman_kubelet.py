@@ -10,8 +10,10 @@ What it does, per pod:
 - the container's image, command, args and env;
 - its securityContext: `capabilities.drop`/`add`, `allowPrivilegeEscalation: false` as
   no-new-privileges, `privileged`;
-- volumes: a Secret's keys as files (defaultMode honoured), a PVC as a directory kept per claim
-  (so data outlives pods), an emptyDir;
+- volumes: a Secret's keys as files (defaultMode honoured), rewritten in place when the Secret
+  changes, as the kubelet's atomic writer does (it does so within its sync period, about a
+  minute; this does it at once), a PVC as a directory kept per claim (so data outlives pods),
+  an emptyDir;
 - ports: each port of a Service whose selector matches the pod is published on 127.0.0.1 at the
   Service's nodePort, as kube-proxy would forward it; a ClusterIP Service's port, which only the
   cluster reaches, on a free loopback port that `cluster_port` tells the cluster's stand-ins
@@ -25,6 +27,7 @@ more than one container, restarts after a crash, liveness probes, or logs throug
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import subprocess
 import tempfile
@@ -162,15 +165,31 @@ class PodmanKubelet:
         ]
         return args + list(container.get("command", [])[1:]) + list(container.get("args") or [])
 
+    def refresh(self, pod: Obj, secrets: dict[str, Obj]) -> None:
+        """Bring a started pod's Secret volumes up to date with their Secrets."""
+        with self._lock:
+            if pod["metadata"]["uid"] not in self._started:
+                return
+        for volume in pod["spec"].get("volumes") or []:
+            if "secret" in volume and volume["secret"]["secretName"] in secrets:
+                self._write_secret(pod, volume, secrets[volume["secret"]["secretName"]])
+
+    def _write_secret(self, pod: Obj, volume: Obj, secret: Obj) -> Path:
+        target = self.root / "secrets" / pod["metadata"]["uid"] / volume["name"]
+        target.mkdir(parents=True, exist_ok=True)
+        for key, value in (secret.get("data") or {}).items():
+            content = base64.b64decode(value)
+            if (target / key).exists() and (target / key).read_bytes() == content:
+                continue
+            staged = target / f"..{key}.new"
+            staged.write_bytes(content)
+            staged.chmod(volume["secret"].get("defaultMode", 0o644))
+            os.replace(staged, target / key)
+        return target
+
     def _volume_dir(self, pod: Obj, volume: Obj, secrets: dict[str, Obj], claims: dict[str, Obj]) -> Path:
         if "secret" in volume:
-            secret = secrets[volume["secret"]["secretName"]]
-            target = self.root / "secrets" / pod["metadata"]["uid"] / volume["name"]
-            target.mkdir(parents=True, exist_ok=True)
-            for key, value in (secret.get("data") or {}).items():
-                (target / key).write_bytes(base64.b64decode(value))
-                (target / key).chmod(volume["secret"].get("defaultMode", 0o644))
-            return target
+            return self._write_secret(pod, volume, secrets[volume["secret"]["secretName"]])
         if "persistentVolumeClaim" in volume:
             claim = claims[volume["persistentVolumeClaim"]["claimName"]]
             target = self.root / "volumes" / claim["metadata"]["uid"]

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -140,17 +141,30 @@ def test_a_shell_recreated_after_delete_gets_its_kept_home_back(
     assert fake_cluster.get("PersistentVolumeClaim", "train-home", "user-alice") is None
 
 
-def test_adding_a_collaborators_key_restarts_the_shell_with_both_keys(alice: kube.Kube) -> None:
+def test_keys_and_the_expiry_reach_the_shells_secret_and_the_pod_is_not_restarted(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
     create(alice, request(), lambda _: None)
+    pod_uid = fake_cluster.get("Pod", "train-0", "user-alice")["metadata"]["uid"]  # type: ignore[index]
+
+    def secret_text(key: str) -> str:
+        secret = alice.get("Secret", "train-ssh", "user-alice")
+        assert secret is not None
+        return base64.b64decode(secret["data"][key]).decode()
+
     other = KEY.replace("AAAAIHeQ", "AAAAIHeR").replace("alice@laptop", "bob@laptop")
     assert shells.add_keys(alice, "alice", "train", [other]) == 1
-    secret = alice.get("Secret", "train-ssh", "user-alice")
-    assert secret is not None
-    assert base64.b64decode(secret["data"]["authorized_keys"]).decode().splitlines() == [KEY, other]
-    sts = alice.get("StatefulSet", "train", "user-alice")
-    assert (
-        sts is not None and "toolkit.dev/keys-revision" in sts["spec"]["template"]["metadata"]["annotations"]
-    )
+    assert shells.add_keys(alice, "alice", "train", [other]) == 0
+    assert secret_text("authorized_keys").splitlines() == [KEY, other]
+    assert shells.remove_keys(alice, "alice", "train", [KEY]) == 1
+    assert secret_text("authorized_keys").splitlines() == [other]
+    with pytest.raises(BadInputError, match="that would leave shell train with no key"):
+        shells.remove_keys(alice, "alice", "train", [other])
+    extended = shells.extend(alice, "alice", "train", Fraction(3, 2))
+    assert extended.expires_at is not None
+    assert secret_text("expires-at") == extended.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The running shell reads its Secret: its pod is the one it was.
+    assert fake_cluster.get("Pod", "train-0", "user-alice")["metadata"]["uid"] == pod_uid  # type: ignore[index]
 
 
 def test_reap_deletes_when_the_cluster_says_so_and_keeps_the_home(

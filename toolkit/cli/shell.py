@@ -405,16 +405,45 @@ def add_key(
     context: ContextOption = None,
     user: UserOption = None,
 ) -> None:
-    """Let a collaborator in: add their public keys. The shell restarts to load them; files are kept."""
+    """Let a collaborator in: add their public keys. New logins take them within a minute; the
+    shell does not restart, and running sessions go on."""
     from toolkit import shells, users
 
     connection, who = _connect(kubeconfig, context, user)
     keys = users.shell_keys(connection, who, list(ssh_key or []), list(github or []), github_url)
     added = shells.add_keys(connection, who, name, keys)
     if added:
-        _console().print(f"added {added} key(s) to shell {name}; it restarts to load them")
+        _console().print(f"added {added} key(s) to shell {name}; new logins take them within a minute")
     else:
         _console().print(f"shell {name} already has those keys")
+
+
+@app.command("remove-key")
+def remove_key(
+    name: NameArgument,
+    *,
+    ssh_key: SshKeyOption = None,
+    github: GithubOption = None,
+    github_url: GithubUrlOption = "https://github.com",
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    user: UserOption = None,
+) -> None:
+    """Stop public keys logging in (the last key stays). Within a minute, without a restart;
+    sessions already open go on."""
+    from toolkit import shells, sshkeys
+
+    if not ssh_key and not github:
+        raise BadInputError("which keys? give --ssh-key FILE or --github USER")
+    connection, who = _connect(kubeconfig, context, user)
+    keys = sshkeys.gather(list(ssh_key or []), list(github or []), github_url)
+    removed = shells.remove_keys(connection, who, name, keys)
+    if removed:
+        _console().print(
+            f"removed {removed} key(s) from shell {name}; new logins refuse them within a minute"
+        )
+    else:
+        _console().print(f"shell {name} has none of those keys")
 
 
 @app.command()
