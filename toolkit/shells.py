@@ -109,6 +109,17 @@ class Shell:
             reaped_at=_parse_time(annotations.get(manifests.REAPED_AT)),
         )
 
+    @property
+    def paused_why(self) -> str | None:
+        """Why a paused shell is paused: "expired" when the reaper stopped it at this expiry,
+        else "by hand"; None while it runs."""
+        if self.status != "paused":
+            return None
+        reaped = (
+            self.reaped_at is not None and self.expires_at is not None and self.reaped_at >= self.expires_at
+        )
+        return "expired" if reaped else "by hand"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -116,6 +127,7 @@ class Shell:
             "namespace": self.namespace,
             "gpus": self.gpus,
             "status": self.status,
+            "paused": self.paused_why,
             "created": manifests.timestamp(self.created),
             "expires": manifests.timestamp(self.expires_at) if self.expires_at else None,
             "endpoint": self.endpoint,

@@ -514,6 +514,7 @@ def test_a_reaped_shell_runs_again_only_once_its_expiry_is_extended(
     assert expired is not None
     [reaped] = shells.reap(admin, None, now=expired + timedelta(seconds=1))
     assert reaped.action == "paused" and shells.get_shell(alice, "alice", "train").status == "paused"
+    assert shells.get_shell(alice, "alice", "train").paused_why == "expired"
 
     def as_alice(*args: str) -> subprocess.CompletedProcess[str]:
         return kubectl("alice", *args, "-n", "user-alice")
@@ -594,7 +595,9 @@ def test_a_shell_its_owner_paused_is_recorded_expired_too_and_stays_stopped(
     admin, alice = kube.connect(kubeconfigs["admin"]), kube.connect(kubeconfigs["alice"])
     create(alice, CreateRequest(name="train", user="alice", authorized_keys=(KEY,)), lambda _: None)
     shells.pause(alice, "alice", "train")  # dodging the reaper's run
+    assert shells.get_shell(alice, "alice", "train").paused_why == "by hand"
     reap_at_expiry(admin, alice)
+    assert shells.get_shell(alice, "alice", "train").paused_why == "expired"
     assert shells.get_shell(admin, "alice", "train").reaped_at is not None
     restarted = kubectl("alice", "patch", "sts", "train", "-n", "user-alice", "--type=merge", "-p", RUN)
     assert restarted.returncode == 1 and "this shell expired" in restarted.stderr, restarted.stderr

@@ -178,6 +178,7 @@ def test_the_flow_through_the_cli(
         ),
         (["shell", "list", *user], "in 1h 30m"),  # a fresh shell's time left is not rounded down
         (["shell", "pause", "train", *user], "shell train is paused"),
+        (["shell", "list", *user], "paused (by hand)"),
         (["shell", "resume", "train", *user], "shell train is ready"),
         (["shell", "extend", "train", "--for", "2h30m", *user], "now expires"),
         (["shell", "list", *user], "in 4h"),

@@ -219,7 +219,7 @@ def list_(
             shell.name,
             shell.user,
             str(shell.gpus),
-            shell.status,
+            f"paused ({shell.paused_why})" if shell.paused_why else shell.status,
             present.age(shell.created, now),
             present.expiry(shell, now),
             shell.endpoint,
@@ -229,7 +229,7 @@ def list_(
     present.problems(console, found)
     for shell in found:
         if shell.expires_at and 0 < (shell.expires_at - now).total_seconds() < 3600:
-            left = present.age(now, shell.expires_at)
+            left = present.remaining((shell.expires_at - now).total_seconds())
             hint = f"toolkit shell extend {shell.name} --hours H"
             console.print(f"[yellow]warning:[/] {shell.name} expires in {left}: {hint}")
 
