@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,8 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MAX_HOSTS = 32
 SYSTEMD_BOOT_TIMEOUT_S = 60.0
 SSH_READY_TIMEOUT_S = 30.0
+# A lab host's cached facts: its name, after ansible-core's schema prefix (2.19 writes s1_).
+LAB_FACTS_FILE = re.compile(r"(s\d+_)?lab-[-a-z0-9]+")
 
 Report = Callable[[str], None]
 
@@ -377,8 +380,11 @@ def down(
     paths.hosts_file.unlink(missing_ok=True)
     shutil.rmtree(paths.state_dir, ignore_errors=True)
     # Cached facts of lab hosts would describe the removed containers to the next lab's first run.
-    for cached in (state_dir(project) / "facts").glob("lab-*"):
-        cached.unlink()
+    # ansible-core 2.19 names each host's file after a schema prefix: s1_lab-server-1.
+    facts = state_dir(project) / "facts"
+    for cached in facts.iterdir() if facts.is_dir() else []:
+        if LAB_FACTS_FILE.fullmatch(cached.name):
+            cached.unlink()
     if remove_image and image_exists():
         report(f"removing image {LAB_IMAGE}")
         _podman("rmi", "--force", LAB_IMAGE)

@@ -377,6 +377,9 @@ def run_playbook(
             tags=request.tags,
             skip_tags=request.skip_tags,
             cmdline=build_cmdline(request) or None,
+            # ansible-runner would keep facts in each run's own artifacts, so that no run finds the
+            # last one's; this is ansible.cfg's cache (gathering = smart, a day's lifetime).
+            fact_cache=str(state_dir(project) / "facts"),
             envvars={
                 "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
                 # ansible-runner turns host-key checking off unless the environment names it, which

@@ -115,6 +115,14 @@ def test_second_cluster_up_changes_nothing(lab: None, secret_vars: str) -> None:
     stats = final_stats(result.stdout)
     assert set(stats["ok"]) == {"lab-server-1", "lab-agent-1"}
     assert stats["changed"] == {}, f"second run changed: {stats['changed']}"
+    # The facts ansible.cfg caches for a day, where every run finds them (not in one run's artifacts).
+    assert {"lab-server-1", "lab-agent-1"} <= set(lab_facts())
+
+
+def lab_facts() -> list[str]:
+    """The lab hosts whose facts are cached, as ansible-core names their files (s1_lab-server-1)."""
+    facts = PROJECT / ".cache" / "facts"
+    return [p.name.partition("_")[2] or p.name for p in facts.iterdir()] if facts.is_dir() else []
 
 
 def test_plan_reports_and_changes_nothing(lab: None, secret_vars: str) -> None:
@@ -343,4 +351,5 @@ def test_lab_down_leaves_no_container_network_or_inventory(lab: None) -> None:
     assert "toolkit-lab" not in podman("network", "ls", "--format", "{{.Name}}").split()
     assert not (PROJECT / "inventory" / "lab" / "hosts.yml").exists()
     assert not (PROJECT / ".cache" / "lab").exists()
+    assert [host for host in lab_facts() if host.startswith("lab-")] == []
     assert (PROJECT / "inventory" / "lab" / "group_vars" / "all.yml").is_file()
