@@ -6,7 +6,6 @@ applied; a user's `shell avail` then shows what the operator's own count shows."
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from tests.integration.conftest import PROJECT, toolkit
 from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
+from tests.support import load_script
 from toolkit import capacity, kube, users
 from toolkit.errors import ToolkitError
 from toolkit.shell_create import create
@@ -31,11 +31,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lR
 
 
 def publisher_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("publish_capacity", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 PODS = [

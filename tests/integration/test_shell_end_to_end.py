@@ -22,8 +22,7 @@ import re
 import socket
 import ssl
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +38,7 @@ from tests.integration.conftest import toolkit
 from tests.standins.ingress_controller import IngressController
 from tests.standins.kube_apiserver import FakeApiServer
 from tests.standins.podman_kubelet import PodmanKubelet
+from tests.support import eventually
 from toolkit import kube, verify
 
 pytestmark = pytest.mark.lab
@@ -128,16 +128,6 @@ def ssh(
          alias, command],
         input=stdin, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30) -> bool:
-    """The shell's agent looks at its Secret every 10 seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.5)
-    return check()
 
 
 def test_create_login_pause_resume_delete_on_a_real_container(

@@ -11,7 +11,7 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +19,8 @@ import paramiko
 import pytest
 import requests
 import websocket
+
+from tests.support import eventually
 
 pytestmark = pytest.mark.lab
 
@@ -231,15 +233,6 @@ def write_secret(shell: Shell, key: str, text: str) -> None:
     staged = shell.secret / f"..{key}.new"
     staged.write_text(text)
     staged.replace(shell.secret / key)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.25)
-    return check()
 
 
 def started_at(shell: Shell) -> str:

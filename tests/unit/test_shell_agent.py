@@ -3,21 +3,18 @@ Its keys, banner and warnings inside a running container: tests/integration/test
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+
+from tests.support import load_script
 
 AGENT = Path(__file__).resolve().parents[2] / "images" / "shell" / "shell-agent.py"
 EXPIRES = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
 
 
 def agent() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shell_agent", AGENT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(AGENT)
 
 
 def test_each_threshold_is_warned_about_once_as_the_expiry_nears() -> None:
