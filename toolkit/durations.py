@@ -4,6 +4,7 @@ cluster's limits, and written back the same way."""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from fractions import Fraction
@@ -11,8 +12,8 @@ from fractions import Fraction
 from toolkit.errors import BadInputError
 
 MINIMUM = Fraction(5, 60)  # five minutes: a shorter shell would be reaped before anyone logs in
-_HOURS = re.compile(r"\d{1,32}(\.\d{1,6})?")
-_UNITS = re.compile(r"(?:(\d{1,32})d)?(?:(\d{1,32})h)?(?:(\d{1,32})m)?")
+_HOURS = re.compile(r"\d{1,32}(\.\d{1,6})?", re.ASCII)
+_UNITS = re.compile(r"(?:(\d{1,32})d)?(?:(\d{1,32})h)?(?:(\d{1,32})m)?", re.ASCII)
 
 
 def hours(text: str, option: str = "--hours") -> Fraction:
@@ -37,7 +38,7 @@ def refusal(length: Fraction, max_hours: int, option: str = "--hours/--for") -> 
         return None
     return (
         f"{option} must be between 5 minutes and {max_hours} hours (this cluster's maximum), "
-        f"not {text(length)}"
+        f"not {text(length, up=length > max_hours)}"
     )
 
 
@@ -46,7 +47,7 @@ def as_timedelta(length: Fraction) -> timedelta:
     return timedelta(seconds=int(length * 3600))
 
 
-def text(length: Fraction) -> str:
-    """Hours as 2h30m, 45m, 8h; whole minutes, rounded down."""
-    whole, rest = divmod(int(length * 60), 60)
+def text(length: Fraction, up: bool = False) -> str:
+    """Hours as 2h30m, 45m, 8h; whole minutes, rounded down (or `up`)."""
+    whole, rest = divmod(math.ceil(length * 60) if up else int(length * 60), 60)
     return (f"{whole}h" if whole else "") + (f"{rest}m" if rest else "") or "0m"

@@ -29,6 +29,9 @@ HOST_KEY = "toolkit.dev/ssh-host-key"
 ENDPOINT = "toolkit.dev/ssh-endpoint"
 WEB_ENDPOINT = "toolkit.dev/web-endpoint"
 GPUS = "toolkit.dev/gpus"
+KEYS_REVISION = "toolkit.dev/keys-revision"  # bumped to restart a shell whose image has no agent
+# The shell's image runs shell-agent.py, which follows the Secret: keys and expiry, no restart.
+AGENT = "toolkit.dev/agent"
 EXPIRES_AT_KEY = "expires-at"  # the Secret's copy of the expiry, which the running shell reads
 REAPED_AT = "toolkit.dev/reaped-at"  # when the reaper paused the shell, expired; only operators write it
 SSH_PORT = 22
@@ -222,6 +225,7 @@ def statefulset(spec: ShellSpec) -> Manifest:
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     annotations = {
+        AGENT: "1",
         EXPIRES_AT: timestamp(spec.expires_at),
         HOST_KEY: spec.host_key.public,
         ENDPOINT: spec.ssh_endpoint,

@@ -22,7 +22,7 @@ from toolkit.kube import Kube
 from toolkit.shell_plan import Endpoint, service_endpoint
 from toolkit.shell_settings import platform
 from toolkit.shell_wait import Phase, wait_ready
-from toolkit.sshkeys import public_key_line
+from toolkit.sshkeys import PUBLIC_KEY_TYPES, public_key_line
 from toolkit.tenancy import MANAGED_BY, NAMESPACE_PREFIX, USER_NAME, namespace_of
 
 SHELLS_SELECTOR = f"{MANAGED_BY}=toolkit,{manifests.COMPONENT}=shell"
@@ -324,39 +324,59 @@ def _authorized_keys(kube: Kube, user: str, name: str) -> list[str]:
 
 
 def _write_authorized_keys(kube: Kube, user: str, name: str, lines: list[str]) -> None:
-    """The running shell takes the new keys for new logins within a minute (the image's
+    """The running shell takes the new keys for new logins within a minute or two (the image's
     shell-agent.py reads its Secret as the kubelet updates it): no restart, sessions go on."""
     text = "".join(f"{line}\n" for line in lines)
     data = {"authorized_keys": base64.b64encode(text.encode()).decode()}
     kube.merge_patch("Secret", manifests.secret_name(name), namespace_of(user), {"data": data})
 
 
-def _blob(line: str) -> str:
+def _blob(line: str) -> str | None:
+    """The key data of an authorized_keys line (after any options, `restrict ssh-ed25519 AAAA...`),
+    or None for a comment or a line that holds no key."""
     fields = line.split()
-    return fields[1] if len(fields) >= 2 else line
+    if not fields or fields[0].startswith("#"):
+        return None
+    found = next((i for i, field in enumerate(fields[:-1]) if field in PUBLIC_KEY_TYPES), None)
+    return fields[found + 1] if found is not None else None
 
 
 def add_keys(kube: Kube, user: str, name: str, keys: list[str]) -> int:
-    """Let collaborators in, without a restart. How many keys were new."""
+    """Let collaborators in. How many keys were new. A shell made before its image ran the agent
+    that installs changed keys restarts to load them (its home is kept)."""
     lines = _authorized_keys(kube, user, name)
-    known = {_blob(line) for line in lines}
-    new = [key for key in keys if _blob(key) not in known]
+    known = {_blob(line) for line in lines} - {None}
+    new = list({_blob(key): key for key in keys if _blob(key) not in known}.values())
     if new:
         _write_authorized_keys(kube, user, name, [*lines, *new])
+        _restart_unless_it_follows_its_secret(kube, user, name)
     return len(new)
 
 
 def remove_keys(kube: Kube, user: str, name: str, keys: list[str]) -> int:
-    """Stop `keys` logging in (sessions already open go on), without a restart; never the last
-    key. How many were removed."""
+    """Stop `keys` logging in (sessions already open go on); never the last key. How many were
+    removed."""
     lines = _authorized_keys(kube, user, name)
-    doomed = {_blob(key) for key in keys}
+    doomed = {_blob(key) for key in keys} - {None}
     kept = [line for line in lines if _blob(line) not in doomed]
-    if not kept:
+    removed = {_blob(line) for line in lines} & doomed
+    if not any(_blob(line) for line in kept):
         raise BadInputError(f"that would leave shell {name} with no key: add another key first")
-    if len(kept) < len(lines):
+    if removed:
         _write_authorized_keys(kube, user, name, kept)
-    return len(lines) - len(kept)
+        _restart_unless_it_follows_its_secret(kube, user, name)
+    return len(removed)
+
+
+def _restart_unless_it_follows_its_secret(kube: Kube, user: str, name: str) -> None:
+    """Shells created since the image's agent follows the Secret carry toolkit.dev/agent; older
+    ones load keys at start only, so they restart, as before."""
+    sts = kube.get("StatefulSet", name, namespace_of(user)) or {}
+    if (sts.get("metadata", {}).get("annotations") or {}).get(manifests.AGENT) == "1":
+        return
+    revision = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    patch = {"spec": {"template": {"metadata": {"annotations": {manifests.KEYS_REVISION: revision}}}}}
+    kube.merge_patch("StatefulSet", name, namespace_of(user), patch)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -37,7 +38,7 @@ def install_keys(source: Path, target: Path) -> None:
     a shell nobody can log in to is worse than one with the old keys)."""
     try:
         keys = source.read_bytes()
-    except OSError:
+    except OSError:  # mid-swap: the next round reads them
         return
     if not keys.strip() or (target.exists() and target.read_bytes() == keys):
         return
@@ -68,46 +69,64 @@ def due_warning(expires: datetime, now: datetime, warned: set[int]) -> int | Non
 
 
 def warn_every_terminal(message: str) -> None:
-    """Every pseudo-terminal: SSH sessions and the web terminal's alike."""
+    """Every pseudo-terminal: SSH sessions and the web terminal's alike. Without blocking: a
+    terminal nobody reads (its buffer full, or stopped) must not stall the agent."""
+    text = f"\r\n\a*** {message} ***\r\n".encode()
     for terminal in glob.glob("/dev/pts/[0-9]*"):
         try:
-            with open(terminal, "w") as tty:
-                tty.write(f"\r\n\a*** {message} ***\r\n")
+            descriptor = os.open(terminal, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
         except OSError:
             continue
+        try:
+            os.write(descriptor, text)
+        except OSError:  # EAGAIN: a full buffer; that session misses this warning
+            pass
+        finally:
+            os.close(descriptor)
+
+
+class Agent:
+    def __init__(self, user: str, secrets: Path, head: str) -> None:
+        self.secrets, self.head = secrets, head
+        self.keys_target = Path("/etc/ssh/authorized_keys") / user
+        self.name = re.sub(r"[^a-z0-9-]", "", os.environ.get("SHELL_NAME", "")) or "NAME"
+        # Until the Secret carries one (shells made before it did): the expiry at creation.
+        self.written = os.environ.get("SHELL_EXPIRES_AT", "")
+        self.warned: set[int] = set()
+        self.last_expiry: datetime | None = None
+
+    def round(self) -> None:
+        install_keys(self.secrets / "authorized_keys", self.keys_target)
+        try:  # while the kubelet swaps the Secret's files, a read may fail: keep the last value
+            self.written = (self.secrets / "expires-at").read_bytes().decode(errors="replace")
+        except OSError:
+            pass
+        expires = parse_expiry(self.written)
+        if expires != self.last_expiry:
+            self.warned, self.last_expiry = set(), expires
+        write_banner(banner(self.head, expires), Path("/etc/motd"))
+        if expires:
+            now = datetime.now(timezone.utc)
+            threshold = due_warning(expires, now, self.warned)
+            if threshold is not None:
+                self.warned |= {m for m in WARN_AT_MINUTES if m >= threshold}
+                minutes = max(1, round((expires - now).total_seconds() / 60))
+                warn_every_terminal(
+                    f"this shell will be paused at {expires:%H:%M} UTC, in {minutes} minute(s): save your "
+                    f"work, or extend it with 'toolkit shell extend {self.name} --hours H'"
+                )
 
 
 def main() -> None:
     user, secrets, head_file = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     once = sys.argv[4:] == ["--once"]
     interval = float(os.environ.get("SHELL_AGENT_INTERVAL", "10"))
-    fallback = os.environ.get("SHELL_EXPIRES_AT", "")
-    name = os.environ.get("SHELL_NAME", "NAME")
-    keys_target = Path("/etc/ssh/authorized_keys") / user
-    motd = Path("/etc/motd")
-    head = head_file.read_text()
-    warned: set[int] = set()
-    last_expiry: datetime | None = None
+    agent = Agent(user, secrets, head_file.read_text())
     while True:
-        install_keys(secrets / "authorized_keys", keys_target)
         try:
-            written = (secrets / "expires-at").read_text()
-        except OSError:
-            written = fallback
-        expires = parse_expiry(written)
-        if expires != last_expiry:
-            warned, last_expiry = set(), expires
-        write_banner(banner(head, expires), motd)
-        if expires:
-            now = datetime.now(timezone.utc)
-            threshold = due_warning(expires, now, warned)
-            if threshold is not None:
-                warned |= {m for m in WARN_AT_MINUTES if m >= threshold}
-                minutes = max(1, round((expires - now).total_seconds() / 60))
-                warn_every_terminal(
-                    f"this shell will be paused at {expires:%H:%M} UTC, in {minutes} minute(s): save your "
-                    f"work, or extend it with 'toolkit shell extend {name} --hours H'"
-                )
+            agent.round()
+        except Exception as error:  # a bad Secret or a full disk: say so, and try again next round
+            print(f"shell-agent: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         if once:
             return
         time.sleep(interval)

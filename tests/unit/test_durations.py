@@ -69,3 +69,10 @@ def test_a_huge_number_of_days_is_refused_without_overflowing() -> None:
 )
 def test_the_time_left_reads_in_its_two_largest_units_rounded_up(seconds: float, shown: str) -> None:
     assert remaining(seconds) == shown
+
+
+def test_other_scripts_digits_are_not_hours_and_a_refusal_never_rounds_into_the_limit() -> None:
+    with pytest.raises(BadInputError):
+        durations.hours("٣")
+    reason = durations.refusal(durations.hours("168.000001"), 168)
+    assert reason is not None and reason.endswith("not 168h1m")

@@ -613,3 +613,32 @@ def test_a_new_user_whose_web_routes_could_be_taken_for_anothers_is_refused(
         users.add(admin, new, 1, tmp_path / "new.kubeconfig", None, None)
     assert snapshot(fake_cluster) == before and not (tmp_path / "new.kubeconfig").exists()
     users.add(admin, "annabel", 1, tmp_path / "annabel.kubeconfig", None, None)  # no '-' between: fine
+
+
+def test_keys_are_matched_past_their_options_and_comments_are_no_keys(alice: kube.Kube) -> None:
+    create(alice, request(), lambda _: None)
+    other = KEY.replace("AAAAIHeQ", "AAAAIHeR").replace("alice@laptop", "bob@laptop")
+    # The Secret is the user's to write: a line with options, and a commented-out key.
+    lines = [f"restrict,pty {KEY}", f"# {other}"]
+    text = base64.b64encode("".join(f"{line}\n" for line in lines).encode()).decode()
+    alice.merge_patch("Secret", "train-ssh", "user-alice", {"data": {"authorized_keys": text}})
+    with pytest.raises(BadInputError, match="that would leave shell train with no key"):
+        shells.remove_keys(alice, "alice", "train", [KEY])  # the comment is no key
+    assert shells.add_keys(alice, "alice", "train", [other]) == 1  # a commented-out key is not known
+    assert shells.remove_keys(alice, "alice", "train", [KEY]) == 1  # found past its options
+    secret = alice.get("Secret", "train-ssh", "user-alice")
+    assert secret is not None
+    assert base64.b64decode(secret["data"]["authorized_keys"]).decode().splitlines() == [f"# {other}", other]
+
+
+def test_a_shell_made_before_its_image_followed_its_secret_restarts_to_load_keys(alice: kube.Kube) -> None:
+    create(alice, request(), lambda _: None)
+    alice.merge_patch(
+        "StatefulSet", "train", "user-alice", {"metadata": {"annotations": {"toolkit.dev/agent": None}}}
+    )
+    other = KEY.replace("AAAAIHeQ", "AAAAIHeR").replace("alice@laptop", "bob@laptop")
+    assert shells.add_keys(alice, "alice", "train", [other]) == 1
+    sts = alice.get("StatefulSet", "train", "user-alice")
+    assert (
+        sts is not None and "toolkit.dev/keys-revision" in sts["spec"]["template"]["metadata"]["annotations"]
+    )

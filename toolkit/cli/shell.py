@@ -405,7 +405,7 @@ def add_key(
     context: ContextOption = None,
     user: UserOption = None,
 ) -> None:
-    """Let a collaborator in: add their public keys. New logins take them within a minute; the
+    """Let a collaborator in: add their public keys. New logins take them within a minute or two; the
     shell does not restart, and running sessions go on."""
     from toolkit import shells, users
 
@@ -413,7 +413,7 @@ def add_key(
     keys = users.shell_keys(connection, who, list(ssh_key or []), list(github or []), github_url)
     added = shells.add_keys(connection, who, name, keys)
     if added:
-        _console().print(f"added {added} key(s) to shell {name}; new logins take them within a minute")
+        _console().print(f"added {added} key(s) to shell {name}; new logins take them within a minute or two")
     else:
         _console().print(f"shell {name} already has those keys")
 
@@ -440,7 +440,7 @@ def remove_key(
     removed = shells.remove_keys(connection, who, name, keys)
     if removed:
         _console().print(
-            f"removed {removed} key(s) from shell {name}; new logins refuse them within a minute"
+            f"removed {removed} key(s) from shell {name}; new logins refuse them within a minute or two"
         )
     else:
         _console().print(f"shell {name} has none of those keys")
