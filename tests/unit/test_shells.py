@@ -642,3 +642,14 @@ def test_a_shell_made_before_its_image_followed_its_secret_restarts_to_load_keys
     assert (
         sts is not None and "toolkit.dev/keys-revision" in sts["spec"]["template"]["metadata"]["annotations"]
     )
+
+
+def test_a_failed_web_shell_takes_its_ingress_and_web_service_with_it(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    before = snapshot(fake_cluster)
+    fake_cluster.behaviour.image_pull_backoff = True
+    with pytest.raises(ShellFailed, match="ImagePullBackOff"):
+        create(alice, request(web=True, image="registry.invalid/shell:1"), lambda _: None)
+    assert fake_cluster.list("Ingress", "user-alice") == []
+    assert snapshot(fake_cluster) == before
