@@ -276,13 +276,14 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
 def extend(kube: Kube, user: str, name: str, hours: Fraction, now: datetime | None = None) -> Shell:
     """Push the expiry `hours` later (from now when already past), within the cluster's maximum."""
     settings = platform(kube)
-    too_long_or_short = durations.refusal(Fraction(hours), settings.max_hours)
+    length = Fraction(hours)
+    too_long_or_short = durations.refusal(length, settings.max_hours)
     if too_long_or_short:
         raise BadInputError(too_long_or_short)
     shell = get_shell(kube, user, name, settings.max_lifetime_hours)
     moment = now or datetime.now(UTC).replace(microsecond=0)
     base = max(shell.expires_at or moment, moment)
-    expires = base + durations.as_timedelta(Fraction(hours))
+    expires = base + durations.as_timedelta(length)
     if expires > moment + timedelta(hours=settings.max_hours):
         raise BadInputError(
             f"that would expire at {manifests.timestamp(expires)}, "

@@ -410,7 +410,8 @@ def add(
     namespace = namespace_of(user)
     existed = kube.get("Namespace", namespace) is not None
     if not existed:
-        _refuse_lookalike(user, [u.name for u in list_users(kube)])
+        others = kube.list("Namespace", labels=f"{MANAGED_BY}=toolkit,{USER_LABEL}")["items"]
+        _refuse_lookalike(user, [ns["metadata"]["labels"][USER_LABEL] for ns in others])
     settings = platform(kube)
     limits = Limits.of(
         settings,

@@ -101,30 +101,25 @@ class PodmanKubelet:
         return state.stdout.strip() == "true"
 
     @staticmethod
-    def _selected_ports(pod: Obj, services: list[Obj], node_ports: bool) -> list[int]:
-        """The target ports of the Services that select the pod: with node ports, or without."""
+    def _selected_ports(pod: Obj, services: list[Obj]) -> list[Obj]:
+        """The ports of the Services that select the pod."""
         labels = pod["metadata"].get("labels") or {}
         return [
-            int(port.get("targetPort", port["port"]))
+            port
             for service in services
             if (selector := service["spec"].get("selector") or {})
             and all(labels.get(k) == v for k, v in selector.items())
             for port in service["spec"].get("ports") or []
-            if bool(port.get("nodePort")) == node_ports
         ]
 
-    @staticmethod
-    def _published(pod: Obj, services: list[Obj]) -> dict[int, int]:
-        """container port -> host port, from the Services that select the pod."""
-        labels = pod["metadata"].get("labels") or {}
-        published = {}
-        for service in services:
-            selector = service["spec"].get("selector") or {}
-            if selector and all(labels.get(k) == v for k, v in selector.items()):
-                for port in service["spec"].get("ports") or []:
-                    if port.get("nodePort"):
-                        published[int(port.get("targetPort", port["port"]))] = int(port["nodePort"])
-        return published
+    @classmethod
+    def _published(cls, pod: Obj, services: list[Obj]) -> dict[int, int]:
+        """container port -> host port, from the Services that select the pod at a node port."""
+        return {
+            int(port.get("targetPort", port["port"])): int(port["nodePort"])
+            for port in cls._selected_ports(pod, services)
+            if port.get("nodePort")
+        }
 
     def _run_args(
         self, pod: Obj, secrets: dict[str, Obj], claims: dict[str, Obj], services: list[Obj]
@@ -147,9 +142,8 @@ class PodmanKubelet:
         published = self._published(pod, services)
         for inside, outside in published.items():
             args += ["--publish", f"127.0.0.1:{outside}:{inside}"]
-        inside_only = {
-            port for port in self._selected_ports(pod, services, node_ports=False) if port not in published
-        }
+        targets = (int(port.get("targetPort", port["port"])) for port in self._selected_ports(pod, services))
+        inside_only = {target for target in targets if target not in published}
         cluster_ports = {port: _free_port() for port in sorted(inside_only)}
         with self._lock:
             self._cluster_ports[pod["metadata"]["uid"]] = cluster_ports
