@@ -13,6 +13,8 @@
 #   SHELL_TLS_CERT, SHELL_TLS_KEY  serve the web terminal over HTTPS with these files
 #   SHELL_EXPIRES_AT   shown in the login message until the Secret's expires-at says otherwise
 #   SHELL_NAME         the shell's name, for the expiry warnings
+#   SHELL_IDLE_MINUTES the idle pause's minutes, for the idle warnings, until the Secret's
+#                      idle-minutes says otherwise (0: never)
 #   SHELL_AGENT_INTERVAL  seconds between shell-agent.py's rounds (keys, banner, warnings): 10
 # The user's home, /home/$SHELL_USER, is the persistent workspace volume.
 set -euo pipefail

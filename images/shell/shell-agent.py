@@ -8,7 +8,15 @@ SHELL_AGENT_INTERVAL seconds (10) this agent:
   and running sessions go on;
 - reads the Secret's expires-at (else SHELL_EXPIRES_AT), writes it into the login banner, and
   writes a warning to every terminal, SSH's and the web terminal's, once each as the shell comes
-  within 60, 15 and 5 minutes of being paused; a later expiry starts the count again.
+  within 60, 15 and 5 minutes of being paused; a later expiry starts the count again;
+- measures activity: the last input in any terminal (a terminal's access time, which the kernel
+  sets as its session reads input: the IDLE column of `w`) and whether any GPU is busy
+  (nvidia-smi's utilization.gpu above 0). Every terminal is warned 10 and 2 minutes before the
+  Secret's idle-minutes (else SHELL_IDLE_MINUTES; 0: never) run out.
+
+It answers GET /activity on port 7682 with {"idleSeconds", "terminals", "gpuUtilization"} (null
+when no GPU is measured), which the cluster's lifecycle reads to pause idle shells
+(toolkit/lifecycle.py); the tenant's NetworkPolicy lets only the lifecycle's namespace reach it.
 
 Usage: shell-agent.py USER SECRET_DIR BANNER_HEAD [--once]   (--once: one round, then exit)
 """
@@ -16,14 +24,21 @@ Usage: shell-agent.py USER SECRET_DIR BANNER_HEAD [--once]   (--once: one round,
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
+import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 WARN_AT_MINUTES = (60, 15, 5)
+IDLE_WARN_AT_MINUTES = (10, 2)
+ACTIVITY_PORT = 7682
+TERMINALS = "/dev/pts/[0-9]*"
 
 
 def parse_expiry(text: str) -> datetime | None:
@@ -85,6 +100,91 @@ def warn_every_terminal(message: str) -> None:
             os.close(descriptor)
 
 
+def last_terminal_input(pattern: str = TERMINALS) -> float | None:
+    """When any terminal last had input (its access time), as a Unix time; None without one."""
+    times = []
+    for terminal in glob.glob(pattern):
+        try:
+            times.append(os.stat(terminal).st_atime)
+        except OSError:  # closed since the glob
+            continue
+    return max(times) if times else None
+
+
+def gpu_utilization() -> int | None:
+    """The busiest GPU's utilisation in percent, as nvidia-smi samples it; None when there is no
+    nvidia-smi, it fails, or it measures no GPU (one line per GPU; "[N/A]" where unsupported)."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    values = [int(line) for line in result.stdout.split() if line.isdigit()]
+    return max(values) if result.returncode == 0 and values else None
+
+
+def due_idle_warning(limit_minutes: int, idle_seconds: float, warned: set[int]) -> int | None:
+    """The idle threshold (minutes before the pause) to warn about now, if one was crossed."""
+    left = limit_minutes - idle_seconds / 60
+    crossed = [
+        minutes
+        for minutes in IDLE_WARN_AT_MINUTES
+        if minutes < limit_minutes and 0 < left <= minutes and minutes not in warned
+    ]
+    return min(crossed) if crossed else None
+
+
+def whole_minutes(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+
+
+class Activity:
+    """Idleness as the agent measures it, for its report and its idle warnings."""
+
+    def __init__(self, started: float) -> None:
+        self.last_active = started
+        self.report = {"idleSeconds": 0, "terminals": 0, "gpuUtilization": None}
+        self.lock = threading.Lock()
+
+    def measure(self, now: float, last_input: float | None, terminals: int, gpu: int | None) -> float:
+        """Record this round's measures; the seconds the shell has been idle."""
+        if last_input is not None:
+            self.last_active = max(self.last_active, min(last_input, now))
+        if gpu:
+            self.last_active = now
+        idle = max(0.0, now - self.last_active)
+        with self.lock:
+            self.report = {"idleSeconds": int(idle), "terminals": terminals, "gpuUtilization": gpu}
+        return idle
+
+    def body(self) -> bytes:
+        with self.lock:
+            return json.dumps(self.report).encode()
+
+
+def serve_activity(activity: Activity, port: int = ACTIVITY_PORT) -> ThreadingHTTPServer:
+    """Answer GET /activity in a thread of its own."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            body = activity.body() if self.path == "/activity" else b'{"error": "not found"}'
+            self.send_response(200 if self.path == "/activity" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return  # one request a minute from the lifecycle: not worth a log line each
+
+    server = ThreadingHTTPServer(("", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class Agent:
     def __init__(self, user: str, secrets: Path, head: str) -> None:
         self.secrets, self.head = secrets, head
@@ -94,6 +194,10 @@ class Agent:
         self.written = os.environ.get("SHELL_EXPIRES_AT", "")
         self.warned: set[int] = set()
         self.last_expiry: datetime | None = None
+        self.activity = Activity(time.time())
+        self.idle_limit = whole_minutes(os.environ.get("SHELL_IDLE_MINUTES", "")) or 0
+        self.idle_warned: set[int] = set()
+        self.last_idle = 0.0
 
     def round(self) -> None:
         install_keys(self.secrets / "authorized_keys", self.keys_target)
@@ -115,6 +219,30 @@ class Agent:
                     f"this shell will be paused at {expires:%H:%M} UTC, in {minutes} minute(s): save your "
                     f"work, or extend it with 'toolkit shell extend {self.name} --hours H'"
                 )
+        self.idle_round(time.time())
+
+    def idle_round(self, now: float) -> None:
+        try:
+            written = (self.secrets / "idle-minutes").read_bytes().decode(errors="replace")
+            self.idle_limit = whole_minutes(written) if whole_minutes(written) is not None else self.idle_limit
+        except OSError:  # none (a shell made before idle pause), or mid-swap: keep the last value
+            pass
+        terminals = glob.glob(TERMINALS)
+        idle = self.activity.measure(now, last_terminal_input(), len(terminals), gpu_utilization())
+        if idle < self.last_idle:  # activity: the count starts again
+            self.idle_warned = set()
+        self.last_idle = idle
+        if not self.idle_limit:
+            return
+        threshold = due_idle_warning(self.idle_limit, idle, self.idle_warned)
+        if threshold is not None:
+            self.idle_warned |= {m for m in IDLE_WARN_AT_MINUTES if m >= threshold}
+            minutes = max(1, round(self.idle_limit - idle / 60))
+            warn_every_terminal(
+                f"this shell has been idle for {int(idle // 60)} minute(s) and will be paused in about "
+                f"{minutes} minute(s): type in a terminal or use its GPUs to keep it running "
+                f"('toolkit shell connect {self.name}' resumes it, home kept)"
+            )
 
 
 def main() -> None:
@@ -122,6 +250,8 @@ def main() -> None:
     once = sys.argv[4:] == ["--once"]
     interval = float(os.environ.get("SHELL_AGENT_INTERVAL", "10"))
     agent = Agent(user, secrets, head_file.read_text())
+    if not once:
+        serve_activity(agent.activity)
     while True:
         try:
             agent.round()

@@ -3,9 +3,15 @@ Its keys, banner and warnings inside a running container: tests/integration/test
 
 from __future__ import annotations
 
+import json
+import os
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 from tests.support import load_script
 
@@ -44,3 +50,103 @@ def test_the_banner_names_the_expiry_written_as_the_toolkit_writes_it() -> None:
     )
     assert shell_agent.parse_expiry("soon") is None
     assert "expires" not in shell_agent.banner("GPU shell of alice.\n", None)
+
+
+# --- activity and idle warnings ------------------------------------------------------------------
+
+STANDIN_NVIDIA_SMI = Path(__file__).resolve().parents[1] / "standins" / "nvidia-smi"
+H100_XML = (
+    Path(__file__).resolve().parents[1]
+    / "fixtures"
+    / "nvidia"
+    / "h100-hgx8-k8s-test-infra-nvidia-smi-q-x.xml"
+)
+MIG_XML = (
+    Path(__file__).resolve().parents[1]
+    / "fixtures"
+    / "nvidia"
+    / "a100-sxm4-x4-mig-telegraf-nvidia-smi-q-x.xml"
+)
+
+
+def test_idle_warnings_go_out_10_and_2_minutes_before_the_pause_once_each() -> None:
+    shell_agent, warned, said = agent(), set[int](), []
+    for idle_minutes in range(0, 61):
+        threshold = shell_agent.due_idle_warning(60, idle_minutes * 60, warned)
+        if threshold is not None:
+            warned |= {m for m in shell_agent.IDLE_WARN_AT_MINUTES if m >= threshold}
+            said.append(idle_minutes)
+    assert said == [50, 58]
+    # A 5-minute limit has no 10-minute warning: only the 2-minute one.
+    assert shell_agent.due_idle_warning(5, 0, set()) is None
+    assert shell_agent.due_idle_warning(5, 3 * 60, set()) == 2
+
+
+def test_terminal_input_or_a_busy_gpu_keeps_a_shell_active_and_nothing_else_does() -> None:
+    activity = agent().Activity(started=1000.0)
+    assert activity.measure(1600.0, None, 0, None) == 600  # no terminal, no GPU measured: idle
+    assert activity.measure(1700.0, 1690.0, 1, 0) == 10  # a keystroke at 1690
+    assert activity.measure(2300.0, 1690.0, 1, 0) == 610  # a session open, nobody typing: idle
+    assert activity.measure(2400.0, 1690.0, 1, 37) == 0  # the GPU at 37%: active
+    assert activity.measure(2500.0, 1690.0, 0, 0) == 100  # it finished
+    assert activity.measure(2600.0, 9999.0, 0, None) == 0  # an input time past now counts as now
+    assert json.loads(activity.body()) == {"idleSeconds": 0, "terminals": 0, "gpuUtilization": None}
+
+
+def test_the_last_input_is_the_newest_terminal_access_time(tmp_path: Path) -> None:
+    for number, accessed in ((0, 1000.0), (3, 1500.0)):
+        terminal = tmp_path / str(number)
+        terminal.touch()
+        os.utime(terminal, (accessed, 0))
+    assert agent().last_terminal_input(str(tmp_path / "[0-9]*")) == 1500.0
+    assert agent().last_terminal_input(str(tmp_path / "none-[0-9]*")) is None
+
+
+def nvidia_smi_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xml: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").symlink_to(STANDIN_NVIDIA_SMI)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("NVIDIA_SMI_STANDIN_QUERY_XML", str(xml))
+
+
+def test_gpu_utilisation_is_the_busiest_gpus_from_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy = tmp_path / "busy.xml"
+    text = H100_XML.read_text()
+    third = text.replace("<gpu_util>0 %</gpu_util>", "<gpu_util>X</gpu_util>", 3)
+    busy.write_text(third.replace("<gpu_util>X</gpu_util>", "<gpu_util>0 %</gpu_util>", 2).replace(
+        "<gpu_util>X</gpu_util>", "<gpu_util>87 %</gpu_util>"))  # fmt: skip
+    nvidia_smi_on_path(tmp_path, monkeypatch, busy)
+    assert agent().gpu_utilization() == 87
+    monkeypatch.setenv("NVIDIA_SMI_STANDIN_QUERY_XML", str(H100_XML))
+    assert agent().gpu_utilization() == 0
+
+
+def test_no_gpu_utilisation_is_measured_without_nvidia_smi_or_a_measurable_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert agent().gpu_utilization() is None
+    nvidia_smi_on_path(tmp_path, monkeypatch, MIG_XML)  # MIG: utilization.gpu is [N/A]
+    assert agent().gpu_utilization() is None
+    monkeypatch.setenv(
+        "NVIDIA_SMI_STANDIN_ERROR", str(H100_XML.parent / "nvidia-smi-error-driver-not-communicating.txt")
+    )
+    assert agent().gpu_utilization() is None
+
+
+def test_the_lifecycle_reads_the_agents_report_as_the_agent_serves_it() -> None:
+    from toolkit import lifecycle
+
+    shell_agent = agent()
+    activity = shell_agent.Activity(started=1000.0)
+    activity.measure(1900.0, 1300.0, 2, 0)
+    server = shell_agent.serve_activity(activity, port=0)
+    try:
+        port = server.server_address[1]
+        assert lifecycle.read_activity("127.0.0.1", port) == lifecycle.Activity(600, 2, 0)
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+    finally:
+        server.shutdown()
