@@ -34,8 +34,15 @@ KEYS_REVISION = "toolkit.dev/keys-revision"  # bumped to restart a shell whose i
 AGENT = "toolkit.dev/agent"
 EXPIRES_AT_KEY = "expires-at"  # the Secret's copy of the expiry, which the running shell reads
 REAPED_AT = "toolkit.dev/reaped-at"  # when the reaper paused the shell, expired; only operators write it
+# Minutes without activity after which the lifecycle pauses the shell ("0": never), as asked at
+# creation; its owner can write it, so the lifecycle holds it to the cluster's limits.
+IDLE_MINUTES = "toolkit.dev/idle-minutes"
+IDLE_MINUTES_KEY = "idle-minutes"  # the Secret's copy, for the shell's own idle warnings
+IDLE_PAUSED_AT = "toolkit.dev/idle-paused-at"  # when the lifecycle paused it, idle; for list/show
 SSH_PORT = 22
 WEB_PORT = 7681
+# The shell agent's activity report (images/shell/shell-agent.py), which the lifecycle reads.
+ACTIVITY_PORT = 7682
 SHELL_UID = 1000
 # Shell names become Service names (DNS-1035: a letter first) and prefix the PVC and Secret
 # names; 40 leaves room for the "-home" and "-0" suffixes within Kubernetes' limits.
@@ -80,6 +87,7 @@ class ShellSpec:
     # The web terminal's host name behind the cluster's ingress (HTTPS); "" serves it on a node port.
     web_host: str = ""
     web_ingress_class: str = "traefik"
+    idle_minutes: int = 0  # 0: never paused for being idle
 
 
 def check_shell_name(name: str) -> str:
@@ -126,6 +134,7 @@ def secret(spec: ShellSpec) -> Manifest:
             "ttyd-credential": f"{spec.user}:{spec.ttyd_password}",
             # What the shell shows and warns about; extend updates it (the image's shell-agent.py).
             EXPIRES_AT_KEY: timestamp(spec.expires_at),
+            IDLE_MINUTES_KEY: str(spec.idle_minutes),
         },
     }
 
@@ -169,8 +178,12 @@ def statefulset(spec: ShellSpec) -> Manifest:
         {"name": "SHELL_GID", "value": str(SHELL_UID)},
         {"name": "SHELL_WEB", "value": "true" if spec.web else "false"},
         {"name": "SHELL_EXPIRES_AT", "value": timestamp(spec.expires_at)},
+        {"name": "SHELL_IDLE_MINUTES", "value": str(spec.idle_minutes)},
     ]
-    ports = [{"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"}]
+    ports = [
+        {"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"},
+        {"name": "activity", "containerPort": ACTIVITY_PORT, "protocol": "TCP"},
+    ]
     if spec.web:
         ports.append({"name": "web", "containerPort": WEB_PORT, "protocol": "TCP"})
     mounts = [
@@ -230,6 +243,7 @@ def statefulset(spec: ShellSpec) -> Manifest:
         HOST_KEY: spec.host_key.public,
         ENDPOINT: spec.ssh_endpoint,
         GPUS: str(spec.gpus),
+        IDLE_MINUTES: str(spec.idle_minutes),
     }
     if spec.web:
         annotations[WEB_ENDPOINT] = spec.web_endpoint

@@ -17,7 +17,7 @@ from toolkit import durations, quantity
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.shell_settings import Platform
+from toolkit.shell_settings import SHORTEST_IDLE_MINUTES, Platform
 from toolkit.sshkeys import KeyPair, generate_key_pair
 from toolkit.tenancy import SHELLS_QUOTA, check_user_name, namespace_of
 
@@ -39,6 +39,7 @@ class CreateRequest:
     node_selector: dict[str, str] = field(default_factory=dict)
     web: bool = False
     hours: Fraction | None = None  # the shell's lifetime; None: the cluster's default
+    idle_minutes: int | None = None  # paused after this long idle (0: never); None: the cluster's
     storage: str = "100Gi"
     storage_class: str | None = None
     expose: str | None = None
@@ -181,6 +182,8 @@ def check_request(request: CreateRequest) -> None:
         reasons.append(f"--expose must be nodeport or loadbalancer, not {request.expose!r}")
     if request.gpus < 0:
         reasons.append(f"--gpus must be 0 or more, not {request.gpus}")
+    if request.idle_minutes is not None and request.idle_minutes < 0:
+        reasons.append(f"--idle-minutes must be 0 or more, not {request.idle_minutes}")
     for option, text in (("--cpu", request.cpu), ("--memory", request.memory), ("--shm", request.shm),
                          ("--storage", request.storage)):  # fmt: skip
         if text is not None:
@@ -211,6 +214,7 @@ def plan_create(
     too_long_or_short = durations.refusal(hours, settings.max_hours)
     if too_long_or_short:
         reasons.append(too_long_or_short)
+    idle_minutes = _idle_minutes(request.idle_minutes, settings, reasons)
     node = _largest_candidate(request, facts.nodes, reasons)
     reasons += _quota_refusals(request, facts.quota)
     if not facts.storage_class_exists:
@@ -252,8 +256,28 @@ def plan_create(
         expose=request.expose or settings.expose,
         web_host=web_host,
         web_ingress_class=settings.web_ingress_class,
+        idle_minutes=idle_minutes,
     )
     return ShellPlan(spec, node, settings.ssh_host)
+
+
+def _idle_minutes(asked: int | None, settings: Platform, reasons: list[str]) -> int:
+    """The shell's idle minutes within the cluster's limits (the lifecycle holds it to them too)."""
+    shortest, most = SHORTEST_IDLE_MINUTES, settings.max_idle_minutes
+    if settings.idle_minutes == 0:
+        if asked:
+            reasons.append("--idle-minutes: this cluster never pauses idle shells (idleMinutes is 0)")
+        return 0
+    if asked is None:
+        return settings.idle_minutes
+    if asked == 0 and most:
+        reasons.append(
+            f"--idle-minutes 0: this cluster pauses every idle shell; ask for {shortest} to {most} minutes"
+        )
+    elif asked and (asked < shortest or (most and asked > most)):
+        limit = f"{shortest} to {most}" if most else f"at least {shortest}, or 0 for never"
+        reasons.append(f"--idle-minutes must be {limit} on this cluster, not {asked}")
+    return asked
 
 
 def _web_host(request: CreateRequest, settings: Platform, reasons: list[str]) -> str:

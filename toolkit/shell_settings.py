@@ -12,6 +12,9 @@ from toolkit.kube import ApiError, Kube
 
 SYSTEM_NAMESPACE = "toolkit-system"
 CONFIG_LABEL = "toolkit.dev/shells-config"
+# The shortest idle pause a shell may ask for: the lifecycle checks every minute, and the shell
+# warns its terminals 2 minutes before.
+SHORTEST_IDLE_MINUTES = 5
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class Platform:
     ssh_host: str | None = None
     require_gpu: bool = True
     reap_policy: str = "pause"
+    # Minutes without terminal input or GPU use after which the lifecycle pauses a shell; 0: never.
+    idle_minutes: int = 60
+    # The most a shell may ask for (`create --idle-minutes`); 0: no limit, and shells may turn
+    # idle pause off.
+    max_idle_minutes: int = 240
     # What `user add` gives each user unless told otherwise, besides GPUs, CPU and memory.
     user_max_storage: str = "1Ti"
     user_max_volumes: int = 8
@@ -89,6 +97,8 @@ class Platform:
             ssh_host=data.get("sshHost") or None,
             require_gpu=data.get("requireGpu", "true").lower() == "true",
             reap_policy=data.get("reapPolicy", defaults.reap_policy),
+            idle_minutes=number("idleMinutes", defaults.idle_minutes),
+            max_idle_minutes=number("maxIdleMinutes", defaults.max_idle_minutes),
             user_max_storage=data.get("userMaxStorage", defaults.user_max_storage),
             user_max_volumes=number("userMaxVolumes", defaults.user_max_volumes),
             user_max_node_ports=number("userMaxNodePorts", defaults.user_max_node_ports),

@@ -48,6 +48,9 @@ class Shell:
 
     problems: tuple[str, ...] = ()  # the annotations that did not parse, each ignored
     reaped_at: datetime | None = None  # when the reaper last stopped it, expired
+    idle_paused_at: datetime | None = None  # when the lifecycle last paused it, idle
+    idle_minutes: int | None = None  # as asked at creation; None: the cluster's default
+    uid: str = ""  # the StatefulSet's, which its pod's owner reference names
 
     @classmethod
     def from_statefulset(cls, sts: dict[str, Any], max_lifetime_hours: int | None = None) -> Shell | None:
@@ -70,10 +73,10 @@ class Shell:
         replicas = int((sts.get("spec") or {}).get("replicas", 1))
         ready = int((sts.get("status") or {}).get("readyReplicas", 0) or 0)
         status = "paused" if replicas == 0 else "ready" if ready >= replicas else "starting"
-        created = _parse_time(metadata.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
+        created = parse_time(metadata.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
         expires: datetime | None = None
         if manifests.EXPIRES_AT in annotations:
-            expires = _parse_time(annotations[manifests.EXPIRES_AT])
+            expires = parse_time(annotations[manifests.EXPIRES_AT])
             if expires is None:
                 problems.append("its expiry is not a time: it counts as expired")
                 expires = created
@@ -106,19 +109,22 @@ class Shell:
             web_endpoint=web_endpoint if manifests.WEB_ENDPOINT in annotations else None,
             replicas=replicas,
             problems=tuple(problems),
-            reaped_at=_parse_time(annotations.get(manifests.REAPED_AT)),
+            reaped_at=parse_time(annotations.get(manifests.REAPED_AT)),
+            idle_paused_at=parse_time(annotations.get(manifests.IDLE_PAUSED_AT)),
+            idle_minutes=_idle_minutes(annotations.get(manifests.IDLE_MINUTES), problems),
+            uid=str(metadata.get("uid", "")),
         )
 
     @property
     def paused_why(self) -> str | None:
         """Why a paused shell is paused: "expired" when the reaper stopped it at this expiry,
-        else "by hand"; None while it runs."""
+        "idle" when the lifecycle found it idle, else "by hand"; None while it runs."""
         if self.status != "paused":
             return None
         reaped = (
             self.reaped_at is not None and self.expires_at is not None and self.reaped_at >= self.expires_at
         )
-        return "expired" if reaped else "by hand"
+        return "expired" if reaped else "idle" if self.idle_paused_at else "by hand"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +134,7 @@ class Shell:
             "gpus": self.gpus,
             "status": self.status,
             "paused": self.paused_why,
+            "idle_minutes": self.idle_minutes,
             "created": manifests.timestamp(self.created),
             "expires": manifests.timestamp(self.expires_at) if self.expires_at else None,
             "endpoint": self.endpoint,
@@ -163,7 +170,17 @@ def _checked_host_key(value: Any, problems: list[str]) -> str:
         return ""
 
 
-def _parse_time(text: Any) -> datetime | None:
+def _idle_minutes(value: Any, problems: list[str]) -> int | None:
+    if value is None:
+        return None
+    text = str(value)
+    if text.isascii() and text.isdigit() and len(text) <= 6:
+        return int(text)
+    problems.append("its idle minutes are not a number: the cluster's default counts")
+    return None
+
+
+def parse_time(text: Any) -> datetime | None:
     try:
         return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
@@ -242,7 +259,7 @@ def delete(kube: Kube, user: str, name: str, purge: bool) -> list[str]:
 
 
 def scale(
-    kube: Kube, user: str, name: str, replicas: int, annotations: dict[str, str] | None = None
+    kube: Kube, user: str, name: str, replicas: int, annotations: dict[str, str | None] | None = None
 ) -> Shell:
     """Set the StatefulSet's replicas (and `annotations`) in one patch of the StatefulSet itself,
     never its scale subresource: admission reads the shell's expiry beside its replicas."""
@@ -254,12 +271,18 @@ def scale(
     return get_shell(kube, user, name)
 
 
-def pause(kube: Kube, user: str, name: str, reaped_at: datetime | None = None) -> Shell:
+def pause(
+    kube: Kube, user: str, name: str, reaped_at: datetime | None = None, idle_at: datetime | None = None
+) -> Shell:
     """Scale to 0: the GPU is freed, the home volume and the shell's keys are kept. The reaper
     records when it paused an expired shell (`reaped_at`): admission then lets the shell run
-    again only once its expiry is later than that."""
-    stamp = {manifests.REAPED_AT: manifests.timestamp(reaped_at)} if reaped_at else None
-    return scale(kube, user, name, 0, stamp)
+    again only once its expiry is later than that. The lifecycle records when it paused an idle
+    one (`idle_at`), for list and show; any other pause is by hand."""
+    idle_stamp = manifests.timestamp(idle_at) if idle_at else None
+    stamps: dict[str, str | None] = {manifests.IDLE_PAUSED_AT: idle_stamp}
+    if reaped_at:
+        stamps[manifests.REAPED_AT] = manifests.timestamp(reaped_at)
+    return scale(kube, user, name, 0, stamps)
 
 
 def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) -> Shell:
@@ -268,7 +291,7 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
         raise BadInputError(
             f"shell {name} expired at {manifests.timestamp(shell.expires_at)}: extend it first"
         )
-    scale(kube, user, name, 1)
+    scale(kube, user, name, 1, {manifests.IDLE_PAUSED_AT: None})
     wait_ready(kube, namespace_of(user), name, on_phase, timeout)
     return get_shell(kube, user, name)
 

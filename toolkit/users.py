@@ -29,8 +29,11 @@ from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.kubeconfig import write_kubeconfig
+from toolkit.lifecycle import ACCOUNT as LIFECYCLE_ACCOUNT
+from toolkit.lifecycle import NAMESPACE as LIFECYCLE_NAMESPACE
+from toolkit.lifecycle import TENANT_ROLE as LIFECYCLE_TENANT_ROLE
 from toolkit.paths import reserve_private_file
-from toolkit.shell_manifests import SSH_PORT, WEB_PORT
+from toolkit.shell_manifests import ACTIVITY_PORT, SSH_PORT, WEB_PORT
 from toolkit.shell_settings import SYSTEM_NAMESPACE, Platform, platform
 from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, SHELLS_QUOTA, USER_LABEL, check_user_name, namespace_of
 
@@ -177,6 +180,17 @@ def network_policy(
             "ingress": [
                 {"from": [{"podSelector": {}}]},
                 {"ports": [{"port": port, "protocol": "TCP"} for port in (SSH_PORT, WEB_PORT)]},
+                # The shell agents' activity reports, for the lifecycle's idle pause only.
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": LIFECYCLE_NAMESPACE}
+                            }
+                        }
+                    ],
+                    "ports": [{"port": ACTIVITY_PORT, "protocol": "TCP"}],
+                },
             ],
             "egress": [
                 {"to": [{"podSelector": {}}]},
@@ -273,6 +287,19 @@ def manifests(
             "metadata": {"name": ACCOUNT, "namespace": namespace, "labels": labels},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ACCOUNT},
             "subjects": _binding_subject(user),
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "RoleBinding",
+            "metadata": {"name": LIFECYCLE_ACCOUNT, "namespace": namespace, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": LIFECYCLE_TENANT_ROLE,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": LIFECYCLE_ACCOUNT, "namespace": LIFECYCLE_NAMESPACE}
+            ],
         },
         {
             "apiVersion": rbac,

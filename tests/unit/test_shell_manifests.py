@@ -126,13 +126,20 @@ def test_the_shell_is_never_privileged_and_keeps_only_sshds_capabilities() -> No
     )
 
 
-def test_the_namespaces_network_policy_admits_only_ssh_and_ttyd_from_outside_it() -> None:
+def test_the_namespaces_network_policy_admits_only_ssh_and_ttyd_and_the_lifecycle_from_outside_it() -> None:
     settings = Platform(pod_cidrs=("10.42.0.0/16",), egress_denied_cidrs=("192.0.2.10/32",))
     policy = users.network_policy("user-alice", {}, settings)["spec"]
     assert policy["podSelector"] == {} and policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"] == [
         {"from": [{"podSelector": {}}]},
         {"ports": [{"port": 22, "protocol": "TCP"}, {"port": 7681, "protocol": "TCP"}]},
+        # The shell agents' activity reports, to the lifecycle's namespace alone.
+        {
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "toolkit-lifecycle"}}}
+            ],
+            "ports": [{"port": 7682, "protocol": "TCP"}],
+        },
     ]
     own, dns, outside = policy["egress"]
     assert own == {"to": [{"podSelector": {}}]}

@@ -11,6 +11,33 @@ from toolkit.shell_settings import Platform
 
 def test_role_manifests_validate() -> None:
     validate(render("shells_platform", "shells.yaml.j2"))
+    validate(render("shells_platform", "toolkit-lifecycle.yaml.j2"))
+
+
+def test_the_lifecycle_cronjob_runs_the_toolkits_image_as_its_own_restricted_account() -> None:
+    documents = render(
+        "shells_platform",
+        "toolkit-lifecycle.yaml.j2",
+        shells_platform_lifecycle_image="registry.example.org/toolkit:1.0",
+        shells_platform_lifecycle_schedule="*/2 * * * *",
+    )
+    [cronjob] = [d for d in documents if d["kind"] == "CronJob"]
+    assert cronjob["spec"]["schedule"] == "*/2 * * * *"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "registry.example.org/toolkit:1.0"
+    assert container["args"] == ["shell", "reap", "--all-users", "--idle", "--record-status"]
+    assert pod["serviceAccountName"] == "toolkit-lifecycle"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    [namespace] = [d for d in documents if d["kind"] == "Namespace"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # Changing anything is bound per user namespace (toolkit user add), never cluster-wide.
+    cluster_wide = [d for d in documents if d["kind"] == "ClusterRoleBinding"]
+    [bound] = [
+        d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "toolkit-lifecycle"
+    ]
+    assert [b["roleRef"]["name"] for b in cluster_wide] == ["toolkit-lifecycle"]
+    assert {verb for rule in bound["rules"] for verb in rule["verbs"]} == {"list"}
 
 
 def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> None:
@@ -25,6 +52,8 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         shells_platform_egress_denied_cidrs=["192.0.2.10/32", "192.0.2.11/32"],
         shells_platform_web_domain="shells.example.org",
         shells_platform_user_max_shells=3,
+        shells_platform_idle_minutes=45,
+        shells_platform_max_idle_minutes=0,
     )
     storage = render(
         "wekafs_csi",
@@ -49,6 +78,8 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         egress_denied_cidrs=("192.0.2.10/32", "192.0.2.11/32"),
         user_max_shells=3,
         web_domain="shells.example.org",
+        idle_minutes=45,
+        max_idle_minutes=0,
     )
 
 

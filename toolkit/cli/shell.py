@@ -8,7 +8,7 @@ import shutil
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -103,6 +103,15 @@ def create(
     ] = False,
     hours: HoursOption = None,
     for_: ForOption = None,
+    idle_minutes: Annotated[
+        int | None,
+        typer.Option(
+            "--idle-minutes",
+            help="Pause the shell (home kept) after this many minutes with no terminal input and "
+            "idle GPUs; 0 never, where the cluster allows. Its terminals are warned first.",
+            show_default="the cluster's",
+        ),
+    ] = None,
     storage: Annotated[str, typer.Option(help="Size of the persistent home volume.")] = "100Gi",
     storage_class: Annotated[
         str | None, typer.Option(help="StorageClass of the home.", show_default="the cluster's")
@@ -157,6 +166,7 @@ def create(
         node_selector=selector,
         web=web,
         hours=lifetime(hours, for_),
+        idle_minutes=idle_minutes,
         storage=storage,
         storage_class=storage_class,
         expose={"nodeport": "NodePort", "loadbalancer": "LoadBalancer"}[expose.value] if expose else None,
@@ -476,9 +486,28 @@ def avail(
 @app.command()
 def reap(
     *,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be reaped.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be done.")] = False,
     all_users: Annotated[
         bool, typer.Option("--all-users", "-A", help="Every user's shells (operators).")
+    ] = False,
+    idle: Annotated[
+        bool,
+        typer.Option(
+            "--idle",
+            help="Also pause the shells idle past their idle minutes, as their agents report it "
+            "(with -A, from inside the cluster: the reports come from the pods' addresses).",
+        ),
+    ] = False,
+    record_status: Annotated[
+        bool,
+        typer.Option(
+            "--record-status",
+            help="Record this run for --status (with -A; what the cluster's lifecycle CronJob runs).",
+        ),
+    ] = False,
+    status: Annotated[
+        bool,
+        typer.Option("--status", help="Show the cluster's last lifecycle run instead (operators)."),
     ] = False,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
@@ -486,25 +515,77 @@ def reap(
 ) -> None:
     """Pause (or delete, per the cluster's reapPolicy) the shells past their expiry. Homes are kept.
 
-    Run it periodically for every user, e.g. from cron with the admin kubeconfig:
-    [bold]*/10 * * * * toolkit shell reap -A --kubeconfig /etc/rancher/k3s/k3s.yaml[/bold]
-    With -A it also deletes pods in users' namespaces that no shell owns any more. A shell that
-    cannot be reaped is named, the others are still reaped, and the exit code is 1.
+    The cluster runs this itself every minute: CronJob toolkit-lifecycle/toolkit-lifecycle,
+    which [bold]toolkit cluster up[/bold] deploys, runs [bold]toolkit shell reap -A --idle
+    --record-status[/bold]; [bold]--status[/bold] shows its last run. With -A it also deletes pods
+    in users' namespaces that no shell owns any more. A shell that cannot be reaped is named, the
+    others are still reaped, and the exit code is 1.
     """
-    from toolkit import kube, shells
+    from toolkit import kube, lifecycle, shells
 
+    if status and (dry_run or idle or record_status or all_users):
+        raise BadInputError("--status only shows the last run: it takes only --kubeconfig and --context")
+    if (idle or record_status) and not all_users:
+        raise BadInputError("--idle and --record-status act for the whole cluster: add --all-users (-A)")
+    if record_status and dry_run:
+        raise BadInputError("--record-status records what was done: not with --dry-run")
     connection = kube.connect(kubeconfig, context)
-    who = None if all_users else user_from_context(connection, user)
-    reaped = shells.reap(connection, who, dry_run=dry_run)
-    orphans = shells.reap_orphans(connection, dry_run=dry_run) if all_users else []
-    verb = "would be" if dry_run else ""
     console = _console()
-    for item in reaped:
+    if status:
+        _print_lifecycle_status(connection, console)
+        return
+    started = lifecycle.now_utc()
+    done: dict[str, Any] = {}
+    try:
+        who = None if all_users else user_from_context(connection, user)
+        done["reaped"] = shells.reap(connection, who, now=started, dry_run=dry_run)
+        done["orphans"] = shells.reap_orphans(connection, dry_run=dry_run) if all_users else []
+        done["idle"] = lifecycle.pause_idle(connection, started, dry_run=dry_run) if idle else []
+    except ToolkitError as error:
+        if record_status:  # what was done before the error, and the error
+            stopped = lifecycle.Run(started, lifecycle.now_utc(), **done, error=str(error))
+            lifecycle.record(connection, stopped)
+        raise
+    run = lifecycle.Run(started, lifecycle.now_utc(), **done)
+    if record_status:
+        lifecycle.record(connection, run)
+    verb = "would be" if dry_run else ""
+    for item in run.reaped:
         console.print(f"{item.shell.user}/{item.shell.name} {verb} {item.action}".replace("  ", " "))
-    for orphan in orphans:
+    for check in run.idle:
+        if check.action == "paused":
+            idle_for = check.activity.idle_seconds // 60 if check.activity else 0
+            console.print(
+                f"{check.shell.user}/{check.shell.name} {verb} paused: idle {idle_for} min "
+                f"(limit {check.limit})".replace("  ", " ")
+            )
+        elif check.action:
+            console.print(f"{check.shell.user}/{check.shell.name} {check.action}", markup=False)
+    for orphan in run.orphans:
         console.print(f"pod {orphan} {verb} deleted: no shell owns it".replace("  ", " "))
-    present.problems(console, [item.shell for item in reaped])
-    failed = [item for item in reaped if item.action.startswith("not reaped")]
-    console.print(f"{len(reaped) - len(failed)} expired shell(s) {'found' if dry_run else 'reaped'}")
-    if failed:
+    present.problems(console, [item.shell for item in run.reaped])
+    not_reaped = [item for item in run.reaped if item.action.startswith("not reaped")]
+    console.print(f"{len(run.reaped) - len(not_reaped)} expired shell(s) {'found' if dry_run else 'reaped'}")
+    if idle:
+        paused = sum(1 for check in run.idle if check.action == "paused")
+        console.print(f"{paused} idle shell(s) {'found' if dry_run else 'paused'} of {len(run.idle)} checked")
+    if run.failures:
         raise typer.Exit(EXIT_TASK_FAILED)
+
+
+def _print_lifecycle_status(connection: Kube, console: Console) -> None:
+    from toolkit import lifecycle
+    from toolkit.kube import ApiError
+
+    try:
+        found = lifecycle.last_run(connection)
+    except ApiError as error:
+        if error.code != 403:
+            raise
+        raise ToolkitError(
+            f"the lifecycle's record (ConfigMap {lifecycle.NAMESPACE}/{lifecycle.RECORD}) is for operators: "
+            "use the admin kubeconfig"
+        ) from None
+    console.print(lifecycle.describe(found, lifecycle.now_utc()), markup=False)
+    for line in found.actions if found else ():
+        console.print(f"  {line}", markup=False)

@@ -1,0 +1,321 @@
+"""The cluster's lifecycle (toolkit/lifecycle.py) against the STAND-IN API server, configured with
+shells_platform's rendered settings, admission policies and lifecycle RBAC, and run as the
+lifecycle's own ServiceAccount, on a fake clock and with the shell agents' reports supplied."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.manifests import render
+from tests.standins.kube_apiserver import FakeApiServer
+from tests.support import eventually
+from toolkit import kube, lifecycle, shells, users
+from toolkit.errors import ToolkitError
+from toolkit.kube import ApiError
+from toolkit.shell_create import create
+from toolkit.shell_plan import CreateRequest
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
+IDLE = lifecycle.Activity(idle_seconds=31 * 60, terminals=1, gpu_utilization=0)
+ACTIVE = lifecycle.Activity(idle_seconds=40, terminals=1, gpu_utilization=0)
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeApiServer]:
+    """Idle pause after 30 minutes, at most 120, as shells_platform configures the cluster."""
+    server = FakeApiServer().start()
+    for name in ("gpu-1", "gpu-2"):
+        server.add_gpu_node(name)
+    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
+    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    documents = render(
+        "shells_platform",
+        "shells.yaml.j2",
+        shells_platform_idle_minutes=30,
+        shells_platform_max_idle_minutes=120,
+        shells_platform_max_lifetime_hours=48,
+    )
+    documents += render("shells_platform", "toolkit-admission.yaml.j2")
+    documents += render("shells_platform", "toolkit-lifecycle.yaml.j2")
+    for document in documents:
+        server.seed(document["kind"], document)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def admin(cluster: FakeApiServer, tmp_path: Path) -> kube.Kube:
+    return kube.connect(cluster.kubeconfig(tmp_path / "admin.kubeconfig"))
+
+
+@pytest.fixture
+def alice(admin: kube.Kube, tmp_path: Path) -> kube.Kube:
+    users.add(admin, "alice", 4, tmp_path / "alice.kubeconfig", None, None)
+    return kube.connect(tmp_path / "alice.kubeconfig")
+
+
+@pytest.fixture
+def lifecycle_account(cluster: FakeApiServer, admin: kube.Kube, tmp_path: Path) -> kube.Kube:
+    """The CronJob's identity: ServiceAccount toolkit-lifecycle/toolkit-lifecycle's token."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {
+            "name": "lifecycle-token",
+            "namespace": lifecycle.NAMESPACE,
+            "annotations": {"kubernetes.io/service-account.name": lifecycle.ACCOUNT},
+        },
+    }
+    admin.create(secret)
+
+    def token() -> str:
+        found = admin.get("Secret", "lifecycle-token", lifecycle.NAMESPACE) or {}
+        return base64.b64decode((found.get("data") or {}).get("token", "")).decode()
+
+    assert eventually(lambda: bool(token()))
+    return kube.connect(cluster.kubeconfig(tmp_path / "lifecycle.kubeconfig", token=token()))
+
+
+def make_shell(alice: kube.Kube, name: str, **changes: Any) -> shells.Shell:
+    create(alice, CreateRequest(name=name, user="alice", authorized_keys=(KEY,), **changes), lambda _: None)
+    return shells.get_shell(alice, "alice", name)
+
+
+def reports(cluster: FakeApiServer, by_shell: dict[str, lifecycle.Activity]) -> Any:
+    """The agents' reports, by the pod address the lifecycle asks; a shell left out answers none."""
+
+    def read(address: str) -> lifecycle.Activity:
+        for name, activity in by_shell.items():
+            pod = cluster.get("Pod", f"{name}-0", "user-alice") or {}
+            if pod.get("status", {}).get("podIP") == address:
+                return activity
+        raise ToolkitError(f"no activity report from {address}: connection refused")
+
+    return read
+
+
+def test_idle_shells_are_paused_and_active_ones_kept_as_the_lifecycles_own_account(
+    cluster: FakeApiServer, alice: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    for name in ("quiet", "typing", "silent"):
+        make_shell(alice, name)
+    now = datetime.now(UTC)
+    read = reports(cluster, {"quiet": IDLE, "typing": ACTIVE})
+    checks = lifecycle.pause_idle(lifecycle_account, now, read)
+    silent_pod = cluster.get("Pod", "silent-0", "user-alice")
+    assert silent_pod is not None
+    assert {c.shell.name: c.action for c in checks} == {
+        "quiet": "paused",
+        "typing": "",
+        "silent": f"not checked: no activity report from {silent_pod['status']['podIP']}: connection refused",
+    }
+    paused = shells.get_shell(alice, "alice", "quiet")
+    assert (paused.status, paused.paused_why, paused.replicas) == ("paused", "idle", 0)
+    assert cluster.get("PersistentVolumeClaim", "quiet-home", "user-alice") is not None  # home kept
+    assert shells.get_shell(alice, "alice", "typing").status == "ready"
+    # A paused shell is not checked again; its owner resumes it, and a later pause by hand is by hand.
+    assert [c.shell.name for c in lifecycle.pause_idle(lifecycle_account, now, read)] == ["silent", "typing"]
+    shells.scale(alice, "alice", "quiet", 1, {"toolkit.dev/idle-paused-at": None})
+    assert shells.pause(alice, "alice", "quiet").paused_why == "by hand"
+
+
+def test_a_shells_idle_minutes_are_held_to_the_clusters_limits(
+    cluster: FakeApiServer, alice: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    make_shell(alice, "patient", idle_minutes=90)
+    make_shell(alice, "default")
+    # Its owner rewrites the annotation to turn idle pause off, or to a year: the most counts.
+    for name, written in (("patient", "0"), ("default", "525600")):
+        alice.merge_patch("StatefulSet", name, "user-alice", {"metadata": {"annotations": {
+            "toolkit.dev/idle-minutes": written}}})  # fmt: skip
+    two_hours = lifecycle.Activity(idle_seconds=120 * 60, terminals=0, gpu_utilization=None)
+    read = reports(cluster, {"patient": two_hours, "default": two_hours})
+    checks = lifecycle.pause_idle(lifecycle_account, datetime.now(UTC), read)
+    assert {(c.shell.name, c.limit, c.action) for c in checks} == {
+        ("patient", 120, "paused"),
+        ("default", 120, "paused"),
+    }
+
+
+def test_idle_limits_follow_the_site_settings() -> None:
+    from toolkit.shell_settings import Platform
+
+    def limit(asked: int | None, default: int = 60, most: int = 240) -> int:
+        annotations = {"toolkit.dev/idle-minutes": str(asked)} if asked is not None else {}
+        metadata = {"name": "s", "namespace": "user-a", "annotations": annotations}
+        shell = shells.Shell.from_statefulset({"metadata": metadata})
+        assert shell is not None
+        return lifecycle.idle_limit(shell, Platform(idle_minutes=default, max_idle_minutes=most))
+
+    assert limit(None) == 60
+    assert limit(45) == 45
+    assert limit(2) == 5  # the shortest
+    assert limit(0) == 240  # the site keeps idle pause on
+    assert limit(999) == 240
+    assert limit(0, most=0) == 0  # no limit: a shell may turn it off
+    assert limit(999, most=0) == 999
+    assert limit(45, default=0) == 0  # the site pauses no idle shell
+
+
+def test_expiry_and_idle_pause_on_a_fake_clock_are_recorded_for_operators_only(
+    cluster: FakeApiServer, alice: kube.Kube, admin: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    make_shell(alice, "short", hours=1)
+    make_shell(alice, "quiet")
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1, minutes=1)
+    reaped = shells.reap(lifecycle_account, None, now=later)
+    checks = lifecycle.pause_idle(lifecycle_account, later, reports(cluster, {"quiet": IDLE}))
+    run = lifecycle.Run(later, later + timedelta(seconds=2), reaped, checks, [])
+    lifecycle.record(lifecycle_account, run)
+    expired = shells.get_shell(alice, "alice", "short")
+    assert (expired.status, expired.paused_why) == ("paused", "expired")
+    assert shells.get_shell(alice, "alice", "quiet").paused_why == "idle"
+
+    found = lifecycle.last_run(admin)
+    assert found is not None and found.outcome == "ok"
+    assert found.actions == ("alice/short paused, expired", "alice/quiet paused, idle 31 min (limit 30)")
+    line = lifecycle.describe(found, later + timedelta(minutes=1))
+    assert line.startswith(
+        "lifecycle: last run 58s ago, ok: 1 expired shell(s) reaped; 1 idle shell(s) paused"
+    )
+    assert "not running?" in lifecycle.describe(found, later + timedelta(minutes=15))
+    # Users cannot read it: it names every tenant's shells.
+    with pytest.raises(ApiError) as refused:
+        lifecycle.last_run(alice)
+    assert refused.value.code == 403
+    # A second run updates the same record.
+    lifecycle.record(lifecycle_account, lifecycle.Run(later, later, error="the API went away"))
+    assert (lifecycle.last_run(admin) or found).outcome == "failed"
+
+
+def test_the_lifecycles_account_is_refused_anything_beyond_its_rights(
+    cluster: FakeApiServer, alice: kube.Kube, admin: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    make_shell(alice, "train")
+    admin.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keep", "namespace": "kube-system"}}
+    )
+    admin.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "other", "namespace": lifecycle.NAMESPACE},
+        }
+    )
+    refused = [
+        lambda: lifecycle_account.get("Secret", "train-ssh", "user-alice"),  # no reading users' keys
+        lambda: lifecycle_account.list("Secret"),
+        lambda: lifecycle_account.delete(
+            "Secret", "keep", "kube-system"
+        ),  # deletes in users' namespaces only
+        lambda: lifecycle_account.merge_patch(
+            "ConfigMap", "other", lifecycle.NAMESPACE, {"data": {"a": "b"}}
+        ),
+        lambda: lifecycle_account.merge_patch(
+            "ConfigMap", "shells", "toolkit-system", {"data": {"idleMinutes": "0"}}
+        ),
+        lambda: lifecycle_account.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "user-alice"},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            }
+        ),
+        lambda: lifecycle_account.merge_patch("Secret", "train-ssh", "user-alice", {"data": {}}),
+        lambda: lifecycle_account.merge_patch("StatefulSet", "train", "user-alice", {}, subresource="scale"),
+        lambda: lifecycle_account.list("Namespace"),
+    ]
+    for attempt in refused:
+        with pytest.raises(ApiError) as error:
+            attempt()
+        assert error.value.code == 403
+    # What it needs, it has.
+    assert [s.name for s in shells.list_shells(lifecycle_account, None)] == ["train"]
+    shells.pause(lifecycle_account, "alice", "train", idle_at=datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"idleSeconds": 10, "terminals": 0}',
+        b'{"idleSeconds": -1, "terminals": 0, "gpuUtilization": null}',
+        b'{"idleSeconds": 1.5, "terminals": 0, "gpuUtilization": null}',
+        b'{"idleSeconds": true, "terminals": 0, "gpuUtilization": null}',
+        b'{"idleSeconds": 10, "terminals": 0, "gpuUtilization": 101}',
+        b'{"idleSeconds": 10, "terminals": 0, "gpuUtilization": null, "more": 1}',
+        b'{"idleSeconds": 10, "terminals": 0, "gpuUtilization": "0"}',
+        json.dumps({"idleSeconds": 10**10, "terminals": 0, "gpuUtilization": None}).encode(),
+        b" " * 5000,
+    ],
+)
+def test_a_report_not_of_the_agents_exact_shape_is_refused(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        lifecycle.parse_activity(body)
+
+
+def test_only_the_shells_own_pod_on_the_pod_network_is_asked(
+    alice: kube.Kube, admin: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    make_shell(alice, "train")
+    asked: list[str] = []
+
+    def read(address: str) -> lifecycle.Activity:
+        asked.append(address)
+        return IDLE
+
+    admin.merge_patch("Pod", "train-0", "user-alice", {"status": {"podIP": "169.254.169.254"}}, "status")
+    [check] = lifecycle.pause_idle(lifecycle_account, datetime.now(UTC), read)
+    assert check.action == "not checked: its pod's address 169.254.169.254 is not on the pod network"
+    assert asked == []
+    shell = shells.get_shell(alice, "alice", "train")
+    networks = [ipaddress.ip_network("10.42.0.0/16")]
+    owned = {"kind": "StatefulSet", "name": "train", "uid": shell.uid}
+    pod = {"metadata": {"ownerReferences": [owned]}, "status": {"podIP": "10.42.0.99"}}
+    assert lifecycle.shell_pod_address(pod, shell, networks) == "10.42.0.99"
+    for owners in ([], [{**owned, "uid": "another-statefulset"}], [{**owned, "kind": "ReplicaSet"}]):
+        with pytest.raises(ToolkitError, match="its pod is not its StatefulSet's"):
+            lifecycle.shell_pod_address({**pod, "metadata": {"ownerReferences": owners}}, shell, networks)
+    with pytest.raises(ToolkitError, match="its pod's address \\(none\\) is not on the pod network"):
+        lifecycle.shell_pod_address({**pod, "status": {}}, shell, networks)
+
+
+def toolkit(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command, as the CronJob and an operator run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "toolkit", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_reap_status_and_the_lifecycles_own_command(
+    alice: kube.Kube, lifecycle_account: kube.Kube, tmp_path: Path
+) -> None:
+    admin_config = str(tmp_path / "admin.kubeconfig")
+    shown = toolkit("shell", "reap", "--status", "--kubeconfig", admin_config)
+    assert shown.returncode == 0, shown.stderr
+    assert "lifecycle: no run recorded" in shown.stdout
+    # What the CronJob runs, with its account; no running shell to ask about.
+    account = str(tmp_path / "lifecycle.kubeconfig")
+    ran = toolkit("shell", "reap", "-A", "--idle", "--record-status", "--kubeconfig", account)
+    assert ran.returncode == 0, ran.stderr
+    assert "0 idle shell(s) paused of 0 checked" in ran.stdout
+    shown = toolkit("shell", "reap", "--status", "--kubeconfig", admin_config)
+    assert "lifecycle: last run" in shown.stdout and ", ok: 0 expired shell(s) reaped" in shown.stdout
+    refused = toolkit("shell", "reap", "--status", "--kubeconfig", str(tmp_path / "alice.kubeconfig"))
+    assert refused.returncode == 4 and "is for operators" in refused.stderr
+    for bad in (["--idle"], ["--record-status"], ["--status", "-A"], ["-A", "--record-status", "--dry-run"]):
+        result = toolkit("shell", "reap", *bad, "--kubeconfig", admin_config)
+        assert result.returncode == 3 and len(result.stderr.splitlines()) == 1, (bad, result.stderr)

@@ -1,0 +1,333 @@
+"""The shells' lifecycle as the cluster runs it: expiry, idle pause, orphaned pods, and a record.
+
+shells_platform deploys CronJob toolkit-lifecycle/toolkit-lifecycle, which runs
+`toolkit shell reap --all-users --idle --record-status` from the toolkit's own image every minute,
+as ServiceAccount toolkit-lifecycle. Each run:
+- pauses or deletes the expired shells (`shells.reap`) and deletes orphaned pods;
+- pauses the running shells idle for their idle minutes: no input in any terminal and GPUs at
+  0%, as the shell's agent reports it (images/shell/shell-agent.py, on the pod's port 7682,
+  which the tenant's NetworkPolicy opens to this namespace only). The agent runs in the user's
+  container, so its report is the user's to forge: a forged one only keeps that shell running
+  until its expiry, which the cluster enforces. Where the agent measures no GPU (no
+  nvidia-smi), a shell is judged on terminal input alone, and the run says so;
+- records what it did in ConfigMap toolkit-lifecycle/lifecycle, which users cannot read (it
+  names other tenants' shells), for `toolkit shell reap --status` and `toolkit cluster status`.
+
+Every function takes the time as an argument, so tests drive it on a fake clock.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from toolkit import shell_manifests as manifests
+from toolkit import shells
+from toolkit.errors import ToolkitError
+from toolkit.kube import ApiError, Kube
+from toolkit.shell_settings import SHORTEST_IDLE_MINUTES, Platform, platform
+from toolkit.tenancy import MANAGED_BY
+
+# shells_platform's toolkit-lifecycle.yaml: its namespace, account and CronJob, and the
+# ClusterRole `toolkit user add` binds it to in each user's namespace only (pausing, deleting).
+NAMESPACE = "toolkit-lifecycle"
+ACCOUNT = "toolkit-lifecycle"
+CRONJOB = "toolkit-lifecycle"
+TENANT_ROLE = "toolkit-lifecycle-tenant"
+RECORD = "lifecycle"  # the ConfigMap each run writes
+# A record older than this says the CronJob stopped running (schedule, image or rights broken).
+STALE_AFTER = timedelta(minutes=10)
+REPORT_LIMIT = 4096  # bytes: the agent's report is a few dozen
+ACTIONS_KEPT = 200  # lines of the record's actions
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a shell's agent reports: seconds since the last input in any terminal or GPU use
+    (since the agent started, when neither happened), its open terminals, and the busiest GPU's
+    utilisation in percent (None when it measures none)."""
+
+    idle_seconds: int
+    terminals: int
+    gpu_utilization: int | None
+
+
+def parse_activity(body: bytes) -> Activity:
+    """The agent's JSON report, held to its exact shape: its owner can write anything there."""
+    if len(body) > REPORT_LIMIT:
+        raise ValueError("the report is too long")
+    report = json.loads(body)
+    if not isinstance(report, dict) or set(report) != {"idleSeconds", "terminals", "gpuUtilization"}:
+        raise ValueError("the report is not {idleSeconds, terminals, gpuUtilization}")
+
+    def whole(key: str, most: int) -> int:
+        value = report[key]
+        if type(value) is not int or not 0 <= value <= most:
+            raise ValueError(f"{key} is not a whole number from 0 to {most}")
+        return value
+
+    gpu = None if report["gpuUtilization"] is None else whole("gpuUtilization", 100)
+    return Activity(whole("idleSeconds", 10**9), whole("terminals", 10**5), gpu)
+
+
+def read_activity(address: str, port: int = manifests.ACTIVITY_PORT, timeout: float = 3.0) -> Activity:
+    """GET http://ADDRESS:7682/activity; a ToolkitError when there is no valid report."""
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        connection.request("GET", "/activity")
+        response = connection.getresponse()
+        body = response.read(REPORT_LIMIT + 1)
+        if response.status != 200:
+            raise ToolkitError(f"its agent answered HTTP {response.status}")
+        return parse_activity(body)
+    except (OSError, http.client.HTTPException) as error:
+        raise ToolkitError(f"no activity report from {address}: {error}") from None
+    except ValueError as error:
+        raise ToolkitError(f"its agent's activity report is not valid: {error}") from None
+    finally:
+        connection.close()
+
+
+ReadActivity = Callable[[str], Activity]
+
+
+def idle_limit(shell: shells.Shell, settings: Platform) -> int:
+    """The minutes of idleness after which the shell is paused; 0: never. The shell's own ask,
+    held to the cluster's limits: a forbidden 0 or a value past the most counts as the most."""
+    if settings.idle_minutes == 0:
+        return 0
+    asked = settings.idle_minutes if shell.idle_minutes is None else shell.idle_minutes
+    most = settings.max_idle_minutes
+    if most and (asked == 0 or asked > most):
+        return most
+    return asked if asked == 0 else max(asked, SHORTEST_IDLE_MINUTES)
+
+
+@dataclass(frozen=True)
+class IdleCheck:
+    shell: shells.Shell
+    limit: int  # minutes
+    activity: Activity | None
+    action: str  # "paused", "" (active), "not checked: WHY" (no report) or "not paused: WHY" (failed)
+
+
+def pause_idle(
+    kube: Kube,
+    now: datetime,
+    read: ReadActivity = read_activity,
+    dry_run: bool = False,
+    settings: Platform | None = None,
+) -> list[IdleCheck]:
+    """Check every running shell that idle pause applies to; pause those idle past their limit.
+    The agents are asked in parallel (a shell that does not answer costs its timeout)."""
+    settings = settings or platform(kube)
+    if settings.idle_minutes == 0:
+        return []
+    candidates = [
+        (shell, limit)
+        for shell in shells.list_shells(kube, None, settings.max_lifetime_hours)
+        if shell.status == "ready" and (limit := idle_limit(shell, settings))
+    ]
+    if not candidates:
+        return []
+    pods = {
+        (pod["metadata"].get("namespace"), pod["metadata"].get("name")): pod
+        for pod in kube.list("Pod", labels=shells.SHELLS_SELECTOR)["items"]
+    }
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.pod_cidrs]
+
+    def check(shell: shells.Shell, limit: int) -> IdleCheck:
+        try:
+            address = shell_pod_address(pods.get((shell.namespace, f"{shell.name}-0")), shell, networks)
+            activity = read(address)
+        except ToolkitError as error:
+            return IdleCheck(shell, limit, None, f"not checked: {error}")
+        if activity.idle_seconds < limit * 60:
+            return IdleCheck(shell, limit, activity, "")
+        try:
+            if not dry_run:
+                shells.pause(kube, shell.user, shell.name, idle_at=now)
+        except ToolkitError as error:
+            return IdleCheck(shell, limit, activity, f"not paused: {error}")
+        return IdleCheck(shell, limit, activity, "paused")
+
+    with ThreadPoolExecutor(max_workers=min(16, len(candidates))) as pool:
+        return list(pool.map(lambda pair: check(*pair), candidates))
+
+
+def shell_pod_address(pod: dict[str, Any] | None, shell: shells.Shell, networks: list[Any]) -> str:
+    """The address of the shell's own pod, as the kubelet reports it: a pod its StatefulSet owns,
+    on the pod network (never an address its owner could point elsewhere)."""
+    if pod is None:
+        raise ToolkitError("its pod is gone")
+    owners = pod["metadata"].get("ownerReferences") or []
+    if not any(ref.get("kind") == "StatefulSet" and ref.get("uid") == shell.uid for ref in owners):
+        raise ToolkitError("its pod is not its StatefulSet's")
+    address = str((pod.get("status") or {}).get("podIP") or "")
+    try:
+        on_pod_network = any(ipaddress.ip_address(address) in network for network in networks)
+    except ValueError:
+        on_pod_network = False
+    if not on_pod_network:
+        raise ToolkitError(f"its pod's address {address or '(none)'} is not on the pod network")
+    return address
+
+
+# --- the record of each run ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    started: datetime
+    finished: datetime
+    reaped: list[shells.Reaped] = field(default_factory=list)
+    idle: list[IdleCheck] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    error: str = ""  # why the run stopped short, when it did
+
+    @property
+    def failures(self) -> list[str]:
+        """Each shell the run could not act on, and why."""
+        failed = [
+            *((r.shell, r.action) for r in self.reaped if r.action.startswith("not ")),
+            *((c.shell, c.action) for c in self.idle if c.action.startswith("not paused")),
+        ]
+        return [f"{shell.user}/{shell.name} {action}" for shell, action in failed]
+
+    def summary(self) -> str:
+        expired = [r for r in self.reaped if not r.action.startswith("not ")]
+        paused = [c for c in self.idle if c.action == "paused"]
+        unchecked = [c for c in self.idle if c.action.startswith("not checked")]
+        unmeasured = [c for c in self.idle if c.activity is not None and c.activity.gpu_utilization is None]
+        parts = [
+            f"{len(expired)} expired shell(s) reaped",
+            f"{len(paused)} idle shell(s) paused of {len(self.idle)} checked",
+            f"{len(self.orphans)} orphaned pod(s) deleted",
+        ]
+        if unchecked:
+            parts.append(f"{len(unchecked)} shell(s) gave no activity report")
+        if unmeasured:
+            parts.append(f"{len(unmeasured)} judged on terminal input alone (no GPU utilisation measured)")
+        if self.failures:
+            parts.append(f"{len(self.failures)} failed")
+        return "; ".join(parts)
+
+    def actions(self) -> list[str]:
+        return [
+            *(f"{r.shell.user}/{r.shell.name} {r.action}, expired" for r in self.reaped),
+            *(
+                f"{c.shell.user}/{c.shell.name} {c.action}, idle {c.activity.idle_seconds // 60} min "
+                f"(limit {c.limit})"
+                for c in self.idle
+                if c.activity is not None and c.action
+            ),
+            *(f"{c.shell.user}/{c.shell.name} {c.action}" for c in self.idle if c.activity is None),
+            *(f"pod {pod} deleted: no shell owns it" for pod in self.orphans),
+        ]
+
+    @property
+    def outcome(self) -> str:
+        return "failed" if self.error else "partial" if self.failures else "ok"
+
+
+def record(kube: Kube, run: Run) -> None:
+    """Write the run's record; the lifecycle may create ConfigMaps in its namespace, and read and
+    patch only this one."""
+    actions = run.actions()
+    if len(actions) > ACTIONS_KEPT:
+        actions = [*actions[:ACTIONS_KEPT], f"... and {len(actions) - ACTIONS_KEPT} more"]
+    data = {
+        "started": manifests.timestamp(run.started),
+        "finished": manifests.timestamp(run.finished),
+        "outcome": run.outcome,
+        "summary": run.summary(),
+        "actions": "\n".join(actions),
+        "error": run.error,
+    }
+    try:
+        kube.merge_patch("ConfigMap", RECORD, NAMESPACE, {"data": data})
+    except ApiError as error:
+        if error.code != 404:
+            raise
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": RECORD, "namespace": NAMESPACE, "labels": {MANAGED_BY: "toolkit"}},
+            "data": data,
+        }
+        kube.create(manifest)
+
+
+@dataclass(frozen=True)
+class Record:
+    """The last run as recorded; `finished` is None when the record is not the lifecycle's."""
+
+    finished: datetime | None
+    outcome: str
+    summary: str
+    actions: tuple[str, ...]
+    error: str
+
+    def staleness(self, now: datetime) -> str | None:
+        """Why the record says the lifecycle is not running, or None."""
+        if self.finished is None:
+            return "its record holds no time"
+        if now - self.finished > STALE_AFTER:
+            return (
+                f"it last ran {_ago(now - self.finished)} ago: check CronJob {NAMESPACE}/{CRONJOB} "
+                f"(kubectl -n {NAMESPACE} get cronjob,jobs,pods)"
+            )
+        return None
+
+
+def last_run(kube: Kube) -> Record | None:
+    """The last run's record; None when the lifecycle never ran (or is not deployed)."""
+    found = kube.get("ConfigMap", RECORD, NAMESPACE)
+    if found is None:
+        return None
+    data = found.get("data") or {}
+    finished = shells.parse_time(data.get("finished"))
+    actions = tuple(line for line in str(data.get("actions", "")).splitlines() if line)
+    return Record(
+        finished=finished,
+        outcome=str(data.get("outcome", "unknown")),
+        summary=str(data.get("summary", "")),
+        actions=actions,
+        error=str(data.get("error", "")),
+    )
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600}h"
+
+
+def describe(record: Record | None, now: datetime) -> str:
+    """One line for `cluster status` and `reap --status`."""
+    if record is None:
+        return (
+            f"lifecycle: no run recorded (CronJob {NAMESPACE}/{CRONJOB}, deployed by `toolkit cluster up`, "
+            "records each run)"
+        )
+    stale = record.staleness(now)
+    when = f"{_ago(now - record.finished)} ago" if record.finished else "at an unknown time"
+    line = f"lifecycle: last run {when}, {record.outcome}: {record.summary}"
+    if record.error:
+        line += f"; error: {record.error}"
+    if stale:
+        line += f"; not running? {stale}"
+    return line
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
