@@ -1,8 +1,9 @@
-"""`toolkit cluster status`: the cluster as its Kubernetes API sees it, in three list calls.
+"""`toolkit cluster status`: the cluster as its Kubernetes API sees it, in three list calls and a get.
 
-Nodes (readiness, roles, k3s and NVIDIA driver versions, GPUs allocatable and held), and the
-shells running on it. The driver version comes from GPU feature discovery's node label when it
-is deployed; without it the API has no driver version and the status says so.
+Nodes (readiness, roles, k3s and NVIDIA driver versions, GPUs allocatable and held), the shells
+running on it, and the lifecycle's last run (toolkit.lifecycle). The driver version comes from
+GPU feature discovery's node label when it is deployed; without it the API has no driver version
+and the status says so.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from toolkit import capacity, shells
+from toolkit import capacity, lifecycle, shells
 from toolkit.kube import Kube
+from toolkit.shell_manifests import timestamp
 
 DRIVER_LABELS = ("nvidia.com/cuda.driver-version.full", "nvidia.com/cuda.driver.full")
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -35,6 +37,7 @@ class NodeStatus:
 class ClusterStatus:
     nodes: list[NodeStatus]
     shells: list[shells.Shell]
+    lifecycle: lifecycle.Record | None = None  # None: no run recorded
 
     @property
     def gpus(self) -> int:
@@ -49,6 +52,12 @@ class ClusterStatus:
             "nodes": [asdict(node) for node in self.nodes],
             "gpus": {"allocatable": self.gpus, "used": self.gpus_used},
             "shells": [shell.as_dict() for shell in self.shells],
+            "lifecycle": None
+            if self.lifecycle is None
+            else {
+                **asdict(self.lifecycle),
+                "finished": timestamp(self.lifecycle.finished) if self.lifecycle.finished else None,
+            },
         }
 
 
@@ -77,4 +86,5 @@ def collect(kube: Kube) -> ClusterStatus:
     return ClusterStatus(
         nodes=sorted(statuses, key=lambda n: (n.role != "server", n.name)),
         shells=shells.list_shells(kube, None),
+        lifecycle=lifecycle.last_run(kube),
     )

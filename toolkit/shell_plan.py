@@ -275,8 +275,8 @@ def _idle_minutes(asked: int | None, settings: Platform, reasons: list[str]) -> 
             f"--idle-minutes 0: this cluster pauses every idle shell; ask for {shortest} to {most} minutes"
         )
     elif asked and (asked < shortest or (most and asked > most)):
-        limit = f"{shortest} to {most}" if most else f"at least {shortest}, or 0 for never"
-        reasons.append(f"--idle-minutes must be {limit} on this cluster, not {asked}")
+        limit = f"{shortest} to {most} on this cluster" if most else f"at least {shortest} (or 0: never)"
+        reasons.append(f"--idle-minutes must be {limit}, not {asked}")
     return asked
 
 

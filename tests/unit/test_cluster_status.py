@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,27 @@ def test_status_command_prints_json(fake_cluster: FakeApiServer, admin_kubeconfi
     report = json.loads(result.stdout)
     assert report["gpus"] == {"allocatable": 16, "used": 0}
     assert [n["gpu_product"] for n in report["nodes"]] == ["NVIDIA-H100-80GB-HBM3"] * 2
+    assert report["lifecycle"] is None
+
+
+def test_status_shows_the_lifecycles_last_run(fake_cluster: FakeApiServer, admin_kubeconfig: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from toolkit import lifecycle
+
+    admin = kube.connect(admin_kubeconfig)
+    admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lifecycle.NAMESPACE}})
+    finished = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    lifecycle.record(admin, lifecycle.Run(finished, finished, error="Forbidden: statefulsets is forbidden"))
+    found = cluster_status.collect(admin)
+    assert found.lifecycle is not None and found.lifecycle.outcome == "failed"
+    assert found.as_dict()["lifecycle"]["finished"] == finished.strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", "cluster", "status", "--kubeconfig", str(admin_kubeconfig)],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "400"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("lifecycle:")]
+    assert line.startswith("lifecycle: last run 20 min ago, failed: 0 expired shell(s) reaped")
+    assert "error: Forbidden: statefulsets is forbidden" in line
+    assert "not running? it last ran 20 min ago: check CronJob toolkit-lifecycle/toolkit-lifecycle" in line

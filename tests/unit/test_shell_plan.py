@@ -154,3 +154,46 @@ def test_a_shell_beyond_the_users_shell_count_is_refused_before_anything_is_sent
     )
     full["status"]["used"]["count/statefulsets.apps"] = "1"
     assert plan_create(request(gpus=1), replace(FACTS, quota=full), NOW).spec.gpus == 1
+
+
+@pytest.mark.parametrize(
+    ("asked", "default", "most", "expected"),
+    [
+        (None, 60, 240, 60),  # the cluster's default, written on the shell
+        (90, 60, 240, 90),
+        (0, 60, 0, 0),  # no limit: a shell may turn idle pause off
+        (999, 60, 0, 999),
+        (None, 0, 240, 0),  # the cluster pauses no idle shell
+    ],
+)
+def test_a_shells_idle_minutes_are_written_on_it_and_its_secret(
+    asked: int | None, default: int, most: int, expected: int
+) -> None:
+    facts = replace(FACTS, settings=Platform(idle_minutes=default, max_idle_minutes=most))
+    plan = plan_create(request(idle_minutes=asked), facts, NOW)
+    assert plan.spec.idle_minutes == expected
+    statefulset = plan.statefulset(Endpoint("10.0.0.11", 30022, None))
+    assert statefulset["metadata"]["annotations"]["toolkit.dev/idle-minutes"] == str(expected)
+    assert plan.secret["stringData"]["idle-minutes"] == str(expected)
+    env = {e["name"]: e["value"] for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SHELL_IDLE_MINUTES"] == str(expected)
+
+
+@pytest.mark.parametrize(
+    ("asked", "default", "most", "reason"),
+    [
+        (0, 60, 240, "--idle-minutes 0: this cluster pauses every idle shell; ask for 5 to 240 minutes"),
+        (241, 60, 240, "--idle-minutes must be 5 to 240 on this cluster, not 241"),
+        (4, 60, 240, "--idle-minutes must be 5 to 240 on this cluster, not 4"),
+        (4, 60, 0, "--idle-minutes must be at least 5 (or 0: never), not 4"),
+        (30, 0, 240, "--idle-minutes: this cluster never pauses idle shells (idleMinutes is 0)"),
+        (-1, 60, 240, "--idle-minutes must be 0 or more, not -1"),
+    ],
+)
+def test_idle_minutes_outside_the_clusters_limits_are_bad_input(
+    asked: int, default: int, most: int, reason: str
+) -> None:
+    facts = replace(FACTS, settings=Platform(idle_minutes=default, max_idle_minutes=most))
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(idle_minutes=asked), facts, NOW)
+    assert str(refused.value) == reason

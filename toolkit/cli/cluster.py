@@ -186,7 +186,7 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from toolkit import cluster_status, kube
+    from toolkit import cluster_status, kube, lifecycle
 
     found = cluster_status.collect(kube.connect(kubeconfig_path, context))
     if output is Output.json:
@@ -212,6 +212,7 @@ def status(
     if found.shells:
         console.print(shells)
     present.problems(console, found.shells)
+    console.print(lifecycle.describe(found.lifecycle, lifecycle.now_utc()), markup=False)
 
 
 @app.command()
