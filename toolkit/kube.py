@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 FIELD_MANAGER = "toolkit"
 Manifest = dict[str, Any]
+# Where Kubernetes mounts a pod's service account: its token, the cluster's CA and its namespace.
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass(frozen=True)
@@ -268,16 +270,22 @@ def _api_error(status: int, data: bytes) -> ApiError:
 
 
 def connect(kubeconfig: Path | None = None, context: str | None = None) -> Kube:
-    """A client for the kubeconfig's context; a one-line error when there is none or it is broken."""
+    """A client for the kubeconfig's context; a one-line error when there is none or it is broken.
+
+    In a pod (the toolkit's own CronJobs), with no kubeconfig given, in KUBECONFIG or at
+    ~/.kube/config, it connects as the pod's service account instead.
+    """
     import os
 
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
-    path = (
-        kubeconfig or Path(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]).expanduser()
-    )
+    from_env = os.environ.get("KUBECONFIG")
+    path = kubeconfig or Path(os.path.expanduser((from_env or "~/.kube/config").split(os.pathsep)[0]))
     if not path.is_file():
+        in_a_pod = os.environ.get("KUBERNETES_SERVICE_HOST") and (SERVICE_ACCOUNT_DIR / "token").is_file()
+        if kubeconfig is None and not from_env and in_a_pod:
+            return _connect_in_cluster()
         raise BadInputError(
             f"no kubeconfig at {path}: pass --kubeconfig, set KUBECONFIG, or get one with "
             "'toolkit cluster kubeconfig' (operators) or from your operator (users)"
@@ -293,3 +301,25 @@ def connect(kubeconfig: Path | None = None, context: str | None = None) -> Kube:
     configuration.retries = 1
     api = client.ApiClient(configuration)
     return Kube(api=api, server=configuration.host, namespace=namespace)
+
+
+def _connect_in_cluster() -> Kube:
+    """The pod's service account: its token (read again as the kubelet rotates it), the cluster's
+    CA, and the API server's address from KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT."""
+    from kubernetes import client
+    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    configuration = client.Configuration()
+    loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]
+        token_filename=str(SERVICE_ACCOUNT_DIR / "token"), cert_filename=str(SERVICE_ACCOUNT_DIR / "ca.crt")
+    )
+    try:
+        loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
+        namespace = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip() or None
+    except (ConfigException, OSError) as error:
+        raise BadInputError(
+            f"cannot use the pod's service account ({SERVICE_ACCOUNT_DIR}): {error}"
+        ) from None
+    configuration.retries = 1
+    return Kube(api=client.ApiClient(configuration), server=configuration.host, namespace=namespace)

@@ -13,6 +13,7 @@ import pytest
 
 from tests.standins.kube_apiserver import FakeApiServer
 from toolkit import kube
+from toolkit.errors import BadInputError
 
 
 def surface_only(api: Any) -> SimpleNamespace:
@@ -93,3 +94,70 @@ def test_list_is_one_request(admin: kube.Kube, fake_cluster: FakeApiServer) -> N
     fake_cluster.reset_request_log()
     admin.list("Pod", "default")
     assert len(fake_cluster.requests) == 1
+
+
+def accept_any_case_bearer(server: FakeApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's in-cluster loader sends `Authorization: bearer TOKEN`. kube-apiserver takes the
+    scheme in any case (RFC 7235); the stand-in only as `Bearer`."""
+    authenticate = server.authenticate
+
+    def any_case(header: str | None) -> str | None:
+        if header and header[:7].lower() == "bearer ":
+            header = "Bearer " + header[7:]
+        return authenticate(header)
+
+    monkeypatch.setattr(server, "authenticate", any_case)
+
+
+@pytest.fixture
+def in_a_pod(fake_cluster: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What a pod has: the service account's files where Kubernetes mounts them, the API server's
+    address in its environment, and no kubeconfig anywhere."""
+    accept_any_case_bearer(fake_cluster, monkeypatch)
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(fake_cluster.admin_token)
+    (account / "ca.crt").write_bytes(fake_cluster.ca_pem)
+    (account / "namespace").write_text("toolkit-system")
+    monkeypatch.setattr(kube, "SERVICE_ACCOUNT_DIR", account)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(fake_cluster.port))
+    return account
+
+
+def test_in_a_pod_without_a_kubeconfig_it_connects_as_the_service_account(
+    in_a_pod: Path, fake_cluster: FakeApiServer
+) -> None:
+    connection = kube.connect()
+    assert (connection.server, connection.namespace) == (fake_cluster.url, "toolkit-system")
+    assert connection.get("Namespace", "toolkit-system") is not None
+
+
+def test_in_a_pod_a_kubeconfig_asked_for_still_comes_first(
+    in_a_pod: Path, fake_cluster: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (in_a_pod / "token").write_text("not-a-token")
+    with pytest.raises(BadInputError, match=r"^no kubeconfig at .*missing"):
+        kube.connect(tmp_path / "missing")
+    monkeypatch.setenv("KUBECONFIG", str(fake_cluster.kubeconfig(tmp_path / "admin.kubeconfig")))
+    assert kube.connect().get("Namespace", "toolkit-system") is not None
+
+
+def test_outside_a_pod_a_missing_kubeconfig_is_the_one_line_error(
+    in_a_pod: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    with pytest.raises(BadInputError, match=r"^no kubeconfig at .*/home/\.kube/config: pass --kubeconfig"):
+        kube.connect()
+
+
+def test_a_pod_without_the_api_servers_port_is_one_line(
+    in_a_pod: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT")
+    with pytest.raises(
+        BadInputError, match=r"^cannot use the pod's service account \(.*\): Service host/port"
+    ):
+        kube.connect()
