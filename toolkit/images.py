@@ -1,4 +1,6 @@
-"""Building the GPU shell image (images/shell) with whichever builder the machine has."""
+"""Building the toolkit's images with whichever builder the machine has: the GPU shell
+(images/shell) and the lifecycle image (images/toolkit), the toolkit's own CLI for the jobs the
+cluster runs itself."""
 
 from __future__ import annotations
 
@@ -6,8 +8,11 @@ import hashlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
@@ -16,8 +21,45 @@ BUILDERS = ("podman", "buildah", "docker")
 # The name `toolkit images build` gives the shell image, and the one shells run unless the site's
 # shells_platform_image names another (its default is this name too; a unit test ties them).
 SHELL_IMAGE = "localhost/toolkit-shell:latest"
+# The name `toolkit images build --image toolkit` gives the lifecycle image.
+TOOLKIT_IMAGE = "localhost/toolkit:latest"
+
+# images/toolkit's Python is Debian 12's CPython 3.11 on x86_64: pip fetches binary wheels for it.
+WHEEL_PLATFORM = (
+    "--only-binary=:all:",
+    "--platform",
+    "manylinux2014_x86_64",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+)
+# What setuptools reads to build the toolkit's wheel, copied out of the checkout so the build
+# leaves no build/ behind there (nor ships a stale module from one).
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "toolkit")
 
 Report = Callable[[str], None]
+
+
+class Image(StrEnum):
+    """The images `toolkit images build` makes, each from images/<name>."""
+
+    shell = "shell"
+    toolkit = "toolkit"
+
+
+DEFAULT_TAGS = {Image.shell: SHELL_IMAGE, Image.toolkit: TOOLKIT_IMAGE}
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One requirement of images/toolkit/requirements.txt: an exact version and its wheels' sha256s."""
+
+    name: str
+    version: str
+    hashes: frozenset[str]
 
 
 def find_builder(preferred: str | None = None) -> str:
@@ -36,29 +78,132 @@ def pinned_ttyd_sha256(dockerfile: Path) -> str:
     return match.group(1)
 
 
-def _run(command: list[str], log: Path) -> None:
+def pinned_wheels(requirements: Path) -> list[Pin]:
+    """The pins of a requirements file written for `pip install --require-hashes`."""
+    pins = []
+    for line in requirements.read_text().replace("\\\n", " ").splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if not requirement:
+            continue
+        pinned = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", requirement)
+        hashes = frozenset(re.findall(r"--hash=sha256:([0-9a-f]{64})", requirement))
+        if not pinned or not hashes:
+            raise ToolkitError(f"{requirements}: {requirement!r} is not an exact version with its sha256")
+        pins.append(Pin(pinned[1], pinned[2], hashes))
+    return pins
+
+
+def _project_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _release(wheel: Path) -> tuple[str, str]:
+    """A wheel file's project and version, from its name (`name-version-...-platform.whl`)."""
+    name, _, rest = wheel.name.partition("-")
+    return _project_name(name), rest.partition("-")[0]
+
+
+def gather_wheels(requirements: Path, source: Path, target: Path) -> None:
+    """Copy into `target` the wheel of each pin from `source`, the one with a pinned sha256."""
+    if not source.is_dir():
+        raise BadInputError(f"--wheels {source}: no such directory")
+    wheels = sorted(source.glob("*.whl"))
+    for pin in pinned_wheels(requirements):
+        candidates = (wheel for wheel in wheels if _release(wheel) == (_project_name(pin.name), pin.version))
+        found = next(
+            (wheel for wheel in candidates if hashlib.sha256(wheel.read_bytes()).hexdigest() in pin.hashes),
+            None,
+        )
+        if found is None:
+            raise BadInputError(
+                f"--wheels {source} has no wheel of {pin.name}=={pin.version} with the sha256 "
+                f"{requirements} pins"
+            )
+        shutil.copy(found, target / found.name)
+
+
+def download_wheels(requirements: Path, target: Path, log: Path) -> None:
+    """Download the pinned wheels into `target`; pip checks each one against its sha256."""
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--require-hashes",
+            "--no-deps",
+            *WHEEL_PLATFORM,
+            "--dest",
+            str(target),
+            "--requirement",
+            str(requirements),
+        ],
+        log,
+        "downloading the pinned wheels",
+    )
+
+
+def build_own_wheel(project: Path, target: Path, log: Path) -> None:
+    """The toolkit's wheel, built with the running interpreter from a copy of its sources."""
+    with tempfile.TemporaryDirectory(prefix="toolkit-wheel-") as scratch:
+        source = Path(scratch)
+        for name in WHEEL_SOURCES:
+            if (project / name).is_dir():
+                shutil.copytree(project / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(project / name, source / name)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--wheel-dir",
+                str(target),
+                str(source),
+            ],
+            log,
+            "building the toolkit's wheel",
+        )
+
+
+def _run(command: list[str], log: Path, what: str | None = None) -> None:
     with log.open("a") as handle:
         handle.write("$ " + " ".join(command) + "\n")
         handle.flush()
         result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
-        raise ToolkitError(f"`{command[0]} {command[1]}` failed (exit {result.returncode}); see {log}")
+        doing = what or f"`{command[0]} {command[1]}`"
+        raise ToolkitError(f"{doing} failed (exit {result.returncode}); see {log}")
 
 
 def build(
     project: Path,
     report: Report,
     *,
+    image: Image = Image.shell,
     base: str | None,
     tag: str,
     ttyd: Path | None,
+    wheels: Path | None = None,
     builder: str,
     log: Path,
 ) -> None:
-    """Build images/shell as `tag`. A local ttyd must match the sha256 the Dockerfile pins."""
-    recipe = project / "images" / "shell"
+    """Build images/<image> as `tag`. For the shell, a local ttyd must match the sha256 the
+    Dockerfile pins; for the toolkit, `wheels` holds the pinned wheels (else they are downloaded)."""
+    if image is Image.toolkit and ttyd is not None:
+        raise BadInputError("--ttyd is for the shell image: the toolkit image has no ttyd")
+    if image is Image.shell and wheels is not None:
+        raise BadInputError("--wheels is for the toolkit image: the shell image installs no wheels")
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
+    if image is Image.toolkit:
+        _build_toolkit(project, report, base=base, tag=tag, wheels=wheels, builder=builder, log=log)
+        return
+    recipe = project / "images" / "shell"
     with tempfile.TemporaryDirectory(prefix="toolkit-shell-build-") as scratch:
         context = Path(scratch) / "shell"
         shutil.copytree(recipe, context, ignore=shutil.ignore_patterns("ttyd.x86_64"))
@@ -70,11 +215,36 @@ def build(
             if digest != expected:
                 raise BadInputError(f"--ttyd {ttyd} has sha256 {digest}, not the pinned {expected}")
             shutil.copy(ttyd, context / "vendor" / "ttyd.x86_64")
-        command = [builder, "build", "--tag", tag, "--file", str(context / "Dockerfile")]
-        if base:
-            command += ["--build-arg", f"BASE_IMAGE={base}"]
-        report(f"building {tag} with {builder}{f' from {base}' if base else ''}")
-        _run([*command, str(context)], log)
+        _build_context(context, report, base=base, tag=tag, builder=builder, log=log)
+
+
+def _build_toolkit(
+    project: Path, report: Report, *, base: str | None, tag: str, wheels: Path | None, builder: str, log: Path
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="toolkit-image-build-") as scratch:
+        recipe, context = project / "images" / "toolkit", Path(scratch) / "toolkit"
+        shutil.copytree(recipe, context)
+        requirements, target = recipe / "requirements.txt", context / "wheels"
+        target.mkdir()
+        if wheels is None:
+            report("downloading the pinned wheels")
+            download_wheels(requirements, target, log)
+        else:
+            report(f"taking the pinned wheels from {wheels}")
+            gather_wheels(requirements, wheels, target)
+        report("building the toolkit's wheel")
+        build_own_wheel(project, target, log)
+        _build_context(context, report, base=base, tag=tag, builder=builder, log=log)
+
+
+def _build_context(
+    context: Path, report: Report, *, base: str | None, tag: str, builder: str, log: Path
+) -> None:
+    command = [builder, "build", "--tag", tag, "--file", str(context / "Dockerfile")]
+    if base:
+        command += ["--build-arg", f"BASE_IMAGE={base}"]
+    report(f"building {tag} with {builder}{f' from {base}' if base else ''}")
+    _run([*command, str(context)], log)
 
 
 def push(builder: str, tag: str, registry: str, log: Path) -> str:

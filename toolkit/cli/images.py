@@ -1,4 +1,4 @@
-"""`toolkit images`: build the GPU shell image."""
+"""`toolkit images`: build the GPU shell image and the toolkit's lifecycle image."""
 
 from __future__ import annotations
 
@@ -8,22 +8,47 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import command_group
-from toolkit.images import SHELL_IMAGE
+from toolkit.images import SHELL_IMAGE, TOOLKIT_IMAGE, Image
 from toolkit.paths import project_dir, state_dir
 
-app = command_group("Build the prebuilt GPU shell image (images/shell): CUDA, sshd, ttyd, ready in seconds.")
+app = command_group(
+    "Build the toolkit's images: the prebuilt GPU shell (images/shell: CUDA, sshd, ttyd, ready in "
+    "seconds) and the lifecycle image (images/toolkit: the toolkit's CLI for the cluster's own jobs)."
+)
 
 
 @app.command()
 def build(
     *,
+    image: Annotated[
+        Image, typer.Option(help="Which image: the users' GPU shell, or the toolkit's CLI.")
+    ] = Image.shell,
     base: Annotated[
-        str | None, typer.Option(help="Base image (default: the Dockerfile's NVIDIA CUDA devel image).")
+        str | None,
+        typer.Option(
+            help="Base image (default: the Dockerfile's; NVIDIA's CUDA devel image for the shell, "
+            "debian:12-slim for the toolkit)."
+        ),
     ] = None,
-    tag: Annotated[str, typer.Option(help="Name of the built image.")] = SHELL_IMAGE,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Name of the built image (default: {SHELL_IMAGE}; {TOOLKIT_IMAGE} for the toolkit).",
+            show_default=False,
+        ),
+    ] = None,
     ttyd: Annotated[
         Path | None,
-        typer.Option(help="A local ttyd binary (air-gapped builds); it must match the pinned sha256."),
+        typer.Option(
+            help="Shell image: a local ttyd binary (air-gapped builds); it must match the pinned sha256."
+        ),
+    ] = None,
+    wheels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Toolkit image: a directory holding the wheels images/toolkit/requirements.txt pins "
+            "(air-gapped builds; default: download them)."
+        ),
     ] = None,
     builder: Annotated[
         str | None, typer.Option(help="podman, buildah or docker (default: the first found).")
@@ -35,22 +60,33 @@ def build(
         Path | None, typer.Option("--export", help="Write an image tarball k3s can import (air-gap).")
     ] = None,
 ) -> None:
-    """Build the shell image; optionally push it and export it as a tarball."""
+    """Build an image; optionally push it and export it as a tarball."""
     from rich.console import Console
 
     from toolkit import images
 
     project = project_dir()
     tool = images.find_builder(builder)
-    log = state_dir(project) / "images" / "shell-build.log"
+    name = tag or images.DEFAULT_TAGS[image]
+    log = state_dir(project) / "images" / f"{image}-build.log"
     console = Console()
-    with console.status("building the shell image") as status:
-        images.build(project, status.update, base=base, tag=tag, ttyd=ttyd, builder=tool, log=log)
+    with console.status(f"building the {image} image") as status:
+        images.build(
+            project,
+            status.update,
+            image=image,
+            base=base,
+            tag=name,
+            ttyd=ttyd,
+            wheels=wheels,
+            builder=tool,
+            log=log,
+        )
         if push_to:
             status.update(f"pushing to {push_to}")
-            console.print(f"pushed {images.push(tool, tag, push_to, log)}")
+            console.print(f"pushed {images.push(tool, name, push_to, log)}")
         if export_to:
             status.update(f"exporting to {export_to}")
-            images.export(tool, tag, export_to, log)
+            images.export(tool, name, export_to, log)
             console.print(f"exported {export_to}")
-    console.print(f"built {tag} (log: {log})")
+    console.print(f"built {name} (log: {log})")
