@@ -21,6 +21,7 @@ import requests
 import websocket
 
 from tests.support import eventually
+from toolkit import lifecycle
 
 pytestmark = pytest.mark.lab
 
@@ -59,7 +60,7 @@ class Shell:
         (self.secret / "authorized_keys").write_text(authorized)
         host_public = keygen(self.secret / "ssh_host_ed25519_key", "shell-host-key")
         (self.secret / "ttyd-credential").write_text(TTYD_CREDENTIAL)
-        self.ssh_port, self.web_port = free_port(), free_port()
+        self.ssh_port, self.web_port, self.activity_port = free_port(), free_port(), free_port()
         self.known_hosts = root / "known_hosts"
         algorithm, blob = host_public.split()[:2]
         self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {algorithm} {blob}\n")
@@ -74,6 +75,8 @@ class Shell:
             f"127.0.0.1:{self.ssh_port}:22",
             "--publish",
             f"127.0.0.1:{self.web_port}:7681",
+            "--publish",
+            f"127.0.0.1:{self.activity_port}:7682",
             "--env",
             f"SHELL_USER={USER}",
             "--env",
@@ -273,6 +276,28 @@ def test_open_sessions_are_warned_before_the_shell_is_paused(shell: Shell) -> No
     finally:
         client.close()
         write_secret(shell, "expires-at", ORIGINAL_EXPIRY)
+
+
+def test_the_agent_reports_terminals_and_their_input_to_the_lifecycle(shell: Shell) -> None:
+    """The lifecycle's own reader against the real agent: a session opens a terminal, nobody typing
+    makes it idle, a keystroke makes it active (the kernel stamps a terminal's input time rounded
+    down to 8 seconds, hence the margins)."""
+
+    def report() -> lifecycle.Activity:
+        return lifecycle.read_activity("127.0.0.1", shell.activity_port)
+
+    assert eventually(lambda: report().terminals == 0)  # the earlier tests' sessions have closed
+    assert report().gpu_utilization is None  # no nvidia-smi in the test image: none measured
+    client = shell.connect(shell.user_key)
+    channel = client.invoke_shell()
+    try:
+        assert eventually(lambda: report().terminals == 1)
+        assert eventually(lambda: report().idle_seconds >= 14, timeout=25)
+        channel.send(b"echo typed\n")
+        assert eventually(lambda: report().idle_seconds <= 10, timeout=10)
+    finally:
+        client.close()
+    assert eventually(lambda: report().terminals == 0)
 
 
 def test_a_new_key_logs_in_without_a_restart_and_open_sessions_go_on(shell: Shell, tmp_path: Path) -> None:
