@@ -43,23 +43,9 @@ def toolkit_image(lab_image: str) -> str:
     return TOOLKIT_IMAGE_TAG
 
 
-def accept_any_case_bearer(server: FakeApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client's in-cluster loader sends `Authorization: bearer TOKEN`. kube-apiserver takes the
-    scheme in any case (RFC 7235); the stand-in only as `Bearer`."""
-    authenticate = server.authenticate
-
-    def any_case(header: str | None) -> str | None:
-        if header and header[:7].lower() == "bearer ":
-            header = "Bearer " + header[7:]
-        return authenticate(header)
-
-    monkeypatch.setattr(server, "authenticate", any_case)
-
-
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
+def cluster() -> Iterator[FakeApiServer]:
     server = FakeApiServer().start()
-    accept_any_case_bearer(server, monkeypatch)
     server.add_gpu_node("gpu-1")
     server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
     server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})

@@ -1187,7 +1187,9 @@ class FakeApiServer:
     # -- authentication and RBAC
 
     def authenticate(self, header: str | None) -> str | None:
-        if not header or not header.startswith("Bearer "):
+        # The scheme in any case, as kube-apiserver's bearer-token authenticator takes it (RFC 7235):
+        # the client's in-cluster loader sends "bearer".
+        if not header or header[:7].lower() != "bearer ":
             return None
         token = header[7:].strip()
         if token == self.admin_token:

@@ -96,24 +96,10 @@ def test_list_is_one_request(admin: kube.Kube, fake_cluster: FakeApiServer) -> N
     assert len(fake_cluster.requests) == 1
 
 
-def accept_any_case_bearer(server: FakeApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client's in-cluster loader sends `Authorization: bearer TOKEN`. kube-apiserver takes the
-    scheme in any case (RFC 7235); the stand-in only as `Bearer`."""
-    authenticate = server.authenticate
-
-    def any_case(header: str | None) -> str | None:
-        if header and header[:7].lower() == "bearer ":
-            header = "Bearer " + header[7:]
-        return authenticate(header)
-
-    monkeypatch.setattr(server, "authenticate", any_case)
-
-
 @pytest.fixture
 def in_a_pod(fake_cluster: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """What a pod has: the service account's files where Kubernetes mounts them, the API server's
     address in its environment, and no kubeconfig anywhere."""
-    accept_any_case_bearer(fake_cluster, monkeypatch)
     account = tmp_path / "serviceaccount"
     account.mkdir()
     (account / "token").write_text(fake_cluster.admin_token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from tests.manifests import render, validate
-from toolkit.images import SHELL_IMAGE
+from toolkit.images import SHELL_IMAGE, TOOLKIT_IMAGE
 from toolkit.shell_settings import Platform
 
 
@@ -88,9 +88,13 @@ def test_an_empty_runtime_class_means_none() -> None:
     assert Platform.from_config_maps([config_map]).runtime_class is None
 
 
-def test_the_roles_default_image_is_the_one_toolkit_images_builds() -> None:
+def test_the_roles_default_images_are_the_ones_toolkit_images_builds() -> None:
     [_, config_map] = render("shells_platform", "shells.yaml.j2")
     assert config_map["data"]["image"] == SHELL_IMAGE == Platform().image
+    [cronjob] = [d for d in render("shells_platform", "toolkit-lifecycle.yaml.j2") if d["kind"] == "CronJob"]
+    assert (
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] == TOOLKIT_IMAGE
+    )
 
 
 def test_admission_policies_validate() -> None:
