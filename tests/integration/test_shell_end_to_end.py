@@ -110,9 +110,14 @@ def cluster(tmp_path: Path, shell_image: str) -> Iterator[tuple[FakeApiServer, P
     server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
     server.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
     labels = {"toolkit.dev/shells-config": "true"}
+    # The stand-in kubelet's pods are on podman's network: the cluster's pod network here.
+    network = subprocess.run(
+        ["podman", "network", "inspect", "podman", "--format", "{{range .Subnets}}{{.Subnet}},{{end}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip(",\n")  # fmt: skip
     server.seed("ConfigMap", {
         "metadata": {"name": "shells", "namespace": "toolkit-system", "labels": labels},
-        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webDomain": WEB_DOMAIN},
+        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webDomain": WEB_DOMAIN, "podCidrs": network},
     })  # fmt: skip
     try:
         yield server, server.kubeconfig(tmp_path / "admin.kubeconfig")
@@ -200,6 +205,13 @@ def test_create_login_pause_resume_delete_on_a_real_container(
         assert started() == before
     finally:
         session.kill()
+
+    # The lifecycle's run, as the cluster's CronJob makes it: the shell's agent answers at its pod's
+    # address, and a shell in use a moment ago is not idle.
+    lifecycle_run = toolkit("shell", "reap", "-A", "--idle", "--kubeconfig", str(admin))
+    assert lifecycle_run.returncode == 0, lifecycle_run.stdout + lifecycle_run.stderr
+    assert "0 idle shell(s) paused of 1 checked" in lifecycle_run.stdout, lifecycle_run.stdout
+    assert "not checked" not in lifecycle_run.stdout
 
     # `shell connect` runs ssh through the same config; with no terminal it reads commands from stdin.
     connected = toolkit("shell", "connect", "train", *user, env=env, stdin="cat ~/note.txt\n")

@@ -2057,10 +2057,11 @@ class FakeApiServer:
             ),
             "10.0.0.1",
         )
+        pod_ip = self.kubelet.pod_ip(pod) if self.kubelet is not None else None
         status.update(
             phase="Running",
             hostIP=node_ip,
-            podIP=f"10.42.0.{len(self._pod_started) % 250 + 2}",
+            podIP=pod_ip or f"10.42.0.{len(self._pod_started) % 250 + 2}",
             startTime=now(),
             conditions=[
                 {"type": kind, "status": "True", "lastTransitionTime": now(), "lastProbeTime": None}

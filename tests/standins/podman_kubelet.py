@@ -18,7 +18,9 @@ What it does, per pod:
   Service's nodePort, as kube-proxy would forward it; a ClusterIP Service's port, which only the
   cluster reaches, on a free loopback port that `cluster_port` tells the cluster's stand-ins
   (tests/standins/ingress_controller.py);
-- readiness: a `tcpSocket` probe checked against the published port.
+- readiness: a `tcpSocket` probe checked against the published port;
+- the pod's address: the container's on podman's network, which the host reaches as a node
+  reaches its pods (the lifecycle asks a shell's agent there).
 
 It does not model: resources limits, runtimeClassName (no GPU runtime here), init containers,
 more than one container, restarts after a crash, liveness probes, or logs through the API.
@@ -74,6 +76,14 @@ class PodmanKubelet:
                 return bool(connection.recv(4))  # sshd greets first; a bare accept is not readiness
         except OSError:
             return False
+
+    def pod_ip(self, pod: Obj) -> str | None:
+        """The container's address on podman's network, as the kubelet reports the pod's."""
+        found = subprocess.run(
+            ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", self.container_name(pod)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return found.stdout.strip() or None
 
     def cluster_port(self, pod: Obj, container_port: int) -> int | None:
         """Where, on loopback, the pod's container port answers for a ClusterIP Service."""
