@@ -24,11 +24,13 @@ from toolkit.cli.options import (
     TagsOption,
 )
 from toolkit.errors import BadInputError
+from toolkit.extras import operator_command
 
 app = command_group("Build and change the cluster described by an inventory.")
 
 
 @app.command()
+@operator_command("cluster up")
 def up(
     *,
     inventory_path: InventoryOption,
@@ -61,6 +63,7 @@ def up(
 
 
 @app.command()
+@operator_command("cluster plan")
 def plan(
     *,
     inventory_path: InventoryOption,
@@ -82,6 +85,7 @@ def plan(
 
 
 @app.command()
+@operator_command("cluster upgrade")
 def upgrade(
     *,
     inventory_path: InventoryOption,
@@ -100,6 +104,7 @@ def upgrade(
 
 
 @app.command()
+@operator_command("cluster reset")
 def reset(
     *,
     inventory_path: InventoryOption,
@@ -130,6 +135,7 @@ def reset(
 
 
 @app.command()
+@operator_command("cluster kubeconfig")
 def kubeconfig(
     *,
     inventory_path: InventoryOption,
@@ -216,6 +222,7 @@ def status(
 
 
 @app.command()
+@operator_command("cluster verify")
 def verify(
     *,
     inventory_path: InventoryOption,

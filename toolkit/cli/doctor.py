@@ -9,8 +9,10 @@ import typer
 
 from toolkit.cli import Output
 from toolkit.cli.options import InventoryOption, OutputOption
+from toolkit.extras import operator_command
 
 
+@operator_command("doctor")
 def doctor(
     *,
     inventory_path: InventoryOption,

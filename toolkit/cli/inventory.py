@@ -11,12 +11,14 @@ import typer
 from toolkit.cli import command_group
 from toolkit.cli.options import InventoryOption
 from toolkit.errors import BadInputError
+from toolkit.extras import operator_command
 from toolkit.paths import project_dir
 
 app = command_group("Write a site's inventory skeleton, and validate an inventory before anything runs.")
 
 
 @app.command()
+@operator_command("inventory init")
 def init(
     directory: Annotated[
         Path, typer.Argument(help="New directory for the site's inventory.", show_default=False)
@@ -31,6 +33,7 @@ def init(
 
 
 @app.command()
+@operator_command("inventory validate")
 def validate(*, inventory_path: InventoryOption) -> None:
     """Check an inventory: groups, an odd number of servers, the API endpoint for HA, pinned
     versions, Weka backends, a vaulted token, and no machine listed twice.

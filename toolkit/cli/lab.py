@@ -8,6 +8,7 @@ import typer
 
 from toolkit import lab
 from toolkit.cli import command_group
+from toolkit.extras import operator_command
 from toolkit.paths import project_dir
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ app = command_group(
 
 
 @app.command()
+@operator_command("lab up")
 def up(
     *,
     hosts: Annotated[int, typer.Option("--hosts", "-n", help="Number of hosts in the lab.")] = 3,
@@ -52,6 +54,7 @@ def up(
 
 
 @app.command()
+@operator_command("lab down")
 def down(
     *,
     image: Annotated[bool, typer.Option("--image", help="Also remove the cached host image.")] = False,
@@ -64,6 +67,7 @@ def down(
 
 
 @app.command()
+@operator_command("lab status")
 def status() -> None:
     """Show each lab host: container state, address and whether sshd answers."""
     from rich.table import Table
@@ -80,6 +84,7 @@ def status() -> None:
 
 
 @app.command()
+@operator_command("lab image")
 def image(
     *,
     rebuild: Annotated[bool, typer.Option(help="Build again even if the image is cached.")] = False,

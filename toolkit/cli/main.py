@@ -107,10 +107,11 @@ def run() -> None:
         app()
     except ToolkitError as error:
         from rich.console import Console
+        from rich.markup import escape
 
         err = Console(stderr=True, highlight=False, soft_wrap=True)
-        for line in str(error).splitlines():
-            err.print(f"[bold red]error:[/bold red] {line}", markup=True)
+        for line in str(error).splitlines():  # its text as written: "[::1]:22", "toolkit[operator]"
+            err.print(f"[bold red]error:[/bold red] {escape(line)}", markup=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -9,6 +9,7 @@ import typer
 
 from toolkit.cli import command_group
 from toolkit.cli.options import InventoryOption
+from toolkit.extras import operator_command
 
 app = command_group("Add a host to the cluster, and drain or uncordon a node.")
 
@@ -26,6 +27,7 @@ def _node_action(action: str, host: str, inventory_path: Path) -> None:
 
 
 @app.command()
+@operator_command("node add")
 def add(host: HostArgument, *, inventory_path: InventoryOption) -> None:
     """Bring a host newly listed in the inventory into the cluster.
 
@@ -39,12 +41,14 @@ def add(host: HostArgument, *, inventory_path: InventoryOption) -> None:
 
 
 @app.command()
+@operator_command("node drain")
 def drain(host: HostArgument, *, inventory_path: InventoryOption) -> None:
     """Evict the node's pods and mark it unschedulable (before maintenance)."""
     _node_action("drain", host, inventory_path)
 
 
 @app.command()
+@operator_command("node uncordon")
 def uncordon(host: HostArgument, *, inventory_path: InventoryOption) -> None:
     """Let the node take pods again (after maintenance)."""
     _node_action("uncordon", host, inventory_path)
