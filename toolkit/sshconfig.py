@@ -10,20 +10,48 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from toolkit.errors import BadInputError
 from toolkit.paths import write_private
 
 CONFIG_DIR_ENV = "TOOLKIT_CONFIG_DIR"
 
 
 def config_dir() -> Path:
+    """The platform's place for a user's configuration: ~/Library/Application Support on macOS,
+    $XDG_CONFIG_HOME (~/.config) elsewhere; TOOLKIT_CONFIG_DIR overrides both."""
     override = os.environ.get(CONFIG_DIR_ENV)
     if override:
         return Path(override)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "toolkit"
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "toolkit"
+
+
+def _argument(path: Path, tokens: bool) -> str:
+    """A path as ssh_config reads it back: quoted when it holds spaces ("Application Support"),
+    and with '%' doubled where ssh expands tokens (IdentityFile, UserKnownHostsFile)."""
+    text = str(path).replace("%", "%%") if tokens else str(path)
+    if '"' in text or "\n" in text:
+        raise BadInputError(f"{path}: ssh_config cannot name a path holding a double quote or a newline")
+    return f'"{text}"' if any(c.isspace() for c in text) or "#" in text else text
+
+
+def check_path(path: Path) -> None:
+    """Refuse, before anything is created, a path the ssh config could not hold."""
+    _argument(path, tokens=True)
+
+
+def _path(argument: str) -> Path:
+    """The path `_argument` wrote for IdentityFile."""
+    text = argument.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    return Path(text.replace("%%", "%"))
 
 
 @dataclass(frozen=True)
@@ -72,7 +100,7 @@ def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool
         )
         identity = re.search(r"^\s+IdentityFile (.+)$", block.group(1), re.M) if block else None
         if identity:
-            entry = replace(entry, identity_file=Path(identity.group(1)))
+            entry = replace(entry, identity_file=_path(identity.group(1)))
     lines = [
         _begin(entry.alias),
         f"Host {entry.alias}",
@@ -80,11 +108,11 @@ def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool
         f"    Port {entry.port}",
         f"    User {entry.user}",
         f"    HostKeyAlias {entry.alias}",
-        f"    UserKnownHostsFile {known_hosts}",
+        f"    UserKnownHostsFile {_argument(known_hosts, tokens=True)}",
         "    StrictHostKeyChecking yes",
     ]
     if entry.identity_file:
-        lines += [f"    IdentityFile {entry.identity_file}", "    IdentitiesOnly yes"]
+        lines += [f"    IdentityFile {_argument(entry.identity_file, tokens=True)}", "    IdentitiesOnly yes"]
     lines.append(_end(entry.alias))
     write_private(ssh_config, _without_block(current, entry.alias) + "\n".join(lines) + "\n")
     pinned = known_hosts.read_text() if known_hosts.exists() else ""
@@ -109,7 +137,7 @@ def remove_entry(user: str, shell: str, directory: Path | None = None) -> bool:
 
 
 def include_line(directory: Path | None = None) -> str:
-    return f"Include {(directory or config_dir()) / 'ssh_config'}"
+    return f"Include {_argument((directory or config_dir()) / 'ssh_config', tokens=False)}"
 
 
 def set_include(enabled: bool, user_config: Path | None = None, directory: Path | None = None) -> bool:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
+import pytest
+
 from toolkit import sshconfig
+from toolkit.errors import BadInputError
 
 
 def test_entry_is_written_once_and_replaced_in_place(tmp_path: Path) -> None:
@@ -57,3 +62,48 @@ def test_rewriting_an_entry_can_keep_the_identity_file_create_recorded(tmp_path:
     text = sshconfig.write_entry(moved, tmp_path, keep_identity=True).read_text()
     assert "IdentityFile /keys/id" in text and "HostName 10.0.0.12" in text
     assert "IdentityFile" not in sshconfig.write_entry(moved, tmp_path).read_text()
+
+
+def ssh_resolves(config: Path, host: str, home: Path) -> dict[str, str]:
+    """What the real ssh makes of `host` with `config` (ssh -G: its settings, no connection)."""
+    result = subprocess.run(
+        ["ssh", "-G", "-F", str(config), host], capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "HOME": str(home)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+
+
+def test_on_macos_the_config_goes_under_application_support_and_ssh_reads_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "Users" / "alice"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setattr(sshconfig.sys, "platform", "darwin")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("TOOLKIT_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "not-on-macos"))
+    directory = sshconfig.config_dir()
+    assert directory == home / "Library" / "Application Support" / "toolkit"
+    identity = home / "keys 100%" / "id_ed25519"  # a space and a '%', which ssh would expand
+    entry = sshconfig.Entry("alice", "train", "10.0.0.11", 30000, "ssh-ed25519 AAAA", identity)
+    config = sshconfig.write_entry(entry)
+    settings = ssh_resolves(config, "toolkit-alice-train", home)
+    assert settings["hostname"] == "10.0.0.11" and settings["port"] == "30000"
+    assert settings["userknownhostsfile"] == str(directory / "known_hosts")
+    # ssh -G shows IdentityFile before expanding its tokens, where "%%" becomes "%".
+    assert settings["identityfile"] == str(identity).replace("%", "%%")
+    # The Include line in the user's own ~/.ssh/config finds the entry too, as VS Code's ssh does.
+    assert sshconfig.set_include(True)
+    assert ssh_resolves(home / ".ssh" / "config", "toolkit-alice-train", home)["hostname"] == "10.0.0.11"
+    # A rewrite that keeps the identity reads back the path it wrote.
+    moved = sshconfig.Entry("alice", "train", "10.0.0.12", 30000, "ssh-ed25519 AAAA")
+    again = sshconfig.write_entry(moved, keep_identity=True)
+    assert ssh_resolves(again, "toolkit-alice-train", home)["identityfile"] == settings["identityfile"]
+    assert sshconfig.set_include(False) and "Include" not in (home / ".ssh" / "config").read_text()
+
+
+def test_a_path_ssh_config_cannot_hold_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="double quote"):
+        sshconfig.check_path(tmp_path / 'say "hi"')
+    sshconfig.check_path(tmp_path / "plain")

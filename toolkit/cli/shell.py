@@ -152,6 +152,9 @@ def create(
     if gpu_type:
         selector["nvidia.com/gpu.product"] = gpu_type
     check_shell_name(name)
+    for path in (identity_file, sshconfig.config_dir()):
+        if path is not None:
+            sshconfig.check_path(path)
     connection, who = _connect(kubeconfig, context, user)
     keys = users.shell_keys(connection, who, list(ssh_key or []), list(github or []), github_url)
     request = CreateRequest(
