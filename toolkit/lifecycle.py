@@ -18,9 +18,10 @@ Every function takes the time as an argument, so tests drive it on a fake clock.
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import json
+import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from toolkit import shell_manifests as manifests
 from toolkit import shells
 from toolkit.errors import ToolkitError
 from toolkit.kube import ApiError, Kube
-from toolkit.shell_settings import SHORTEST_IDLE_MINUTES, Platform, platform
+from toolkit.shell_settings import MOST_IDLE_MINUTES, SHORTEST_IDLE_MINUTES, Platform, platform
 from toolkit.tenancy import MANAGED_BY
 
 # shells_platform's toolkit-lifecycle.yaml: its namespace, account and CronJob, and the
@@ -44,27 +45,36 @@ RECORD = "lifecycle"  # the ConfigMap each run writes
 # A record older than this says the CronJob stopped running (schedule, image or rights broken).
 STALE_AFTER = timedelta(minutes=10)
 REPORT_LIMIT = 4096  # bytes: the agent's report is a few dozen
+RESPONSE_LIMIT = 8192  # bytes: the report and its HTTP head
+LINE_LIMIT = 300  # characters of one action in the record (a ConfigMap holds at most 1 MiB)
 ACTIONS_KEPT = 200  # lines of the record's actions
 
 
 @dataclass(frozen=True)
 class Activity:
     """What a shell's agent reports: seconds since the last input in any terminal or GPU use
-    (since the agent started, when neither happened), its open terminals, and the busiest GPU's
-    utilisation in percent (None when it measures none)."""
+    (since the agent started, when neither happened), its open terminals, the busiest GPU's
+    utilisation in percent (None when it measures none), and the idle minutes it warns before
+    (0: it warns of none)."""
 
     idle_seconds: int
     terminals: int
     gpu_utilization: int | None
+    idle_minutes: int = 0
+
+
+REPORT_KEYS = {"idleSeconds", "terminals", "gpuUtilization", "idleMinutes"}
 
 
 def parse_activity(body: bytes) -> Activity:
-    """The agent's JSON report, held to its exact shape: its owner can write anything there."""
-    if len(body) > REPORT_LIMIT:
-        raise ValueError("the report is too long")
-    report = json.loads(body)
-    if not isinstance(report, dict) or set(report) != {"idleSeconds", "terminals", "gpuUtilization"}:
-        raise ValueError("the report is not {idleSeconds, terminals, gpuUtilization}")
+    """The agent's JSON report, held to its exact shape: its owner can write anything there. Only
+    a flat object is parsed (nesting could exhaust the parser's recursion)."""
+    text = body.decode("ascii", errors="strict").strip() if len(body) <= REPORT_LIMIT else ""
+    if not text.startswith("{") or any(c in text[1:] for c in "[{"):
+        raise ValueError("the report is not one flat JSON object of at most 4 KiB")
+    report = json.loads(text)
+    if not isinstance(report, dict) or set(report) != REPORT_KEYS:
+        raise ValueError(f"the report's keys are not {', '.join(sorted(REPORT_KEYS))}")
 
     def whole(key: str, most: int) -> int:
         value = report[key]
@@ -73,25 +83,47 @@ def parse_activity(body: bytes) -> Activity:
         return value
 
     gpu = None if report["gpuUtilization"] is None else whole("gpuUtilization", 100)
-    return Activity(whole("idleSeconds", 10**9), whole("terminals", 10**5), gpu)
+    return Activity(
+        whole("idleSeconds", 10**9), whole("terminals", 10**5), gpu, whole("idleMinutes", MOST_IDLE_MINUTES)
+    )
 
 
 def read_activity(address: str, port: int = manifests.ACTIVITY_PORT, timeout: float = 3.0) -> Activity:
-    """GET http://ADDRESS:7682/activity; a ToolkitError when there is no valid report."""
-    connection = http.client.HTTPConnection(address, port, timeout=timeout)
+    """GET http://ADDRESS:7682/activity within `timeout` seconds in all (an agent that answers a
+    byte at a time is cut off), at most 8 KiB read; a ToolkitError in words of the toolkit's
+    own when there is no valid report: the answer is the shell owner's to write, and is never
+    repeated to an operator's terminal."""
+    deadline = time.monotonic() + timeout
+    too_slow = f"no activity report from {address}: its agent took over {timeout:g} s"
+    received = b""
     try:
-        connection.request("GET", "/activity")
-        response = connection.getresponse()
-        body = response.read(REPORT_LIMIT + 1)
-        if response.status != 200:
-            raise ToolkitError(f"its agent answered HTTP {response.status}")
+        with socket.create_connection((address, port), timeout=timeout) as connection:
+            connection.sendall(b"GET /activity HTTP/1.0\r\nHost: agent\r\nConnection: close\r\n\r\n")
+            while len(received) <= RESPONSE_LIMIT:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ToolkitError(too_slow)
+                connection.settimeout(left)
+                chunk = connection.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+    except TimeoutError:
+        raise ToolkitError(too_slow) from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ToolkitError(f"no activity report from {address}: {reason}") from None
+    head, separator, body = received.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    is_http = len(status) >= 2 and status[0].startswith(b"HTTP/")
+    if not separator or len(received) > RESPONSE_LIMIT or not is_http:
+        raise ToolkitError(f"the activity report from {address} is not an HTTP response of at most 8 KiB")
+    if status[1] != b"200":
+        raise ToolkitError(f"the activity report from {address} is not HTTP 200")
+    try:
         return parse_activity(body)
-    except (OSError, http.client.HTTPException) as error:
-        raise ToolkitError(f"no activity report from {address}: {error}") from None
-    except ValueError as error:
-        raise ToolkitError(f"its agent's activity report is not valid: {error}") from None
-    finally:
-        connection.close()
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError among them
+        raise ToolkitError(f"the activity report from {address} is not the agent's JSON") from None
 
 
 ReadActivity = Callable[[str], Activity]
@@ -99,10 +131,11 @@ ReadActivity = Callable[[str], Activity]
 
 def idle_limit(shell: shells.Shell, settings: Platform) -> int:
     """The minutes of idleness after which the shell is paused; 0: never. The shell's own ask,
-    held to the cluster's limits: a forbidden 0 or a value past the most counts as the most."""
-    if settings.idle_minutes == 0:
+    held to the cluster's limits: a forbidden 0 or a value past the most counts as the most. A
+    shell made before idle pause asks nothing, and its agent would warn of nothing: never."""
+    if settings.idle_minutes == 0 or shell.idle_minutes is None:
         return 0
-    asked = settings.idle_minutes if shell.idle_minutes is None else shell.idle_minutes
+    asked = shell.idle_minutes
     most = settings.max_idle_minutes
     if most and (asked == 0 or asked > most):
         return most
@@ -148,13 +181,21 @@ def pause_idle(
             activity = read(address)
         except ToolkitError as error:
             return IdleCheck(shell, limit, None, f"not checked: {error}")
+        except Exception as error:  # one shell's report must never stop the others' checks
+            return IdleCheck(shell, limit, None, f"not checked: {type(error).__name__} reading its report")
+        # The agent warns its terminals before its own limit: a later one (the site lowered its
+        # maximum since) is waited for, so no shell is paused unwarned. Forging it is no worse
+        # than forging activity, which its owner can always do.
+        limit = max(limit, activity.idle_minutes)
         if activity.idle_seconds < limit * 60:
             return IdleCheck(shell, limit, activity, "")
         try:
             if not dry_run:
                 shells.pause(kube, shell.user, shell.name, idle_at=now)
         except ToolkitError as error:
-            return IdleCheck(shell, limit, activity, f"not paused: {error}")
+            return IdleCheck(
+                shell, limit, activity, f"not paused: {shells.printable(str(error))[:LINE_LIMIT]}"
+            )
         return IdleCheck(shell, limit, activity, "paused")
 
     with ThreadPoolExecutor(max_workers=min(16, len(candidates))) as pool:
@@ -189,7 +230,7 @@ class Run:
     reaped: list[shells.Reaped] = field(default_factory=list)
     idle: list[IdleCheck] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
-    error: str = ""  # why the run stopped short, when it did
+    error: str = ""  # why a part of the run stopped short, when one did
 
     @property
     def failures(self) -> list[str]:
@@ -198,20 +239,24 @@ class Run:
             *((r.shell, r.action) for r in self.reaped if r.action.startswith("not ")),
             *((c.shell, c.action) for c in self.idle if c.action.startswith("not paused")),
         ]
-        return [f"{shell.user}/{shell.name} {action}" for shell, action in failed]
+        return [
+            *(f"{shell.user}/{shell.name} {action}" for shell, action in failed),
+            *(f"pod {pod}" for pod in self.orphans if " not deleted: " in pod),
+        ]
 
     def summary(self) -> str:
         expired = [r for r in self.reaped if not r.action.startswith("not ")]
+        deleted = [pod for pod in self.orphans if " not deleted: " not in pod]
         paused = [c for c in self.idle if c.action == "paused"]
         unchecked = [c for c in self.idle if c.action.startswith("not checked")]
         unmeasured = [c for c in self.idle if c.activity is not None and c.activity.gpu_utilization is None]
         parts = [
             f"{len(expired)} expired shell(s) reaped",
-            f"{len(paused)} idle shell(s) paused of {len(self.idle)} checked",
-            f"{len(self.orphans)} orphaned pod(s) deleted",
+            f"{len(paused)} idle shell(s) paused of {len(self.idle) - len(unchecked)} checked",
+            f"{len(deleted)} orphaned pod(s) deleted",
         ]
         if unchecked:
-            parts.append(f"{len(unchecked)} shell(s) gave no activity report")
+            parts.append(f"{len(unchecked)} running shell(s) gave no activity report")
         if unmeasured:
             parts.append(f"{len(unmeasured)} judged on terminal input alone (no GPU utilisation measured)")
         if self.failures:
@@ -219,7 +264,8 @@ class Run:
         return "; ".join(parts)
 
     def actions(self) -> list[str]:
-        return [
+        """What was done, a line each, as printable text of at most LINE_LIMIT characters."""
+        lines = [
             *(f"{r.shell.user}/{r.shell.name} {r.action}, expired" for r in self.reaped),
             *(
                 f"{c.shell.user}/{c.shell.name} {c.action}, idle {c.activity.idle_seconds // 60} min "
@@ -228,12 +274,26 @@ class Run:
                 if c.activity is not None and c.action
             ),
             *(f"{c.shell.user}/{c.shell.name} {c.action}" for c in self.idle if c.activity is None),
-            *(f"pod {pod} deleted: no shell owns it" for pod in self.orphans),
+            *(
+                f"pod {pod}" if " not deleted: " in pod else f"pod {pod} deleted: no shell owns it"
+                for pod in self.orphans
+            ),
         ]
+        return [_line(line) for line in lines]
 
     @property
     def outcome(self) -> str:
-        return "failed" if self.error else "partial" if self.failures else "ok"
+        """ "failed" when a part of the run stopped short; "partial" when a shell could not be
+        reaped, paused or checked; else "ok"."""
+        unchecked = any(c.action.startswith("not checked") for c in self.idle)
+        return "failed" if self.error else "partial" if self.failures or unchecked else "ok"
+
+
+def _line(text: str) -> str:
+    """One line of a record: printable (an API server's or a reader's error can quote what a
+    user wrote), without line breaks of any kind, and short."""
+    flat = " ".join(shells.printable(text).split())
+    return flat if len(flat) <= LINE_LIMIT else flat[: LINE_LIMIT - 3] + "..."
 
 
 def record(kube: Kube, run: Run) -> None:
@@ -248,7 +308,7 @@ def record(kube: Kube, run: Run) -> None:
         "outcome": run.outcome,
         "summary": run.summary(),
         "actions": "\n".join(actions),
-        "error": run.error,
+        "error": _line(run.error) if run.error else "",
     }
     try:
         kube.merge_patch("ConfigMap", RECORD, NAMESPACE, {"data": data})
@@ -287,24 +347,24 @@ class Record:
 
 
 def last_run(kube: Kube) -> Record | None:
-    """The last run's record; None when the lifecycle never ran (or is not deployed)."""
+    """The last run's record; None when the lifecycle never ran (or is not deployed). Read as
+    input: each line printable and short, split on newlines only."""
     found = kube.get("ConfigMap", RECORD, NAMESPACE)
     if found is None:
         return None
     data = found.get("data") or {}
-    finished = shells.parse_time(data.get("finished"))
-    actions = tuple(line for line in str(data.get("actions", "")).splitlines() if line)
+    actions = [_line(line) for line in str(data.get("actions", "")).split("\n") if line.strip()]
     return Record(
-        finished=finished,
-        outcome=str(data.get("outcome", "unknown")),
-        summary=str(data.get("summary", "")),
-        actions=actions,
-        error=str(data.get("error", "")),
+        finished=shells.parse_time(data.get("finished")),
+        outcome=_line(str(data.get("outcome", "unknown"))),
+        summary=_line(str(data.get("summary", ""))),
+        actions=tuple(actions[: ACTIONS_KEPT + 1]),
+        error=_line(str(data.get("error", ""))),
     )
 
 
 def _ago(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
+    seconds = max(0, int(delta.total_seconds()))  # a clock a little ahead of this one: just now
     if seconds < 120:
         return f"{seconds}s"
     if seconds < 7200:

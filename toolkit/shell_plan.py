@@ -17,7 +17,7 @@ from toolkit import durations, quantity
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.shell_settings import SHORTEST_IDLE_MINUTES, Platform
+from toolkit.shell_settings import MOST_IDLE_MINUTES, SHORTEST_IDLE_MINUTES, Platform
 from toolkit.sshkeys import KeyPair, generate_key_pair
 from toolkit.tenancy import SHELLS_QUOTA, check_user_name, namespace_of
 
@@ -274,6 +274,8 @@ def _idle_minutes(asked: int | None, settings: Platform, reasons: list[str]) -> 
         reasons.append(
             f"--idle-minutes 0: this cluster pauses every idle shell; ask for {shortest} to {most} minutes"
         )
+    elif asked > MOST_IDLE_MINUTES:
+        reasons.append(f"--idle-minutes must be at most {MOST_IDLE_MINUTES}, not {asked}")
     elif asked and (asked < shortest or (most and asked > most)):
         limit = f"{shortest} to {most} on this cluster" if most else f"at least {shortest} (or 0: never)"
         reasons.append(f"--idle-minutes must be {limit}, not {asked}")

@@ -15,6 +15,7 @@ CONFIG_LABEL = "toolkit.dev/shells-config"
 # The shortest idle pause a shell may ask for: the lifecycle checks every minute, and the shell
 # warns its terminals 2 minutes before.
 SHORTEST_IDLE_MINUTES = 5
+MOST_IDLE_MINUTES = 999_999  # six digits, which every reader of the annotation takes
 
 
 @dataclass(frozen=True)

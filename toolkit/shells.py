@@ -455,7 +455,9 @@ def _reap_one(kube: Kube, shell: Shell, policy: str, record: datetime | None, dr
 def reap_orphans(kube: Kube, dry_run: bool = False) -> list[str]:
     """Delete the pods in users' namespaces that no StatefulSet owns any more (`kubectl delete
     --cascade=orphan` leaves them running, holding their GPUs, out of every shell's lifetime).
-    Operators only: two list calls across the cluster. What was deleted, as namespace/pod."""
+    Operators only: two list calls across the cluster. What was done, as "namespace/pod" for
+    each deleted, and "namespace/pod not deleted: WHY" for one that could not be (the others
+    are still deleted)."""
     owners = {
         (sts["metadata"].get("namespace"), sts["metadata"].get("uid"))
         for sts in kube.list("StatefulSet")["items"]
@@ -472,7 +474,11 @@ def reap_orphans(kube: Kube, dry_run: bool = False) -> list[str]:
             for ref in metadata.get("ownerReferences") or []
         )
         if not owned:
-            if not dry_run:
-                kube.delete("Pod", metadata["name"], namespace)
+            try:
+                if not dry_run:
+                    kube.delete("Pod", metadata["name"], namespace)
+            except ToolkitError as error:
+                orphans.append(f"{namespace}/{metadata['name']} not deleted: {error}")
+                continue
             orphans.append(f"{namespace}/{metadata['name']}")
     return orphans

@@ -14,9 +14,11 @@ SHELL_AGENT_INTERVAL seconds (10) this agent:
   (nvidia-smi's utilization.gpu above 0). Every terminal is warned 10 and 2 minutes before the
   Secret's idle-minutes (else SHELL_IDLE_MINUTES; 0: never) run out.
 
-It answers GET /activity on port 7682 with {"idleSeconds", "terminals", "gpuUtilization"} (null
-when no GPU is measured), which the cluster's lifecycle reads to pause idle shells
-(toolkit/lifecycle.py); the tenant's NetworkPolicy lets only the lifecycle's namespace reach it.
+It answers GET /activity on port 7682 with {"idleSeconds", "terminals", "gpuUtilization" (null
+when no GPU is measured), "idleMinutes" (the limit it warns before)}, which the cluster's
+lifecycle reads to pause idle shells (toolkit/lifecycle.py); the tenant's NetworkPolicy lets
+only the lifecycle's namespace reach it. Without the port (taken, or no IPv6 nor IPv4), the
+agent goes on with its other work and says so.
 
 Usage: shell-agent.py USER SECRET_DIR BANNER_HEAD [--once]   (--once: one round, then exit)
 """
@@ -32,6 +34,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -146,18 +149,23 @@ class Activity:
 
     def __init__(self, started: float) -> None:
         self.last_active = started
-        self.report = {"idleSeconds": 0, "terminals": 0, "gpuUtilization": None}
+        self.report = {"idleSeconds": 0, "terminals": 0, "gpuUtilization": None, "idleMinutes": 0}
         self.lock = threading.Lock()
 
-    def measure(self, now: float, last_input: float | None, terminals: int, gpu: int | None) -> float:
-        """Record this round's measures; the seconds the shell has been idle."""
+    def measure(
+        self, now: float, last_input: float | None, terminals: int, gpu: int | None, limit: int = 0
+    ) -> float:
+        """Record this round's measures and the idle limit warned before; the seconds the shell
+        has been idle."""
         if last_input is not None:
             self.last_active = max(self.last_active, min(last_input, now))
         if gpu:
             self.last_active = now
         idle = max(0.0, now - self.last_active)
         with self.lock:
-            self.report = {"idleSeconds": int(idle), "terminals": terminals, "gpuUtilization": gpu}
+            self.report = {
+                "idleSeconds": int(idle), "terminals": terminals, "gpuUtilization": gpu, "idleMinutes": limit,
+            }  # fmt: skip
         return idle
 
     def body(self) -> bytes:
@@ -165,10 +173,24 @@ class Activity:
             return json.dumps(self.report).encode()
 
 
-def serve_activity(activity: Activity, port: int = ACTIVITY_PORT) -> ThreadingHTTPServer:
-    """Answer GET /activity in a thread of its own."""
+class DualStackServer(ThreadingHTTPServer):
+    """IPv6 and IPv4 on one socket: a pod's address may be either."""
+
+    address_family = socket.AF_INET6
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def serve_activity(activity: Activity, port: int = ACTIVITY_PORT) -> ThreadingHTTPServer | None:
+    """Answer GET /activity in a thread of its own; None, said on stderr, when the port cannot
+    be had (the lifecycle then finds no report, and pauses nothing for idleness)."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 5  # a client that sends nothing holds a thread no longer
+
         def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
             body = activity.body() if self.path == "/activity" else b'{"error": "not found"}'
             self.send_response(200 if self.path == "/activity" else 404)
@@ -180,7 +202,16 @@ def serve_activity(activity: Activity, port: int = ACTIVITY_PORT) -> ThreadingHT
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             return  # one request a minute from the lifecycle: not worth a log line each
 
-    server = ThreadingHTTPServer(("", port), Handler)
+    server: ThreadingHTTPServer
+    try:
+        server = DualStackServer(("::", port), Handler)
+    except OSError:  # no IPv6 in this pod
+        try:
+            server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+            server.daemon_threads = True
+        except OSError as error:
+            print(f"shell-agent: no activity report on port {port}: {error}", file=sys.stderr, flush=True)
+            return None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -219,7 +250,6 @@ class Agent:
                     f"this shell will be paused at {expires:%H:%M} UTC, in {minutes} minute(s): save your "
                     f"work, or extend it with 'toolkit shell extend {self.name} --hours H'"
                 )
-        self.idle_round(time.time())
 
     def idle_round(self, now: float) -> None:
         try:
@@ -228,7 +258,9 @@ class Agent:
         except OSError:  # none (a shell made before idle pause), or mid-swap: keep the last value
             pass
         terminals = glob.glob(TERMINALS)
-        idle = self.activity.measure(now, last_terminal_input(), len(terminals), gpu_utilization())
+        idle = self.activity.measure(
+            now, last_terminal_input(), len(terminals), gpu_utilization(), self.idle_limit
+        )
         if idle < self.last_idle:  # activity: the count starts again
             self.idle_warned = set()
         self.last_idle = idle
@@ -253,10 +285,12 @@ def main() -> None:
     if not once:
         serve_activity(agent.activity)
     while True:
-        try:
-            agent.round()
-        except Exception as error:  # a bad Secret or a full disk: say so, and try again next round
-            print(f"shell-agent: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        # Each part apart: a bad Secret or a full disk stops neither the other nor the next round.
+        for part in (agent.round, lambda: agent.idle_round(time.time())):
+            try:
+                part()
+            except Exception as error:
+                print(f"shell-agent: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         if once:
             return
         time.sleep(interval)

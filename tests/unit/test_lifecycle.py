@@ -5,11 +5,15 @@ lifecycle's own ServiceAccount, on a fake clock and with the shell agents' repor
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -158,7 +162,7 @@ def test_idle_limits_follow_the_site_settings() -> None:
         assert shell is not None
         return lifecycle.idle_limit(shell, Platform(idle_minutes=default, max_idle_minutes=most))
 
-    assert limit(None) == 60
+    assert limit(None) == 0  # made before idle pause: its agent would warn of nothing
     assert limit(45) == 45
     assert limit(2) == 5  # the shortest
     assert limit(0) == 240  # the site keeps idle pause on
@@ -241,9 +245,24 @@ def test_the_lifecycles_account_is_refused_anything_beyond_its_rights(
         with pytest.raises(ApiError) as error:
             attempt()
         assert error.value.code == 403
+    # Admission holds its changes of a shell to scaling it down and stamping why.
+    image = {"spec": {"template": {"spec": {"containers": [{"name": "shell", "image": "evil:latest"}]}}}}
+    for change in (
+        image,
+        {"metadata": {"labels": {"toolkit.dev/user": "bob"}}},
+        {"metadata": {"annotations": {"toolkit.dev/expires-at": "2099-01-01T00:00:00Z"}}},
+        {"spec": {"replicas": 2}},
+    ):
+        with pytest.raises(ApiError) as error:
+            lifecycle_account.merge_patch("StatefulSet", "train", "user-alice", change)
+        assert error.value.code == 403 and "the lifecycle may only scale a shell down" in str(error.value)
     # What it needs, it has.
     assert [s.name for s in shells.list_shells(lifecycle_account, None)] == ["train"]
     shells.pause(lifecycle_account, "alice", "train", idle_at=datetime.now(UTC))
+    shells.pause(lifecycle_account, "alice", "train", reaped_at=datetime.now(UTC))
+
+
+GOOD = {"idleSeconds": 10, "terminals": 0, "gpuUtilization": None, "idleMinutes": 30}
 
 
 @pytest.mark.parametrize(
@@ -251,20 +270,82 @@ def test_the_lifecycles_account_is_refused_anything_beyond_its_rights(
     [
         b"not json",
         b"[]",
-        b'{"idleSeconds": 10, "terminals": 0}',
-        b'{"idleSeconds": -1, "terminals": 0, "gpuUtilization": null}',
-        b'{"idleSeconds": 1.5, "terminals": 0, "gpuUtilization": null}',
-        b'{"idleSeconds": true, "terminals": 0, "gpuUtilization": null}',
-        b'{"idleSeconds": 10, "terminals": 0, "gpuUtilization": 101}',
-        b'{"idleSeconds": 10, "terminals": 0, "gpuUtilization": null, "more": 1}',
-        b'{"idleSeconds": 10, "terminals": 0, "gpuUtilization": "0"}',
-        json.dumps({"idleSeconds": 10**10, "terminals": 0, "gpuUtilization": None}).encode(),
+        b"[" * 2000 + b"]" * 2000,  # deep enough to exhaust a recursive parser, under 4 KiB
+        json.dumps({**GOOD, "terminals": {"a": 1}}).encode(),
+        json.dumps({key: value for key, value in GOOD.items() if key != "idleMinutes"}).encode(),
+        json.dumps({**GOOD, "idleSeconds": -1}).encode(),
+        json.dumps({**GOOD, "idleSeconds": 1.5}).encode(),
+        json.dumps({**GOOD, "idleSeconds": True}).encode(),
+        json.dumps({**GOOD, "gpuUtilization": 101}).encode(),
+        json.dumps({**GOOD, "gpuUtilization": "0"}).encode(),
+        json.dumps({**GOOD, "more": 1}).encode(),
+        json.dumps({**GOOD, "idleSeconds": 10**10}).encode(),
+        json.dumps({**GOOD, "idleMinutes": 10**7}).encode(),
+        '{"idleSeconds": 1\u00e9}'.encode(),
         b" " * 5000,
     ],
 )
 def test_a_report_not_of_the_agents_exact_shape_is_refused(body: bytes) -> None:
     with pytest.raises(ValueError):
         lifecycle.parse_activity(body)
+    assert lifecycle.parse_activity(json.dumps(GOOD).encode()) == lifecycle.Activity(10, 0, None, 30)
+
+
+def serve(answer: Callable[[socket.socket], None]) -> int:
+    """A one-connection server on loopback that answers as `answer` does, then hangs up; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        connection, _ = listener.accept()
+        with connection, listener, contextlib.suppress(OSError):
+            connection.recv(4096)
+            answer(connection)
+
+    threading.Thread(target=run, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def test_an_agent_that_answers_slowly_or_wrongly_is_cut_off_in_the_toolkits_words() -> None:
+    def drip(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.0 200 OK\r\n")
+        for _ in range(100):
+            connection.sendall(b"X")
+            time.sleep(0.1)
+
+    port = serve(drip)
+    started = time.monotonic()
+    with pytest.raises(ToolkitError) as slow:
+        lifecycle.read_activity("127.0.0.1", port, timeout=1.0)
+    assert time.monotonic() - started < 2
+    assert str(slow.value) == "no activity report from 127.0.0.1: its agent took over 1 s"
+    escapes = b"HTTP/1.0 200 \x1b]0;owned\x07\x1b[2J\r\n\r\n{\x85bob/train paused}"
+    oversized = b"HTTP/1.0 200 OK\r\nX: " + b"y" * 9000 + b"\r\n\r\n"
+    for answer, expected in (
+        (b"\x1b[31mnot http\x85forged line\r\n\r\n", "is not an HTTP response of at most 8 KiB"),
+        (b"HTTP/1.0 500 \x1b[2J\r\n\r\n", "is not HTTP 200"),
+        (escapes, "is not the agent's JSON"),
+        (oversized, "is not an HTTP response of at most 8 KiB"),
+    ):
+        port = serve(lambda connection, answer=answer: connection.sendall(answer))
+        with pytest.raises(ToolkitError) as refused:
+            lifecycle.read_activity("127.0.0.1", port)
+        assert str(refused.value) == f"the activity report from 127.0.0.1 {expected}"
+
+
+def test_the_record_holds_printable_short_lines_whatever_an_error_quoted(
+    admin: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    forged = 'pods "x\x1b[2J" is forbidden\x85bob/train paused, idle 61 min\n' + "y" * 5000
+    run = lifecycle.Run(now, now, orphans=[f"user-bob/x not deleted: {forged}"])
+    lifecycle.record(lifecycle_account, run)
+    found = lifecycle.last_run(admin)
+    assert found is not None and found.outcome == "partial"
+    [line] = found.actions
+    assert "\x1b" not in line and "\x85" not in line and len(line) <= lifecycle.LINE_LIMIT
+    assert line.startswith(
+        'pod user-bob/x not deleted: pods "x[2J" is forbiddenbob/train paused, idle 61 min yyy'
+    )
 
 
 def test_only_the_shells_own_pod_on_the_pod_network_is_asked(

@@ -89,8 +89,10 @@ def test_terminal_input_or_a_busy_gpu_keeps_a_shell_active_and_nothing_else_does
     assert activity.measure(2300.0, 1690.0, 1, 0) == 610  # a session open, nobody typing: idle
     assert activity.measure(2400.0, 1690.0, 1, 37) == 0  # the GPU at 37%: active
     assert activity.measure(2500.0, 1690.0, 0, 0) == 100  # it finished
-    assert activity.measure(2600.0, 9999.0, 0, None) == 0  # an input time past now counts as now
-    assert json.loads(activity.body()) == {"idleSeconds": 0, "terminals": 0, "gpuUtilization": None}
+    assert activity.measure(2600.0, 9999.0, 0, None, 30) == 0  # an input time past now counts as now
+    assert json.loads(activity.body()) == {
+        "idleSeconds": 0, "terminals": 0, "gpuUtilization": None, "idleMinutes": 30
+    }  # fmt: skip
 
 
 def test_the_last_input_is_the_newest_terminal_access_time(tmp_path: Path) -> None:
@@ -141,11 +143,14 @@ def test_the_lifecycle_reads_the_agents_report_as_the_agent_serves_it() -> None:
 
     shell_agent = agent()
     activity = shell_agent.Activity(started=1000.0)
-    activity.measure(1900.0, 1300.0, 2, 0)
+    activity.measure(1900.0, 1300.0, 2, 0, 45)
     server = shell_agent.serve_activity(activity, port=0)
+    assert server is not None
     try:
         port = server.server_address[1]
-        assert lifecycle.read_activity("127.0.0.1", port) == lifecycle.Activity(600, 2, 0)
+        assert lifecycle.read_activity("127.0.0.1", port) == lifecycle.Activity(600, 2, 0, 45)
+        # A second agent cannot have the port: it says so and goes on without a report.
+        assert shell_agent.serve_activity(activity, port=port) is None
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -526,7 +527,7 @@ def reap(
     """
     from toolkit import kube, lifecycle, shells
 
-    if status and (dry_run or idle or record_status or all_users):
+    if status and (dry_run or idle or record_status or all_users or user):
         raise BadInputError("--status only shows the last run: it takes only --kubeconfig and --context")
     if (idle or record_status) and not all_users:
         raise BadInputError("--idle and --record-status act for the whole cluster: add --all-users (-A)")
@@ -537,19 +538,24 @@ def reap(
     if status:
         _print_lifecycle_status(connection, console)
         return
+    who = None if all_users else user_from_context(connection, user)
     started = lifecycle.now_utc()
+    parts: dict[str, Callable[[], Any]] = {
+        "reaped": lambda: shells.reap(connection, who, now=started, dry_run=dry_run),
+        "orphans": lambda: shells.reap_orphans(connection, dry_run=dry_run) if all_users else [],
+        "idle": lambda: lifecycle.pause_idle(connection, started, dry_run=dry_run) if idle else [],
+    }
     done: dict[str, Any] = {}
-    try:
-        who = None if all_users else user_from_context(connection, user)
-        done["reaped"] = shells.reap(connection, who, now=started, dry_run=dry_run)
-        done["orphans"] = shells.reap_orphans(connection, dry_run=dry_run) if all_users else []
-        done["idle"] = lifecycle.pause_idle(connection, started, dry_run=dry_run) if idle else []
-    except ToolkitError as error:
-        if record_status:  # what was done before the error, and the error
-            stopped = lifecycle.Run(started, lifecycle.now_utc(), **done, error=str(error))
-            lifecycle.record(connection, stopped)
-        raise
-    run = lifecycle.Run(started, lifecycle.now_utc(), **done)
+    stopped: list[tuple[str, Exception]] = []
+    for part, act in parts.items():
+        try:
+            done[part] = act()
+        except Exception as error:  # one part stopped short: the others still run, and are recorded
+            if not record_status:
+                raise
+            stopped.append((part, error))
+    errors = "; ".join(f"{part}: {error}" for part, error in stopped)
+    run = lifecycle.Run(started, lifecycle.now_utc(), **done, error=errors)
     if record_status:
         lifecycle.record(connection, run)
     verb = "would be" if dry_run else ""
@@ -565,13 +571,20 @@ def reap(
         elif check.action:
             console.print(f"{check.shell.user}/{check.shell.name} {check.action}", markup=False)
     for orphan in run.orphans:
-        console.print(f"pod {orphan} {verb} deleted: no shell owns it".replace("  ", " "))
+        done_to = "" if " not deleted: " in orphan else f" {verb} deleted: no shell owns it"
+        console.print(f"pod {orphan}{done_to}".replace("  ", " "), markup=False)
     present.problems(console, [item.shell for item in run.reaped])
     not_reaped = [item for item in run.reaped if item.action.startswith("not reaped")]
     console.print(f"{len(run.reaped) - len(not_reaped)} expired shell(s) {'found' if dry_run else 'reaped'}")
     if idle:
         paused = sum(1 for check in run.idle if check.action == "paused")
-        console.print(f"{paused} idle shell(s) {'found' if dry_run else 'paused'} of {len(run.idle)} checked")
+        checked = sum(1 for check in run.idle if not check.action.startswith("not checked"))
+        console.print(f"{paused} idle shell(s) {'found' if dry_run else 'paused'} of {checked} checked")
+    for _, failure in stopped:
+        if not isinstance(failure, ToolkitError):
+            raise failure  # a defect: its traceback, in the Job's log, after the record
+    if stopped:
+        raise ToolkitError(f"the lifecycle's run stopped short ({errors})")
     if run.failures:
         raise typer.Exit(EXIT_TASK_FAILED)
 
