@@ -1,0 +1,144 @@
+"""docs/users.md, run: every command in its `console` blocks, in order, as a new user would type
+them, against the STAND-IN API server whose STAND-IN kubelet runs each shell as a real podman
+container of the shell image (tests/standins/podman_kubelet.py), so `connect` and `ssh` reach a
+real sshd.
+
+Each `$ COMMAND` line runs in bash with the user's own HOME (a fresh one, holding only an SSH key
+pair) and the guide's working directory, which holds the operator's admin kubeconfig for the
+operator's lines and a colleague's public key. The cluster has published its GPU counts once,
+by running the capacity publisher shells_platform deploys. A command succeeds unless the guide
+shows an `error:` line after it; then it must fail, and that line must be exactly what it
+printed on stderr (with the home written `~`). So the guide can't drift.
+
+ssh takes `~` from the password database, not from $HOME, and the tests run as root: an `ssh`
+first on PATH runs the real one as it would run for a user whose home is $HOME (their
+~/.ssh/config unless -F says otherwise, and their key), in batch mode.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.standins.kube_apiserver import FakeApiServer
+from tests.standins.podman_kubelet import PodmanKubelet
+from tests.support import load_script
+
+pytestmark = pytest.mark.lab
+
+PROJECT = Path(__file__).resolve().parents[2]
+GUIDE = PROJECT / "docs" / "users.md"
+PUBLISHER = PROJECT / "roles" / "shells_platform" / "files" / "publish-capacity.py"
+SSH_AS_THE_USER = """#!/bin/sh
+config="-F $HOME/.ssh/config"
+for argument in "$@"; do [ "$argument" = -F ] && config=""; done
+exec /usr/bin/ssh $config -o BatchMode=yes -o IdentityFile="$HOME/.ssh/id_ed25519" "$@"
+"""
+
+
+@dataclass(frozen=True)
+class Step:
+    line: int
+    command: str
+    error: str | None  # the error line the guide shows after it, if any
+
+
+def steps(text: str) -> list[Step]:
+    found, block = [], False
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            block = line.strip() == "```console" if not block else False
+            continue
+        if block and line.startswith("$ "):
+            shown = []
+            for after in lines[number:]:
+                if after.startswith(("$ ", "```")):
+                    break
+                shown.append(after)
+            errors = [out for out in shown if out.startswith("error: ")]
+            found.append(Step(number, line[2:], errors[0] if errors else None))
+    return found
+
+
+def test_the_guide_shows_commands_and_errors() -> None:
+    found = steps(GUIDE.read_text())
+    assert len(found) >= 20
+    assert any(step.error for step in found)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, shell_image: str) -> Iterator[FakeApiServer]:
+    server = FakeApiServer(kubelet=PodmanKubelet(tmp_path / "kubelet")).start()
+    for name in ("gpu-1", "gpu-2"):
+        server.add_gpu_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
+    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
+    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    server.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
+    server.seed("ConfigMap", {
+        "metadata": {"name": "shells", "namespace": "toolkit-system",
+                     "labels": {"toolkit.dev/shells-config": "true"}},
+        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webDomain": "shells.example.org"},
+    })  # fmt: skip
+    yield server
+    server.stop()
+
+
+def publish_capacity(cluster: FakeApiServer, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the capacity publisher's CronJob does each minute, once."""
+    directory.mkdir()
+    (directory / "token").write_text(cluster.admin_token)
+    (directory / "ca.crt").write_bytes(cluster.ca_pem)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.port))
+    publisher = load_script(PUBLISHER)
+    monkeypatch.setattr(publisher, "ACCOUNT_DIR", directory)
+    publisher.publish()
+
+
+def test_every_command_of_the_users_guide_runs_as_shown(
+    cluster: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_capacity(cluster, tmp_path / "serviceaccount", monkeypatch)
+    home, work, shims = tmp_path / "home", tmp_path / "work", tmp_path / "shims"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    work.mkdir()
+    shims.mkdir()
+    (shims / "ssh").write_text(SSH_AS_THE_USER)
+    (shims / "ssh").chmod(0o755)
+    key = home / ".ssh" / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "bob")], check=True)
+    cluster.kubeconfig(work / "admin.kubeconfig")
+    env = {
+        "HOME": str(home),
+        "PATH": f"{shims}:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "COLUMNS": "200",
+        "TERM": "dumb",
+    }
+    for step in steps(GUIDE.read_text()):
+        result = subprocess.run(
+            ["bash", "-c", step.command], cwd=work, env=env, input="", capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+        where = f"docs/users.md:{step.line}: {step.command}\n{result.stdout}{result.stderr}"
+        if step.error is None:
+            assert result.returncode == 0, where
+        else:
+            assert result.returncode != 0, where
+            stderr = result.stderr.replace(str(home), "~")
+            printed = [line for line in stderr.splitlines() if line.startswith("error: ")]
+            assert printed == [step.error], where
+    # What the guide says is left: no shell, the home of the one deleted without --purge, and no
+    # Include line in the user's ssh config.
+    assert cluster.list("StatefulSet", "user-alice") == []
+    assert [pvc["metadata"]["name"] for pvc in cluster.list("PersistentVolumeClaim", "user-alice")] == [
+        "notebook-home"
+    ]
+    assert "Include" not in (home / ".ssh" / "config").read_text()
