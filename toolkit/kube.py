@@ -292,8 +292,8 @@ def connect(kubeconfig: Path | None = None, context: str | None = None) -> Kube:
         )
     configuration = client.Configuration()
     try:
-        config.load_kube_config(config_file=str(path), context=context, client_configuration=configuration)  # type: ignore[no-untyped-call]
-        contexts, active = config.list_kube_config_contexts(config_file=str(path))  # type: ignore[no-untyped-call]
+        config.load_kube_config(config_file=str(path), context=context, client_configuration=configuration)
+        contexts, active = config.list_kube_config_contexts(config_file=str(path))
         chosen = next((c for c in contexts if c["name"] == context), None) if context else active
         namespace = (chosen or {}).get("context", {}).get("namespace")
     except (ConfigException, KeyError, TypeError, ValueError) as error:
@@ -311,11 +311,11 @@ def _connect_in_cluster() -> Kube:
     from kubernetes.config.incluster_config import InClusterConfigLoader
 
     configuration = client.Configuration()
-    loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]
+    loader = InClusterConfigLoader(
         token_filename=str(SERVICE_ACCOUNT_DIR / "token"), cert_filename=str(SERVICE_ACCOUNT_DIR / "ca.crt")
     )
     try:
-        loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
+        loader.load_and_set(configuration)
         namespace = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip() or None
     except (ConfigException, OSError) as error:
         raise BadInputError(
