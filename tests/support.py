@@ -9,6 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.standins.kube_apiserver import FakeApiServer
 
 
 def load_script(path: Path) -> ModuleType:
@@ -27,3 +31,16 @@ def eventually(check: Callable[[], bool], timeout: float = 30, every: float = 0.
             return True
         time.sleep(every)
     return check()
+
+
+def gpu_cluster(*nodes: str, **server_options: Any) -> FakeApiServer:
+    """A started STAND-IN API server shaped like a GPU cluster before shells_platform: H100 nodes
+    of 8 GPUs each, the shells' StorageClass and the nvidia RuntimeClass."""
+    from tests.standins.kube_apiserver import FakeApiServer
+
+    server = FakeApiServer(**server_options).start()
+    for name in nodes or ("gpu-1",):
+        server.add_gpu_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
+    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
+    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    return server

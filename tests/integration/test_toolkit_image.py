@@ -20,7 +20,7 @@ import pytest
 from tests.integration.conftest import toolkit
 from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
-from tests.support import eventually
+from tests.support import eventually, gpu_cluster
 from toolkit import kube, users
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
@@ -45,10 +45,7 @@ def toolkit_image(lab_image: str) -> str:
 
 @pytest.fixture
 def cluster() -> Iterator[FakeApiServer]:
-    server = FakeApiServer().start()
-    server.add_gpu_node("gpu-1")
-    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
-    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    server = gpu_cluster()
     documents = render("shells_platform", "shells.yaml.j2")
     documents += render("shells_platform", "toolkit-lifecycle.yaml.j2")
     for document in documents:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.standins.kube_apiserver import FakeApiServer
+from tests.support import gpu_cluster
 from toolkit import images
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -36,10 +37,7 @@ def user_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def cluster() -> Iterator[FakeApiServer]:
-    server = FakeApiServer().start()
-    server.add_gpu_node("gpu-1")
-    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
-    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    server = gpu_cluster()
     yield server
     server.stop()
 

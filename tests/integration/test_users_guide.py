@@ -27,7 +27,7 @@ import pytest
 
 from tests.standins.kube_apiserver import FakeApiServer
 from tests.standins.podman_kubelet import PodmanKubelet
-from tests.support import load_script
+from tests.support import gpu_cluster, load_script
 
 pytestmark = pytest.mark.lab
 
@@ -74,11 +74,7 @@ def test_the_guide_shows_commands_and_errors() -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path, shell_image: str) -> Iterator[FakeApiServer]:
-    server = FakeApiServer(kubelet=PodmanKubelet(tmp_path / "kubelet")).start()
-    for name in ("gpu-1", "gpu-2"):
-        server.add_gpu_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
-    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
-    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    server = gpu_cluster("gpu-1", "gpu-2", kubelet=PodmanKubelet(tmp_path / "kubelet"))
     server.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
     server.seed("ConfigMap", {
         "metadata": {"name": "shells", "namespace": "toolkit-system",

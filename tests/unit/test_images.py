@@ -124,24 +124,18 @@ def test_a_wheels_dir_with_a_changed_wheel_is_one_line_naming_it(
         images.gather_wheels(requirements, house, tmp_path)
 
 
-def test_a_missing_wheels_dir_is_bad_input_before_anything_is_built(tmp_path: Path) -> None:
-    with pytest.raises(BadInputError, match=r"^--wheels .*nope: no such directory$"):
-        images.build(
-            PROJECT,
-            lambda _: None,
-            image=images.Image.toolkit,
-            base=None,
-            tag="t",
-            ttyd=None,
-            wheels=tmp_path / "nope",
-            builder="no-such-builder",
-            log=tmp_path / "log",
-        )
-
-
-def test_a_wheels_dir_lacking_a_pinned_wheel_is_bad_input(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("wheels", "refusal"),
+    [
+        ("nope", r"^--wheels .*nope: no such directory$"),  # before anything is built
+        ("wheels", r"has no wheel of annotated-doc==[\d.]+ with the sha256"),  # an empty one
+    ],
+)
+def test_a_wheels_dir_missing_or_lacking_a_pinned_wheel_is_bad_input(
+    tmp_path: Path, wheels: str, refusal: str
+) -> None:
     (tmp_path / "wheels").mkdir()
-    with pytest.raises(BadInputError, match=r"has no wheel of annotated-doc==[\d.]+ with the sha256"):
+    with pytest.raises(BadInputError, match=refusal):
         images.build(
             PROJECT,
             lambda _: None,
@@ -149,7 +143,7 @@ def test_a_wheels_dir_lacking_a_pinned_wheel_is_bad_input(tmp_path: Path) -> Non
             base=None,
             tag="t",
             ttyd=None,
-            wheels=tmp_path / "wheels",
+            wheels=tmp_path / wheels,
             builder="no-such-builder",
             log=tmp_path / "log",
         )

@@ -22,7 +22,7 @@ import pytest
 
 from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
-from tests.support import eventually
+from tests.support import eventually, gpu_cluster
 from toolkit import kube, lifecycle, shells, users
 from toolkit.errors import ToolkitError
 from toolkit.kube import ApiError
@@ -37,11 +37,7 @@ ACTIVE = lifecycle.Activity(idle_seconds=40, terminals=1, gpu_utilization=0)
 @pytest.fixture
 def cluster() -> Iterator[FakeApiServer]:
     """Idle pause after 30 minutes, at most 120, as shells_platform configures the cluster."""
-    server = FakeApiServer().start()
-    for name in ("gpu-1", "gpu-2"):
-        server.add_gpu_node(name)
-    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
-    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    server = gpu_cluster("gpu-1", "gpu-2")
     documents = render(
         "shells_platform",
         "shells.yaml.j2",
