@@ -17,7 +17,8 @@ from toolkit.errors import BadInputError
 
 # The import names of the operator extra's packages (pyproject.toml's optional-dependencies).
 OPERATOR_MODULES = ("ansible", "ansible_runner", "paramiko", "fabric", "jinja2")
-OPERATOR_INSTALL = "pip install 'toolkit[operator]'"
+# The operator commands run the checkout's playbooks and roles, so operators install the checkout.
+OPERATOR_INSTALL = "pip install -e '.[operator]' in the toolkit's checkout (./scripts/install does)"
 
 Parameters = ParamSpec("Parameters")
 Result = TypeVar("Result")
@@ -38,7 +39,7 @@ def operator_command(command: str) -> Callable[[Callable[Parameters, Result]], C
             if missing:
                 raise BadInputError(
                     f"toolkit {command} is an operator command and this install lacks "
-                    f"{', '.join(missing)}: install the operator extra with {OPERATOR_INSTALL}"
+                    f"{', '.join(missing)}: install the operator extra, {OPERATOR_INSTALL}"
                 )
             return function(*args, **kwargs)
 

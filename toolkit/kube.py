@@ -277,9 +277,6 @@ def connect(kubeconfig: Path | None = None, context: str | None = None) -> Kube:
     """
     import os
 
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
     from_env = os.environ.get("KUBECONFIG")
     path = kubeconfig or Path(os.path.expanduser((from_env or "~/.kube/config").split(os.pathsep)[0]))
     if not path.is_file():
@@ -290,6 +287,10 @@ def connect(kubeconfig: Path | None = None, context: str | None = None) -> Kube:
             f"no kubeconfig at {path}: pass --kubeconfig, set KUBECONFIG, or get one with "
             "'toolkit cluster kubeconfig' (operators) or from your operator (users)"
         )
+    # The client imports every API model (a third of a second): only once there is a kubeconfig.
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
     configuration = client.Configuration()
     try:
         config.load_kube_config(config_file=str(path), context=context, client_configuration=configuration)

@@ -21,29 +21,44 @@ CONFIG_DIR_ENV = "TOOLKIT_CONFIG_DIR"
 
 
 def config_dir() -> Path:
-    """The platform's place for a user's configuration: ~/Library/Application Support on macOS,
-    $XDG_CONFIG_HOME (~/.config) elsewhere; TOOLKIT_CONFIG_DIR overrides both."""
+    """The platform's place for a user's configuration: ~/Library/Application Support on macOS
+    (~/.config where an earlier version put it), $XDG_CONFIG_HOME (~/.config) elsewhere;
+    TOOLKIT_CONFIG_DIR overrides both."""
     override = os.environ.get(CONFIG_DIR_ENV)
     if override:
         return Path(override)
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "toolkit"
+        # Versions before this one kept it in ~/.config on macOS too: theirs stays in use.
+        earlier = Path.home() / ".config" / "toolkit"
+        platforms = Path.home() / "Library" / "Application Support" / "toolkit"
+        return earlier if earlier.is_dir() and not platforms.exists() else platforms
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "toolkit"
 
 
-def _argument(path: Path, tokens: bool) -> str:
+# What ssh_config reads as more than a path: quotes and escapes end or change an argument, "${"
+# starts an environment variable, and the Include line's path is a glob pattern.
+UNSAFE_IN_PATHS = ('"', "'", "\\", "${", "\n")
+UNSAFE_IN_INCLUDE = ("*", "?", "[", "]")
+
+
+def _argument(path: Path, tokens: bool, glob: bool = False) -> str:
     """A path as ssh_config reads it back: quoted when it holds spaces ("Application Support"),
     and with '%' doubled where ssh expands tokens (IdentityFile, UserKnownHostsFile)."""
+    unsafe = [part for part in (*UNSAFE_IN_PATHS, *(UNSAFE_IN_INCLUDE if glob else ())) if part in str(path)]
+    if unsafe:
+        raise BadInputError(
+            f"{path}: ssh_config would not read this path back as written (it holds {' '.join(unsafe)!r}): "
+            "choose another, or set TOOLKIT_CONFIG_DIR"
+        )
     text = str(path).replace("%", "%%") if tokens else str(path)
-    if '"' in text or "\n" in text:
-        raise BadInputError(f"{path}: ssh_config cannot name a path holding a double quote or a newline")
     return f'"{text}"' if any(c.isspace() for c in text) or "#" in text else text
 
 
-def check_path(path: Path) -> None:
-    """Refuse, before anything is created, a path the ssh config could not hold."""
-    _argument(path, tokens=True)
+def check_path(path: Path, included: bool = False) -> None:
+    """Refuse, before anything is created, a path the ssh config could not hold (`included`: the
+    directory the Include line names)."""
+    _argument(path, tokens=True, glob=included)
 
 
 def _path(argument: str) -> Path:
@@ -137,7 +152,7 @@ def remove_entry(user: str, shell: str, directory: Path | None = None) -> bool:
 
 
 def include_line(directory: Path | None = None) -> str:
-    return f"Include {_argument((directory or config_dir()) / 'ssh_config', tokens=False)}"
+    return f"Include {_argument((directory or config_dir()) / 'ssh_config', tokens=False, glob=True)}"
 
 
 def set_include(enabled: bool, user_config: Path | None = None, directory: Path | None = None) -> bool:

@@ -63,7 +63,7 @@ def test_operator_commands_name_the_extra_in_one_line(user_install: Path, tmp_pa
         assert result.stderr.splitlines() == [
             f"error: toolkit {' '.join(command[:2]) if command[0] != 'doctor' else 'doctor'} is an operator "
             "command and this install lacks ansible, ansible_runner, paramiko, fabric, jinja2: install the "
-            "operator extra with pip install 'toolkit[operator]'"
+            "operator extra, pip install -e '.[operator]' in the toolkit's checkout (./scripts/install does)"
         ], result.stderr
     # Their help still shows, so a user can see what the command is.
     assert run(user_install, "cluster", "up", "--help", home=tmp_path).returncode == 0

@@ -24,8 +24,8 @@ def test_an_operator_command_without_the_extra_stops_before_it_runs(monkeypatch:
     with pytest.raises(BadInputError) as refused:
         up()
     assert str(refused.value) == (
-        "toolkit cluster up is an operator command and this install lacks ansible_runner: "
-        "install the operator extra with pip install 'toolkit[operator]'"
+        "toolkit cluster up is an operator command and this install lacks ansible_runner: install the "
+        "operator extra, pip install -e '.[operator]' in the toolkit's checkout (./scripts/install does)"
     )
     assert ran == []
     monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: object())

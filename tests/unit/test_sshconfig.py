@@ -104,6 +104,30 @@ def test_on_macos_the_config_goes_under_application_support_and_ssh_reads_it_bac
 
 
 def test_a_path_ssh_config_cannot_hold_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(BadInputError, match="double quote"):
+    with pytest.raises(BadInputError, match="would not read this path back as written"):
         sshconfig.check_path(tmp_path / 'say "hi"')
     sshconfig.check_path(tmp_path / "plain")
+
+
+@pytest.mark.parametrize("name", ["it's", "back\\slash", "${HOME}"])
+def test_paths_ssh_would_read_otherwise_are_refused_and_what_ssh_reads_back_is_accepted(
+    tmp_path: Path, name: str
+) -> None:
+    with pytest.raises(BadInputError, match="ssh_config would not read this path back as written"):
+        sshconfig.check_path(tmp_path / name)
+    with pytest.raises(BadInputError):
+        sshconfig.check_path(tmp_path / "keys[1]", included=True)  # the Include line globs
+    sshconfig.check_path(tmp_path / "keys[1]")
+    sshconfig.check_path(tmp_path / "with space" / "and 100%")
+
+
+def test_a_macos_user_of_an_earlier_version_keeps_their_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sshconfig.sys, "platform", "darwin")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("TOOLKIT_CONFIG_DIR", raising=False)
+    (tmp_path / ".config" / "toolkit").mkdir(parents=True)
+    assert sshconfig.config_dir() == tmp_path / ".config" / "toolkit"
+    (tmp_path / "Library" / "Application Support" / "toolkit").mkdir(parents=True)
+    assert sshconfig.config_dir() == tmp_path / "Library" / "Application Support" / "toolkit"

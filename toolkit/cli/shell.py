@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -153,9 +154,9 @@ def create(
     if gpu_type:
         selector["nvidia.com/gpu.product"] = gpu_type
     check_shell_name(name)
-    for path in (identity_file, sshconfig.config_dir()):
-        if path is not None:
-            sshconfig.check_path(path)
+    if identity_file is not None:
+        sshconfig.check_path(identity_file.expanduser().resolve())
+    sshconfig.check_path(sshconfig.config_dir(), included=True)
     connection, who = _connect(kubeconfig, context, user)
     keys = users.shell_keys(connection, who, list(ssh_key or []), list(github or []), github_url)
     request = CreateRequest(
@@ -184,12 +185,16 @@ def create(
     console.print(f"[green]shell {name} is ready[/] on {created.node}; it expires {expires}")
     if created.ssh_host:
         entry = sshconfig.Entry(
-            created.user, created.name, created.ssh_host, created.ssh_port, created.host_key, identity_file
-        )
+            created.user, created.name, created.ssh_host, created.ssh_port, created.host_key,
+            identity_file.expanduser().resolve() if identity_file else None,
+        )  # fmt: skip
         config_file = sshconfig.write_entry(entry)
-        console.print(f"  ssh -F {config_file} {entry.alias}")
+        # A line to copy as it is: the path quoted for a shell (macOS's "Application Support"),
+        # never wrapped, never read as markup.
+        console.print(f"  ssh -F {shlex.quote(str(config_file))} {entry.alias}", markup=False, soft_wrap=True)
         console.print(f"  (or 'ssh {entry.alias}' after 'toolkit shell ssh-config enable')")
-        console.print(f"  its host key is pinned in {config_file.parent / 'known_hosts'}")
+        known_hosts = config_file.parent / "known_hosts"
+        console.print(f"  its host key is pinned in {known_hosts}", markup=False, soft_wrap=True)
     else:
         console.print(f"  the load balancer has no address yet: 'toolkit shell connect {name}' once it has")
     if created.web_credential:
@@ -299,6 +304,9 @@ def connect(
 
     from toolkit import shells, sshconfig
 
+    ssh = shutil.which("ssh")  # before anything is resumed or written
+    if ssh is None:
+        raise MissingToolError("no ssh found on PATH: install OpenSSH's client")
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.get_shell(connection, who, name)
     if shell.status == "paused":
@@ -320,9 +328,6 @@ def connect(
     entry = sshconfig.Entry(who, name, endpoint.host, endpoint.ssh_port, shell.host_key)
     # An entry written by create may name an IdentityFile: keep it unless the address moved.
     config_file = sshconfig.write_entry(entry, keep_identity=True)
-    ssh = shutil.which("ssh")
-    if ssh is None:
-        raise MissingToolError("ssh is not installed (openssh-client)")
     os.execv(ssh, [ssh, "-F", str(config_file), entry.alias])
 
 
