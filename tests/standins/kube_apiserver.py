@@ -503,6 +503,13 @@ class Request:
     groups: tuple[str, ...] = field(default_factory=tuple)
 
 
+def query_bool(value: str | None) -> bool:
+    """A boolean query parameter as the API server reads it (Go's strconv.ParseBool, through the
+    query parameter codec): "1", "t", "T", "true", "TRUE" and "True" are true. Clients differ:
+    the Python client before 36 sends watch=True."""
+    return value in ("1", "t", "T", "true", "TRUE", "True")
+
+
 class FakeApiServer:
     """The stand-in API server. Use as a context manager, or call start() and stop()."""
 
@@ -1535,7 +1542,7 @@ class FakeApiServer:
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         deadline = time.monotonic() + timeout
         start_rv = request.query.get("resourceVersion", "")
-        initial = request.query.get("sendInitialEvents") == "true"
+        initial = query_bool(request.query.get("sendInitialEvents"))
         with self._changed:
             cursor = len(self.events)
             pending: list[Obj] = []
@@ -2268,7 +2275,7 @@ class _Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _verb(request: Request) -> str:
         if request.method == "GET":
-            if request.query.get("watch") in ("true", "1"):
+            if query_bool(request.query.get("watch")):
                 return "watch"
             return "get" if request.name else "list"
         return {

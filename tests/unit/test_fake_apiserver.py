@@ -15,6 +15,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.standins.kube_apiserver import FakeApiServer
+from toolkit import kube
 
 
 @pytest.fixture
@@ -105,35 +106,39 @@ def test_put_with_a_stale_resource_version_conflicts(api: Any) -> None:
     assert conflict.value.status == 409 and "the object has been modified" in conflict.value.body
 
 
-def test_the_four_patch_types(api: Any, fake_cluster: FakeApiServer) -> None:
-    core = client.CoreV1Api(api)
-    core.create_namespaced_config_map(
-        "default", {"metadata": {"name": "cm", "labels": {"a": "1"}}, "data": {"x": "1"}}
-    )
-    core.patch_namespaced_config_map("cm", "default", [{"op": "add", "path": "/data/y", "value": "2"}])
-    core.patch_namespaced_config_map(
-        "cm", "default", {"data": {"x": None}}, _content_type="application/merge-patch+json"
-    )
-    core.patch_namespaced_config_map("cm", "default", {"metadata": {"labels": {"b": "2"}}})
-    applied = core.patch_namespaced_config_map(
+def test_the_four_patch_types(admin_kubeconfig: Path, fake_cluster: FakeApiServer) -> None:
+    """Each patch type by its Content-Type, as any client sends it (the typed client's choice of
+    type differs between its versions)."""
+    admin = kube.connect(admin_kubeconfig)
+    metadata = {"name": "cm", "namespace": "default", "labels": {"a": "1"}}
+    admin.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {"x": "1"}})
+    path = "/api/v1/namespaces/default/configmaps"
+
+    def patch(name: str, body: Any, content_type: str, **query: str) -> dict[str, Any]:
+        return admin.request(
+            "PATCH", f"{path}/{name}", body=body, content_type=content_type, query=query or None
+        )
+
+    patch("cm", [{"op": "add", "path": "/data/y", "value": "2"}], "application/json-patch+json")
+    patch("cm", {"data": {"x": None}}, "application/merge-patch+json")
+    patch("cm", {"metadata": {"labels": {"b": "2"}}}, "application/strategic-merge-patch+json")
+    applied = patch(
         "cm",
-        "default",
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"z": "3"}},
-        field_manager="tests",
-        force=True,
-        _content_type="application/apply-patch+yaml",
+        "application/apply-patch+yaml",
+        fieldManager="tests",
+        force="true",
     )
-    assert applied.data == {"y": "2", "z": "3"}
-    assert applied.metadata.labels == {"a": "1", "b": "2"}
-    assert [m.manager for m in applied.metadata.managed_fields] == ["tests"]
-    created = core.patch_namespaced_config_map(
+    assert applied["data"] == {"y": "2", "z": "3"}
+    assert applied["metadata"]["labels"] == {"a": "1", "b": "2"}
+    assert [m["manager"] for m in applied["metadata"]["managedFields"]] == ["tests"]
+    created = patch(
         "fresh",
-        "default",
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fresh"}, "data": {"k": "v"}},
-        field_manager="tests",
-        _content_type="application/apply-patch+yaml",
+        "application/apply-patch+yaml",
+        fieldManager="tests",
     )
-    assert created.metadata.uid and fake_cluster.get("ConfigMap", "fresh", "default") is not None
+    assert created["metadata"]["uid"] and fake_cluster.get("ConfigMap", "fresh", "default") is not None
 
 
 def test_label_and_field_selectors(api: Any) -> None:
