@@ -193,4 +193,7 @@ def _pipe(client: ssl.SSLSocket, backend: socket.socket) -> None:
                 return
             if not data:
                 return
-            sink.sendall(data)
+            try:
+                sink.sendall(data)
+            except OSError:  # the other side hung up first, as a client that read its status does
+                return
