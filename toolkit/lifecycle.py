@@ -193,9 +193,7 @@ def pause_idle(
             if not dry_run:
                 shells.pause(kube, shell.user, shell.name, idle_at=now)
         except ToolkitError as error:
-            return IdleCheck(
-                shell, limit, activity, f"not paused: {shells.printable(str(error))[:LINE_LIMIT]}"
-            )
+            return IdleCheck(shell, limit, activity, f"not paused: {_line(str(error))}")
         return IdleCheck(shell, limit, activity, "paused")
 
     with ThreadPoolExecutor(max_workers=min(16, len(candidates))) as pool:
