@@ -230,6 +230,25 @@ class Run:
     orphans: list[str] = field(default_factory=list)
     error: str = ""  # why a part of the run stopped short, when one did
 
+    # What each part did, counted once here for the record and the command's own output.
+    @property
+    def expired(self) -> list[shells.Reaped]:
+        """The expired shells paused or deleted (or, in a dry run, to be)."""
+        return [r for r in self.reaped if not r.action.startswith("not ")]
+
+    @property
+    def idle_paused(self) -> list[IdleCheck]:
+        return [c for c in self.idle if c.action == "paused"]
+
+    @property
+    def unchecked(self) -> list[IdleCheck]:
+        """The running shells whose agent gave no valid report."""
+        return [c for c in self.idle if c.action.startswith("not checked")]
+
+    @property
+    def checked(self) -> int:
+        return len(self.idle) - len(self.unchecked)
+
     @property
     def failures(self) -> list[str]:
         """Each shell the run could not act on, and why."""
@@ -239,22 +258,19 @@ class Run:
         ]
         return [
             *(f"{shell.user}/{shell.name} {action}" for shell, action in failed),
-            *(f"pod {pod}" for pod in self.orphans if " not deleted: " in pod),
+            *(f"pod {pod}" for pod in self.orphans if shells.orphan_failed(pod)),
         ]
 
     def summary(self) -> str:
-        expired = [r for r in self.reaped if not r.action.startswith("not ")]
-        deleted = [pod for pod in self.orphans if " not deleted: " not in pod]
-        paused = [c for c in self.idle if c.action == "paused"]
-        unchecked = [c for c in self.idle if c.action.startswith("not checked")]
+        deleted = [pod for pod in self.orphans if not shells.orphan_failed(pod)]
         unmeasured = [c for c in self.idle if c.activity is not None and c.activity.gpu_utilization is None]
         parts = [
-            f"{len(expired)} expired shell(s) reaped",
-            f"{len(paused)} idle shell(s) paused of {len(self.idle) - len(unchecked)} checked",
+            f"{len(self.expired)} expired shell(s) reaped",
+            f"{len(self.idle_paused)} idle shell(s) paused of {self.checked} checked",
             f"{len(deleted)} orphaned pod(s) deleted",
         ]
-        if unchecked:
-            parts.append(f"{len(unchecked)} running shell(s) gave no activity report")
+        if self.unchecked:
+            parts.append(f"{len(self.unchecked)} running shell(s) gave no activity report")
         if unmeasured:
             parts.append(f"{len(unmeasured)} judged on terminal input alone (no GPU utilisation measured)")
         if self.failures:
@@ -273,7 +289,7 @@ class Run:
             ),
             *(f"{c.shell.user}/{c.shell.name} {c.action}" for c in self.idle if c.activity is None),
             *(
-                f"pod {pod}" if " not deleted: " in pod else f"pod {pod} deleted: no shell owns it"
+                f"pod {pod}" if shells.orphan_failed(pod) else f"pod {pod} deleted: no shell owns it"
                 for pod in self.orphans
             ),
         ]
@@ -283,8 +299,7 @@ class Run:
     def outcome(self) -> str:
         """ "failed" when a part of the run stopped short; "partial" when a shell could not be
         reaped, paused or checked; else "ok"."""
-        unchecked = any(c.action.startswith("not checked") for c in self.idle)
-        return "failed" if self.error else "partial" if self.failures or unchecked else "ok"
+        return "failed" if self.error else "partial" if self.failures or self.unchecked else "ok"
 
 
 def _line(text: str) -> str:

@@ -20,7 +20,7 @@ from toolkit.capacity import NodeCapacity
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.shell_plan import Endpoint, service_endpoint
-from toolkit.shell_settings import platform
+from toolkit.shell_settings import MOST_IDLE_MINUTES, platform
 from toolkit.shell_wait import Phase, wait_ready
 from toolkit.sshkeys import PUBLIC_KEY_TYPES, public_key_line
 from toolkit.tenancy import MANAGED_BY, NAMESPACE_PREFIX, USER_NAME, namespace_of
@@ -174,7 +174,7 @@ def _idle_minutes(value: Any, problems: list[str]) -> int | None:
     if value is None:
         return None
     text = str(value)
-    if text.isascii() and text.isdigit() and len(text) <= 6:
+    if text.isascii() and text.isdigit() and len(text) <= len(str(MOST_IDLE_MINUTES)):
         return int(text)
     problems.append("its idle minutes are not a number: the cluster's default counts")
     return None
@@ -450,6 +450,11 @@ def _reap_one(kube: Kube, shell: Shell, policy: str, record: datetime | None, dr
         stamp = {manifests.REAPED_AT: manifests.timestamp(record)}
         kube.merge_patch("StatefulSet", shell.name, shell.namespace, {"metadata": {"annotations": stamp}})
     return ""
+
+
+def orphan_failed(orphan: str) -> bool:
+    """Whether `reap_orphans` reports this pod as not deleted ("NS/POD not deleted: WHY")."""
+    return " not deleted: " in orphan
 
 
 def reap_orphans(kube: Kube, dry_run: bool = False) -> list[str]:

@@ -576,15 +576,13 @@ def reap(
         elif check.action:
             console.print(f"{check.shell.user}/{check.shell.name} {check.action}", markup=False)
     for orphan in run.orphans:
-        done_to = "" if " not deleted: " in orphan else f" {verb} deleted: no shell owns it"
+        done_to = "" if shells.orphan_failed(orphan) else f" {verb} deleted: no shell owns it"
         console.print(f"pod {orphan}{done_to}".replace("  ", " "), markup=False)
     present.problems(console, [item.shell for item in run.reaped])
-    not_reaped = [item for item in run.reaped if item.action.startswith("not reaped")]
-    console.print(f"{len(run.reaped) - len(not_reaped)} expired shell(s) {'found' if dry_run else 'reaped'}")
+    console.print(f"{len(run.expired)} expired shell(s) {'found' if dry_run else 'reaped'}")
     if idle:
-        paused = sum(1 for check in run.idle if check.action == "paused")
-        checked = sum(1 for check in run.idle if not check.action.startswith("not checked"))
-        console.print(f"{paused} idle shell(s) {'found' if dry_run else 'paused'} of {checked} checked")
+        found = "found" if dry_run else "paused"
+        console.print(f"{len(run.idle_paused)} idle shell(s) {found} of {run.checked} checked")
     for _, failure in stopped:
         if not isinstance(failure, ToolkitError):
             raise failure  # a defect: its traceback, in the Job's log, after the record
