@@ -72,6 +72,11 @@ KINDS = {
     "Ingress": Kind("networking.k8s.io/v1", "ingresses", True),
     "StorageClass": Kind("storage.k8s.io/v1", "storageclasses", False),
     "RuntimeClass": Kind("node.k8s.io/v1", "runtimeclasses", False),
+    # Kueue's (toolkit/gpu_queue.py), where the cluster runs it.
+    "Workload": Kind("kueue.x-k8s.io/v1beta2", "workloads", True),
+    "LocalQueue": Kind("kueue.x-k8s.io/v1beta2", "localqueues", True),
+    "ClusterQueue": Kind("kueue.x-k8s.io/v1beta2", "clusterqueues", False),
+    "ResourceFlavor": Kind("kueue.x-k8s.io/v1beta2", "resourceflavors", False),
 }
 
 

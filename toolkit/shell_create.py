@@ -7,14 +7,17 @@ for the pod (bench/shell_api.py lists them). A failure removes what this create 
 
 from __future__ import annotations
 
+import base64
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from toolkit import gpu_queue as queueing
+from toolkit import shell_manifests as manifests
 from toolkit.capacity import NodeCapacity
 from toolkit.errors import BadInputError, Interrupted, ToolkitError
 from toolkit.kube import Kube
@@ -40,11 +43,14 @@ class CreatedShell:
     ssh_host: str
     ssh_port: int
     host_key: str
-    expires_at: datetime
+    expires_at: datetime | None  # None while queued: its lifetime starts when it runs
     node: str
     web_url: str | None = None
     web_credential: str | None = None
     web_is_plain_http: bool = False
+    status: str = "ready"  # or, with --no-wait: "queued" or "starting"
+    position: int | None = None  # in the cluster's queue, 1 next
+    lifetime: timedelta | None = None  # a queued shell's, from when it runs
 
 
 def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
@@ -75,7 +81,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
     """
     check_request(request)
     started = now or datetime.now(UTC).replace(microsecond=0)
-    plan = plan_create(request, read_facts(kube, request), started)
+    facts = read_facts(kube, request)
+    plan = plan_create(request, facts, started)
     spec = plan.spec
     made: list[dict[str, Any]] = []
 
@@ -105,7 +112,16 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         for web_object in plan.web_objects:
             apply(web_object)
         apply(plan.statefulset(endpoint))
-        pod = wait_ready(kube, spec.namespace, spec.name, on_phase, request.timeout)
+        pod = wait_ready(
+            kube,
+            spec.namespace,
+            spec.name,
+            on_phase,
+            request.timeout,
+            queue=spec.queue,
+            fail_if_queued=bool(spec.queue) and not request.queue,
+            until_placed=not request.wait,
+        )
         if spec.expose == "LoadBalancer" and not endpoint.host:
             endpoint = _record_load_balancer_address(kube, plan, endpoint)
     except (ToolkitError, KeyboardInterrupt) as failure:
@@ -127,6 +143,18 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         if interrupted:
             raise Interrupted(f"interrupted; removed {', '.join(removed) or 'nothing'}") from None
         raise
+    expires_at: datetime | None = spec.expires_at
+    status, position = "ready", None
+    if not request.wait:
+        if queueing.gated(pod):
+            owner: dict[str, Any] = next(iter(pod["metadata"].get("ownerReferences") or []), {})
+            place = queueing.place(kube, spec.namespace, spec.queue, str(owner.get("uid", "")))
+            status, position = "queued", place.position if place else None
+        else:
+            status = "starting"
+        expires_at = None if spec.lifetime_seconds else expires_at
+    elif spec.lifetime_seconds:
+        expires_at = start_clock(kube, plan, started + timedelta(hours=facts.settings.max_lifetime_hours))
     return CreatedShell(
         name=spec.name,
         user=spec.user,
@@ -134,12 +162,30 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         ssh_host=endpoint.host,
         ssh_port=endpoint.ssh_port,
         host_key=spec.host_key.public,
-        expires_at=spec.expires_at,
+        expires_at=expires_at,
+        status=status,
+        position=position,
+        lifetime=timedelta(seconds=spec.lifetime_seconds) if spec.lifetime_seconds else None,
         node=pod["spec"].get("nodeName", ""),
         web_url=plan.web_url(endpoint),
         web_credential=f"{spec.user}:{spec.ttyd_password}" if spec.web else None,
         web_is_plain_http=plan.web_is_plain_http,
     )
+
+
+def start_clock(kube: Kube, plan: ShellPlan, end_of_life: datetime) -> datetime:
+    """A queued shell runs: its lifetime counts from now, up to the end of its maximum lifetime.
+    The expiry goes where list, the reaper and the running shell read it."""
+    spec = plan.spec
+    expires = min(
+        datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=spec.lifetime_seconds), end_of_life
+    )
+    stamp = manifests.timestamp(expires)
+    annotations = {manifests.EXPIRES_AT: stamp, manifests.EXPIRY_FROM_START: None}
+    kube.merge_patch("StatefulSet", spec.name, spec.namespace, {"metadata": {"annotations": annotations}})
+    secret = {"data": {manifests.EXPIRES_AT_KEY: base64.b64encode(stamp.encode()).decode()}}
+    kube.merge_patch("Secret", manifests.secret_name(spec.name), spec.namespace, secret)
+    return expires
 
 
 def _record_load_balancer_address(kube: Kube, plan: ShellPlan, pending: Endpoint) -> Endpoint:

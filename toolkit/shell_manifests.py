@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import Any
 
 from toolkit import quantity
+from toolkit.gpu_queue import QUEUE_NAME_LABEL
 from toolkit.sshkeys import KeyPair
 from toolkit.tenancy import MANAGED_BY, USER_LABEL, check_name
 
@@ -39,6 +40,10 @@ REAPED_AT = "toolkit.dev/reaped-at"  # when the reaper paused the shell, expired
 IDLE_MINUTES = "toolkit.dev/idle-minutes"
 IDLE_MINUTES_KEY = "idle-minutes"  # the Secret's copy, for the shell's own idle warnings
 IDLE_PAUSED_AT = "toolkit.dev/idle-paused-at"  # when the lifecycle paused it, idle; for list/show
+# A queued shell's lifetime in seconds, which starts when it runs: until then its expires-at is only
+# the latest it could be. Whoever sees it start first (its create, the lifecycle) rebases the expiry
+# on the pod's start and removes this mark.
+EXPIRY_FROM_START = "toolkit.dev/expiry-from-start"
 SSH_PORT = 22
 WEB_PORT = 7681
 # The shell agent's activity report (images/shell/shell-agent.py), which the lifecycle reads.
@@ -88,6 +93,10 @@ class ShellSpec:
     web_host: str = ""
     web_ingress_class: str = "traefik"
     idle_minutes: int = 0  # 0: never paused for being idle
+    # Kueue's LocalQueue the shell waits in for its GPUs (toolkit.gpu_queue); "" on a cluster without.
+    queue: str = ""
+    # Set for a queued shell: its lifetime, whose clock starts when it runs (EXPIRY_FROM_START).
+    lifetime_seconds: int = 0
 
 
 def check_shell_name(name: str) -> str:
@@ -133,7 +142,8 @@ def secret(spec: ShellSpec) -> Manifest:
             "ssh_host_ed25519_key": spec.host_key.private_openssh,
             "ttyd-credential": f"{spec.user}:{spec.ttyd_password}",
             # What the shell shows and warns about; extend updates it (the image's shell-agent.py).
-            EXPIRES_AT_KEY: timestamp(spec.expires_at),
+            # A queued shell counts its lifetime from its own start until one is written here.
+            EXPIRES_AT_KEY: "" if spec.lifetime_seconds else timestamp(spec.expires_at),
             IDLE_MINUTES_KEY: str(spec.idle_minutes),
         },
     }
@@ -177,8 +187,12 @@ def statefulset(spec: ShellSpec) -> Manifest:
         {"name": "SHELL_UID", "value": str(SHELL_UID)},
         {"name": "SHELL_GID", "value": str(SHELL_UID)},
         {"name": "SHELL_WEB", "value": "true" if spec.web else "false"},
-        {"name": "SHELL_EXPIRES_AT", "value": timestamp(spec.expires_at)},
         {"name": "SHELL_IDLE_MINUTES", "value": str(spec.idle_minutes)},
+        (
+            {"name": "SHELL_LIFETIME_SECONDS", "value": str(spec.lifetime_seconds)}
+            if spec.lifetime_seconds
+            else {"name": "SHELL_EXPIRES_AT", "value": timestamp(spec.expires_at)}
+        ),
     ]
     ports = [
         {"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"},
@@ -247,13 +261,18 @@ def statefulset(spec: ShellSpec) -> Manifest:
     }
     if spec.web:
         annotations[WEB_ENDPOINT] = spec.web_endpoint
+    if spec.lifetime_seconds:
+        annotations[EXPIRY_FROM_START] = str(spec.lifetime_seconds)
+    sts_labels = labels(spec.name, spec.user)
+    if spec.queue:
+        sts_labels[QUEUE_NAME_LABEL] = spec.queue
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": {
             "name": spec.name,
             "namespace": spec.namespace,
-            "labels": labels(spec.name, spec.user),
+            "labels": sts_labels,
             "annotations": annotations,
         },
         "spec": {

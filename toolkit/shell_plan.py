@@ -45,6 +45,10 @@ class CreateRequest:
     expose: str | None = None
     timeout: float = 300
     keep_on_failure: bool = False
+    # Where the cluster queues shells (Kueue): False fails at once when the GPUs are taken
+    # (--no-queue); `wait` False returns once the shell is queued or starting (--no-wait).
+    queue: bool = True
+    wait: bool = True
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,9 @@ def plan_create(
         web_host=web_host,
         web_ingress_class=settings.web_ingress_class,
         idle_minutes=idle_minutes,
+        queue=settings.queue or "",
+        # Queued, its lifetime starts when it runs (manifests.EXPIRY_FROM_START).
+        lifetime_seconds=int(durations.as_timedelta(hours).total_seconds()) if settings.queue else 0,
     )
     return ShellPlan(spec, node, settings.ssh_host)
 

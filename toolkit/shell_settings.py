@@ -58,6 +58,10 @@ class Platform:
     pod_cidrs: tuple[str, ...] = ("10.42.0.0/16",)
     # Never reached from a user's pods, e.g. the nodes' own addresses (their kubelets).
     egress_denied_cidrs: tuple[str, ...] = ()
+    # Kueue's queue (toolkit.gpu_queue): the LocalQueue each user namespace gets, and the ClusterQueue
+    # it feeds. None: the cluster has no queue, and a shell that doesn't fit fails at once.
+    queue: str | None = None
+    cluster_queue: str | None = None
 
     @classmethod
     def from_config_maps(cls, config_maps: list[dict[str, Any]]) -> Platform:
@@ -111,6 +115,8 @@ class Platform:
             web_ingress_class=data.get("webIngressClass") or defaults.web_ingress_class,
             pod_cidrs=cidrs("podCidrs", defaults.pod_cidrs),
             egress_denied_cidrs=cidrs("egressDeniedCidrs", defaults.egress_denied_cidrs),
+            queue=data.get("queueName") or None,
+            cluster_queue=data.get("clusterQueueName") or data.get("queueName") or None,
         )
 
 

@@ -1,7 +1,9 @@
 """Waiting for a shell's pod: the phase users see, and the cause in one line when it can't start.
 
 One watch on the pod until it is Ready; until the pod exists the watch comes up every few
-seconds to ask whether its StatefulSet was refused it (a quota, an admission policy).
+seconds to ask whether its StatefulSet was refused it (a quota, an admission policy). While
+Kueue holds the pod in the queue, the watch comes up as often to show its place, and the wait's
+timeout counts only from when it leaves the queue.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from toolkit import gpu_queue as queueing
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU
 from toolkit.errors import ToolkitError
@@ -21,6 +24,8 @@ FATAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashL
                  "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}  # fmt: skip
 # How long to wait for the pod to appear before asking whether its creation was refused.
 POD_CREATE_CHECK_SECONDS = 5
+# How often a queued shell's place is read again.
+QUEUE_CHECK_SECONDS = 5
 
 Phase = Callable[[str], None]
 
@@ -31,6 +36,8 @@ class ShellFailed(ToolkitError):
 
 def pod_phase(pod: dict[str, Any]) -> tuple[str, str | None]:
     """(phase shown to the user, a fatal cause or None) for one pod."""
+    if queueing.gated(pod):
+        return "queued", None
     status = pod.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
@@ -61,8 +68,22 @@ def _insufficient(message: str) -> str:
     return f"Unschedulable: {message.strip()}"
 
 
-def wait_ready(kube: Kube, namespace: str, name: str, on_phase: Phase, timeout: float) -> dict[str, Any]:
-    """Watch the shell's pod until it is Ready; a ShellFailed with the cause otherwise."""
+def wait_ready(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    on_phase: Phase,
+    timeout: float,
+    queue: str = "",
+    fail_if_queued: bool = False,
+    until_placed: bool = False,
+) -> dict[str, Any]:
+    """Watch the shell's pod until it is Ready; a ShellFailed with the cause otherwise.
+
+    `queue`: the Kueue LocalQueue the shell waits in, where its place is read. `fail_if_queued`:
+    a ShellFailed as soon as Kueue says the GPUs are taken. `until_placed`: return the pod as soon
+    as it is queued with a place or past the queue, not Ready.
+    """
     pod_name = f"{name}-0"
     deadline = time.monotonic() + timeout
     last_phase = ""
@@ -70,8 +91,14 @@ def wait_ready(kube: Kube, namespace: str, name: str, on_phase: Phase, timeout: 
     on_phase("scheduling")
     while time.monotonic() < deadline:
         remaining = max(1, int(deadline - time.monotonic()))
-        # Until the pod exists, come up every few seconds to see whether it was refused.
-        window = remaining if pod else min(remaining, POD_CREATE_CHECK_SECONDS)
+        # Until the pod exists, come up every few seconds to see whether it was refused; while it
+        # is queued, to read its place.
+        waiting = not pod or queueing.gated(pod)
+        window = (
+            min(remaining, POD_CREATE_CHECK_SECONDS if not pod else QUEUE_CHECK_SECONDS)
+            if waiting
+            else remaining
+        )
         for event in kube.watch("Pod", namespace, fields=f"metadata.name={pod_name}", timeout=window):
             if event["type"] not in ("ADDED", "MODIFIED"):
                 continue
@@ -79,10 +106,12 @@ def wait_ready(kube: Kube, namespace: str, name: str, on_phase: Phase, timeout: 
             phase, fatal = pod_phase(pod)
             if fatal:
                 raise ShellFailed(f"shell {name} cannot start: {fatal}")
+            if phase == "queued":
+                break  # its place is read below
             if phase != last_phase:
                 on_phase(phase)
                 last_phase = phase
-            if phase == "ready":
+            if phase == "ready" or until_placed:
                 return pod
             if time.monotonic() >= deadline:
                 break
@@ -90,7 +119,38 @@ def wait_ready(kube: Kube, namespace: str, name: str, on_phase: Phase, timeout: 
             refused = _pod_refused(kube, namespace, name)
             if refused:
                 raise ShellFailed(f"shell {name} cannot start: {refused}")
+        elif queueing.gated(pod):
+            phase = _queued_phase(kube, namespace, name, pod, queue, fail_if_queued)
+            if phase != last_phase:
+                on_phase(phase)
+                last_phase = phase
+            if until_placed and phase != "queued":
+                return pod
+            deadline = time.monotonic() + timeout  # time in the queue is not the start's
     raise ShellFailed(_timeout_cause(kube, namespace, name, pod, timeout))
+
+
+def _queued_phase(
+    kube: Kube, namespace: str, name: str, pod: dict[str, Any], queue: str, fail_if_queued: bool
+) -> str:
+    """ "queued: position N, waiting for G GPUs" once Kueue has placed it, else "queued"."""
+    owner: dict[str, Any] = next(iter(pod["metadata"].get("ownerReferences") or []), {})
+    place = queueing.place(kube, namespace, queue, str(owner.get("uid", ""))) if queue else None
+    if place is None:
+        return "queued"
+    if fail_if_queued:
+        if not place.why:  # Kueue has not judged it yet: it may fit
+            return "queued"
+        raise ShellFailed(
+            f"shell {name} cannot start now: the GPUs are taken ({place.position - 1} shell(s) "
+            f"wait ahead of it; without --no-queue it waits its turn): {place.why}"
+        )
+    gpus = sum(
+        int(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0) or 0)
+        for c in pod["spec"].get("containers") or []
+    )
+    wanted = f", waiting for {gpus} GPU{'s' if gpus != 1 else ''}" if gpus else ""
+    return f"queued: position {place.position}{wanted} (Ctrl-C leaves the queue)"
 
 
 def _pod_refused(kube: Kube, namespace: str, name: str) -> str | None:

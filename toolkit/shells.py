@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from toolkit import durations
+from toolkit import durations, gpu_queue
 from toolkit import shell_manifests as manifests
 from toolkit.addresses import is_ip_address
 from toolkit.capacity import NodeCapacity
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
 from toolkit.shell_plan import Endpoint, service_endpoint
-from toolkit.shell_settings import MOST_IDLE_MINUTES, platform
+from toolkit.shell_settings import MOST_IDLE_MINUTES, Platform, platform
 from toolkit.shell_wait import Phase, wait_ready
 from toolkit.sshkeys import PUBLIC_KEY_TYPES, public_key_line
 from toolkit.tenancy import MANAGED_BY, NAMESPACE_PREFIX, USER_NAME, namespace_of
@@ -38,7 +38,7 @@ class Shell:
     user: str
     namespace: str
     gpus: int
-    status: str  # ready, starting, paused
+    status: str  # ready, starting, queued (waiting for GPUs in the cluster's queue), paused
     created: datetime
     expires_at: datetime | None
     endpoint: str
@@ -51,6 +51,14 @@ class Shell:
     idle_paused_at: datetime | None = None  # when the lifecycle last paused it, idle
     idle_minutes: int | None = None  # as asked at creation; None: the cluster's default
     uid: str = ""  # the StatefulSet's, which its pod's owner reference names
+    # A queued shell's lifetime, which starts when it runs; until then expires_at is None (or the
+    # end of its maximum lifetime).
+    lifetime_from_start: timedelta | None = None
+    position: int | None = None  # in the cluster's queue while queued, 1 next
+
+    @property
+    def expiry_starts_when_running(self) -> bool:
+        return self.lifetime_from_start is not None
 
     @classmethod
     def from_statefulset(cls, sts: dict[str, Any], max_lifetime_hours: int | None = None) -> Shell | None:
@@ -75,7 +83,9 @@ class Shell:
         status = "paused" if replicas == 0 else "ready" if ready >= replicas else "starting"
         created = parse_time(metadata.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
         expires: datetime | None = None
-        if manifests.EXPIRES_AT in annotations:
+        # A queued shell's expiry is written when it runs; its maximum lifetime bounds it below.
+        lifetime = _lifetime_from_start(annotations.get(manifests.EXPIRY_FROM_START), problems)
+        if lifetime is None and manifests.EXPIRES_AT in annotations:
             expires = parse_time(annotations[manifests.EXPIRES_AT])
             if expires is None:
                 problems.append("its expiry is not a time: it counts as expired")
@@ -113,6 +123,7 @@ class Shell:
             idle_paused_at=parse_time(annotations.get(manifests.IDLE_PAUSED_AT)),
             idle_minutes=_idle_minutes(annotations.get(manifests.IDLE_MINUTES), problems),
             uid=str(metadata.get("uid", "")),
+            lifetime_from_start=lifetime,
         )
 
     @property
@@ -137,6 +148,10 @@ class Shell:
             "idle_minutes": self.idle_minutes,
             "created": manifests.timestamp(self.created),
             "expires": manifests.timestamp(self.expires_at) if self.expires_at else None,
+            "lifetime_from_start_seconds": (
+                int(self.lifetime_from_start.total_seconds()) if self.lifetime_from_start else None
+            ),
+            "position": self.position,
             "endpoint": self.endpoint,
             "web": self.web_endpoint,
         }
@@ -180,6 +195,16 @@ def _idle_minutes(value: Any, problems: list[str]) -> int | None:
     return None
 
 
+def _lifetime_from_start(value: Any, problems: list[str]) -> timedelta | None:
+    if value is None:
+        return None
+    text = str(value)
+    if text.isascii() and text.isdigit() and len(text) <= 9:
+        return timedelta(seconds=int(text))
+    problems.append("its lifetime from start is not a number of seconds: it counts as 0")
+    return timedelta(0)
+
+
 def parse_time(text: Any) -> datetime | None:
     try:
         return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -194,6 +219,64 @@ def list_shells(kube: Kube, user: str | None, max_lifetime_hours: int | None = N
     read = (Shell.from_statefulset(item, max_lifetime_hours) for item in items)
     found = [shell for shell in read if shell is not None]
     return sorted(found, key=lambda s: (s.user, s.name))
+
+
+def with_places(kube: Kube, found: list[Shell], settings: Platform) -> list[Shell]:
+    """The shells Kueue holds in the queue marked "queued", with their place: one request, none
+    on a cluster without a queue or when no shell is starting. One user's from their LocalQueue,
+    several users' (operators) from the ClusterQueue."""
+    starting = [shell for shell in found if shell.status == "starting"]
+    if not settings.queue or not starting:
+        return found
+    owners = {shell.user for shell in starting}
+    if len(owners) == 1:
+        places = gpu_queue.places(kube, namespace_of(owners.pop()), settings.queue)
+    else:
+        places = gpu_queue.cluster_places(kube, settings.cluster_queue or settings.queue)
+    return [
+        replace(shell, status="queued", position=places[shell.uid])
+        if shell.status == "starting" and shell.uid in places
+        else shell
+        for shell in found
+    ]
+
+
+def start_clocks(kube: Kube, user: str | None, settings: Platform, dry_run: bool = False) -> list[Shell]:
+    """Queued shells that now run get their expiry: their lifetime from when their pod became
+    Ready, within their maximum lifetime. One list call, and a pod list when one waits."""
+    waiting = [
+        shell
+        for shell in list_shells(kube, user, settings.max_lifetime_hours)
+        if shell.lifetime_from_start is not None and shell.replicas
+    ]
+    if not waiting:
+        return []
+    namespace = namespace_of(user) if user else None
+    pods = {
+        (pod["metadata"].get("namespace"), pod["metadata"]["name"]): pod
+        for pod in kube.list("Pod", namespace, labels=SHELLS_SELECTOR)["items"]
+    }
+    started = []
+    for shell in waiting:
+        pod = pods.get((shell.namespace, f"{shell.name}-0")) or {}
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        ready = next((c for c in conditions if c.get("type") == "Ready" and c.get("status") == "True"), None)
+        since = parse_time((ready or {}).get("lastTransitionTime"))
+        if since is None or shell.lifetime_from_start is None:
+            continue
+        expires = since + shell.lifetime_from_start
+        if shell.expires_at is not None:  # the end of its maximum lifetime
+            expires = min(expires, shell.expires_at)
+        if not dry_run:
+            annotations = {
+                manifests.EXPIRES_AT: manifests.timestamp(expires),
+                manifests.EXPIRY_FROM_START: None,
+            }
+            kube.merge_patch(
+                "StatefulSet", shell.name, shell.namespace, {"metadata": {"annotations": annotations}}
+            )
+        started.append(replace(shell, expires_at=expires, lifetime_from_start=None))
+    return started
 
 
 def get_shell(kube: Kube, user: str, name: str, max_lifetime_hours: int | None = None) -> Shell:
@@ -421,6 +504,7 @@ def reap(kube: Kube, user: str | None, now: datetime | None = None, dry_run: boo
     settings = platform(kube)
     moment = now or datetime.now(UTC)
     records = user is None or kube.namespace != namespace_of(user)
+    start_clocks(kube, user, settings, dry_run)
     done = []
     for shell in list_shells(kube, user, settings.max_lifetime_hours):
         if not shell.expires_at or shell.expires_at > moment:

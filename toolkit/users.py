@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from toolkit import quantity, shells, sshkeys
+from toolkit import gpu_queue, quantity, shells, sshkeys
 from toolkit.addresses import is_ip_address
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
@@ -71,6 +71,11 @@ USER_RULES = [
      "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [PROFILE], "verbs": ["get"]},
+    # Where the cluster queues shells (Kueue): their own queue, their shells' places in it.
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues", "workloads"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["visibility.kueue.x-k8s.io"], "resources": ["localqueues/pendingworkloads"],
+     "verbs": ["get"]},
 ]  # fmt: skip
 # Cluster-wide reads, for sizing shells. Never other tenants' pods: `shell avail` reads the GPU
 # counts the cluster publishes instead (toolkit.capacity).
@@ -218,6 +223,11 @@ def manifests(
     labels = {**LABELS, USER_LABEL: user}
     rbac = "rbac.authorization.k8s.io/v1"
     scratch = quantity.parse(settings.shell_ephemeral_storage, "shellEphemeralStorage")
+    queued = (
+        [gpu_queue.local_queue(namespace, settings.queue, settings.cluster_queue or settings.queue, labels)]
+        if settings.queue
+        else []
+    )
     return [
         {
             "apiVersion": "v1",
@@ -264,6 +274,7 @@ def manifests(
             },
         },
         network_policy(namespace, labels, settings, nodes),
+        *queued,
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",

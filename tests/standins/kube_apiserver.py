@@ -51,7 +51,12 @@ tokens only over TLS.
 
 Deletion honours the Orphan propagation policy (dependents lose the owner's reference and stay).
 
-It does not model: client certificates, admission webhooks, CRDs, finalizers,
+With `kueue=True` it serves Kueue's API groups (Workload, ClusterQueue, LocalQueue,
+ResourceFlavor, and the visibility API's pending workloads) and runs tests/standins/kueue.py's
+model of Kueue's webhooks and controllers; without, those groups answer 404 as on a cluster
+without Kueue.
+
+It does not model: client certificates, admission webhooks (but Kueue's), CRDs, finalizers,
 the Priority plugin, init containers in quota, PersistentVolume objects, field-ownership
 conflicts in server-side apply (it merges; the toolkit always applies with force), strategic
 merge directives (`$patch`, `$retainKeys`; lists of objects with a `name` are merged by name,
@@ -85,7 +90,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from tests.standins import admission_policy, pod_security
+from tests.standins import admission_policy, kueue, pod_security
 
 Obj = dict[str, Any]
 
@@ -146,7 +151,25 @@ RESOURCES = [
         "validatingadmissionpolicybindings",
         False,
     ),
+    # Kueue's, served only by FakeApiServer(kueue=True) (tests/standins/kueue.py).
+    Resource(kueue.GROUP, kueue.VERSION, "Workload", "workloads", True, ("kwl",), ("status",)),
+    Resource(kueue.GROUP, kueue.VERSION, "ClusterQueue", "clusterqueues", False, ("cq",), ("status",)),
+    Resource(kueue.GROUP, kueue.VERSION, "LocalQueue", "localqueues", True, ("lq",), ("status",)),
+    Resource(kueue.GROUP, kueue.VERSION, "ResourceFlavor", "resourceflavors", False, ("rf",)),
+    Resource(
+        kueue.VISIBILITY_GROUP,
+        kueue.VERSION,
+        "ClusterQueue",
+        "clusterqueues",
+        False,
+        (),
+        ("pendingworkloads",),
+    ),
+    Resource(
+        kueue.VISIBILITY_GROUP, kueue.VERSION, "LocalQueue", "localqueues", True, (), ("pendingworkloads",)
+    ),
 ]
+KUEUE_GROUPS = (kueue.GROUP, kueue.VISIBILITY_GROUP)
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 QUOTA_KINDS = ("Pod", "PersistentVolumeClaim", "Service", "Secret", "StatefulSet", "Ingress")
 BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
@@ -519,12 +542,14 @@ class FakeApiServer:
         first_node_port: int = 30000,
         kubelet: Any = None,
         admission_config: Obj | None = None,
+        kueue: bool = False,
     ) -> None:
         """`first_node_port`: where NodePort allocation starts. `kubelet`: a real container runtime
         for pods (tests/standins/podman_kubelet.py); without one, pods are marked Running by fiat.
         `admission_config`: an AdmissionConfiguration, as kube-apiserver's
         --admission-control-config-file reads it; its PodSecurity plugin's `defaults.enforce` and
-        `exemptions.namespaces` apply. Without one, every namespace without a label is privileged."""
+        `exemptions.namespaces` apply. Without one, every namespace without a label is privileged.
+        `kueue`: Kueue is installed (tests/standins/kueue.py); without it, its API groups are 404."""
         self.admin_token = admin_token or secrets.token_hex(16)
         pod_security = next(
             (
@@ -540,6 +565,7 @@ class FakeApiServer:
         )
         self.behaviour = Behaviour()
         self.kubelet = kubelet
+        self.kueue = kueue
         self.objects: dict[tuple[str, str, str], Obj] = {}  # (qualified resource, namespace, name)
         self.events: list[WatchEvent] = []
         self.tokens: dict[str, tuple[str, str]] = {}  # token -> (namespace, service account)
@@ -765,6 +791,7 @@ class FakeApiServer:
                 f'{resource.qualified} "{name}" already exists',
                 {"name": name, "group": resource.group, "kind": resource.plural},
             )
+        self._kueue_webhooks(resource, obj)
         self._admit(resource, obj)
         metadata.update(uid=str(uuid.uuid4()), creationTimestamp=now(), resourceVersion=self._next_rv())
         metadata.pop("deletionTimestamp", None)
@@ -809,6 +836,7 @@ class FakeApiServer:
             changed_spec = old.get("spec") != new.get("spec")
             metadata["generation"] = old["metadata"]["generation"] + (1 if changed_spec else 0)
         if subresource is None:  # admission runs on an update that changes nothing, too
+            self._kueue_webhooks(resource, new)
             self._admission_policies(resource, new, old)
         if self._comparable(old) == self._comparable(new):
             return copy.deepcopy(old)
@@ -1025,6 +1053,15 @@ class FakeApiServer:
         data = obj.setdefault("data", {})
         for key, value in string_data.items():
             data[key] = base64.b64encode(str(value).encode()).decode()
+
+    def _kueue_webhooks(self, resource: Resource, obj: Obj) -> None:
+        """Kueue's mutating webhooks, which run before the validating admission below."""
+        if not self.kueue:
+            return
+        if resource.kind == "StatefulSet":
+            kueue.mutate_statefulset(obj)
+        elif resource.kind == "Pod" and "uid" not in obj["metadata"]:
+            kueue.mutate_pod(obj)
 
     def _admit(self, resource: Resource, obj: Obj) -> None:
         """Admission in kube-apiserver's order: LimitRanger, PodSecurity, then ResourceQuota."""
@@ -1286,6 +1323,8 @@ class FakeApiServer:
             if request.method == "GET":
                 if request.name is None:
                     return 200, self._list(resource, request)
+                if request.subresource == "pendingworkloads":
+                    return 200, self._pending_workloads(resource, request)
                 if key not in self.objects:
                     raise not_found(resource, request.name)
                 if request.subresource == "scale":
@@ -1352,6 +1391,22 @@ class FakeApiServer:
                     },
                 }
         raise ApiError(405, "MethodNotAllowed", f"method {request.method} is not allowed")
+
+    def _pending_workloads(self, resource: Resource, request: Request) -> Obj:
+        """Kueue's visibility API (an aggregated API server in a real cluster)."""
+        workloads, local_queues = self.list("Workload"), self.list("LocalQueue")
+        if resource.kind == "ClusterQueue":
+            if (f"clusterqueues.{kueue.GROUP}", "", request.name or "") not in self.objects:
+                raise not_found(resource, request.name or "")
+            return kueue.pending_summary(workloads, local_queues, request.name or "")
+        local_queue = self.objects.get(
+            (f"localqueues.{kueue.GROUP}", request.namespace or "", request.name or "")
+        )
+        if local_queue is None:
+            raise not_found(resource, request.name or "")
+        return kueue.pending_summary(
+            workloads, local_queues, local_queue["spec"]["clusterQueue"], request.namespace, request.name
+        )
 
     @staticmethod
     def _conflict(resource: Resource, name: str) -> ApiError:
@@ -1618,6 +1673,8 @@ class FakeApiServer:
             owned = self._owned_pods(namespace)
             for sts in self._scan("StatefulSet", namespace):
                 self._reconcile_statefulset(sts, owned.get(sts["metadata"]["uid"], []))
+            if self.kueue:
+                self._reconcile_kueue(namespace)
             secrets_by_name = {s["metadata"]["name"]: s for s in self._scan("Secret", namespace)}
             for pod in self.list("Pod", namespace):
                 self._run_pod(pod)
@@ -1645,6 +1702,61 @@ class FakeApiServer:
                     self._update(
                         quotas, self._key(quotas, namespace, quota["metadata"]["name"]), quota, "status"
                     )
+
+    def _reconcile_kueue(self, namespace: str) -> None:
+        """Kueue's controllers: a workload per queued StatefulSet, admission across every
+        ClusterQueue, and the pods of admitted workloads ungated."""
+        workloads_resource = BY_KIND[(f"{kueue.GROUP}/{kueue.VERSION}", "Workload")]
+        pods = BY_KIND[("v1", "Pod")]
+        owned = self._owned_pods(namespace)
+        workloads = {
+            ref.get("uid"): w
+            for w in self._scan("Workload", namespace)
+            for ref in w["metadata"].get("ownerReferences") or []
+            if ref.get("kind") == "StatefulSet"
+        }
+        for sts in self._scan("StatefulSet", namespace):
+            metadata = sts["metadata"]
+            if not kueue.managed(namespace, metadata.get("labels") or {}):
+                continue
+            replicas = int(sts["spec"].get("replicas", 1))
+            workload = workloads.get(metadata["uid"])
+            if workload is None:
+                self._create(workloads_resource, namespace, kueue.new_workload(sts))
+                continue
+            updated = copy.deepcopy(workload)
+            if replicas == 0 and not kueue.on_hold(workload):
+                kueue.hold(updated, now())
+            elif replicas > 0 and kueue.on_hold(workload):
+                kueue.release_hold(updated, replicas, now())
+            if updated != workload:
+                key = self._key(workloads_resource, namespace, workload["metadata"]["name"])
+                self._update(workloads_resource, key, updated)
+                self._update(workloads_resource, key, updated, "status")
+        everything = self.list("Workload")
+        admission = kueue.Admission(
+            self.list("ClusterQueue"),
+            self.list("LocalQueue"),
+            self.list("ResourceFlavor"),
+            {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in self.list("Namespace")},
+            lambda pod: self._container_amounts(pod, "requests"),
+            quantity,
+        )
+        for workload in admission.run(everything, now()):
+            key = self._key(
+                workloads_resource, workload["metadata"]["namespace"], workload["metadata"]["name"]
+            )
+            self._update(workloads_resource, key, workload, "status")
+        flavors = {f["metadata"]["name"]: f for f in self.list("ResourceFlavor")}
+        for workload in self._scan("Workload", namespace):
+            owner = next(iter(workload["metadata"].get("ownerReferences") or []), {})
+            count = int(workload["spec"]["podSets"][0].get("count", 1))
+            for pod in owned.get(owner.get("uid", ""), []):
+                changed = copy.deepcopy(pod)
+                labelled = kueue.label_pod(changed, workload, count)
+                ungated = kueue.admitted(workload) and kueue.ungate(changed, workload, flavors)
+                if labelled or ungated:
+                    self._update(pods, self._key(pods, namespace, pod["metadata"]["name"]), changed)
 
     def _finish_namespaces(self) -> None:
         for ns in self.list("Namespace"):
@@ -1962,6 +2074,20 @@ class FakeApiServer:
         pods = BY_KIND[("v1", "Pod")]
         key = self._key(pods, pod["metadata"]["namespace"], pod["metadata"]["name"])
         status = pod["status"]
+        if not pod["spec"].get("nodeName") and pod["spec"].get("schedulingGates"):
+            if self._condition(pod, "PodScheduled") is None:
+                status["conditions"] = [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "SchedulingGated",
+                        "message": kueue.GATED_MESSAGE,
+                        "lastTransitionTime": now(),
+                        "lastProbeTime": None,
+                    }
+                ]
+                self._update(pods, key, pod, "status")
+            return
         if not pod["spec"].get("nodeName"):
             node, message = self._schedule(pod)
             if node is None:
@@ -2154,26 +2280,34 @@ def discovery_resources(group: str, version: str) -> Obj:
     }
 
 
-def discovery_groups() -> Obj:
-    groups = sorted({r.group for r in RESOURCES if r.group})
+def served_groups(kueue_installed: bool) -> dict[str, str]:
+    """Each API group served, with its one version."""
+    return {
+        r.group: r.version for r in RESOURCES if r.group and (kueue_installed or r.group not in KUEUE_GROUPS)
+    }
+
+
+def discovery_groups(kueue_installed: bool) -> Obj:
     return {
         "kind": "APIGroupList",
         "apiVersion": "v1",
         "groups": [
             {
                 "name": group,
-                "versions": [{"groupVersion": f"{group}/v1", "version": "v1"}],
-                "preferredVersion": {"groupVersion": f"{group}/v1", "version": "v1"},
+                "versions": [{"groupVersion": f"{group}/{version}", "version": version}],
+                "preferredVersion": {"groupVersion": f"{group}/{version}", "version": version},
             }
-            for group in groups
+            for group, version in sorted(served_groups(kueue_installed).items())
         ],
     }
 
 
-def openapi_v3_index() -> Obj:
+def openapi_v3_index(kueue_installed: bool) -> Obj:
     paths = {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=standin"}}
-    for group in sorted({r.group for r in RESOURCES if r.group}):
-        paths[f"apis/{group}/v1"] = {"serverRelativeURL": f"/openapi/v3/apis/{group}/v1?hash=standin"}
+    for group, version in sorted(served_groups(kueue_installed).items()):
+        paths[f"apis/{group}/{version}"] = {
+            "serverRelativeURL": f"/openapi/v3/apis/{group}/{version}?hash=standin"
+        }
     return {"paths": paths}
 
 
@@ -2300,14 +2434,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/v1":
             return discovery_resources("", "v1")
         if path == "/apis":
-            return discovery_groups()
+            return discovery_groups(self.server_state.kueue)
         if path == "/openapi/v3":
-            return openapi_v3_index()
+            return openapi_v3_index(self.server_state.kueue)
         if path.startswith("/openapi/v3/"):
             return openapi_v3_document(path[len("/openapi/v3/") :])
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "apis":
-            if not any(r.group == parts[1] and r.version == parts[2] for r in RESOURCES):
+            if served_groups(self.server_state.kueue).get(parts[1]) != parts[2]:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return discovery_resources(parts[1], parts[2])
         return None
@@ -2319,6 +2453,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts[0] == "apis" and len(parts) >= 4:
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if group in KUEUE_GROUPS and not self.server_state.kueue:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         namespace = None
         if len(rest) >= 3 and rest[0] == "namespaces" and (group, version, rest[2]) in BY_PATH:

@@ -1,0 +1,195 @@
+"""Shells that wait their turn, on the STAND-IN API server running its Kueue model
+(tests/standins/kueue.py): places shown right at every step, admission in order as GPUs free
+up, cancels that leave nothing, the lifetime that starts when a shell runs, and --no-queue."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.standins.kube_apiserver import FakeApiServer
+from tests.support import eventually, gpu_cluster
+from toolkit import gpu_queue, kube, shells, users
+from toolkit import shell_manifests as manifests
+from toolkit.shell_create import create
+from toolkit.shell_plan import CreateRequest
+from toolkit.shell_wait import ShellFailed
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
+PEOPLE = ("alice", "bob", "carol", "dave")
+
+
+def queued_cluster(**options: Any) -> FakeApiServer:
+    """One 8-GPU H100 node, Kueue with one ClusterQueue of its 8 GPUs in an H100 flavor, and the
+    shells settings naming the queue, as shells_platform leaves them."""
+    server = gpu_cluster("gpu-1", kueue=True, **options)
+    server.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
+    labels = {"toolkit.dev/shells-config": "true"}
+    server.seed("ConfigMap", {
+        "metadata": {"name": "shells", "namespace": "toolkit-system", "labels": labels},
+        "data": {"queueName": "shells", "clusterQueueName": "shells"},
+    })  # fmt: skip
+    server.seed("ResourceFlavor", {
+        "metadata": {"name": "nvidia-h100-80gb-hbm3"},
+        "spec": {"nodeLabels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+    })  # fmt: skip
+    server.seed("ClusterQueue", {
+        "metadata": {"name": "shells"},
+        "spec": {
+            "namespaceSelector": {"matchExpressions": [{"key": "toolkit.dev/user", "operator": "Exists"}]},
+            "queueingStrategy": "BestEffortFIFO",
+            "resourceGroups": [{
+                "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                "flavors": [{"name": "nvidia-h100-80gb-hbm3", "resources": [
+                    {"name": "cpu", "nominalQuota": "192"},
+                    {"name": "memory", "nominalQuota": "2Ti"},
+                    {"name": "nvidia.com/gpu", "nominalQuota": "8"},
+                ]}],
+            }],
+        },
+    })  # fmt: skip
+    return server
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[FakeApiServer, dict[str, kube.Kube]]]:
+    server = queued_cluster()
+    admin = kube.connect(server.kubeconfig(tmp_path / "admin"))
+    people = {}
+    for person in PEOPLE:
+        users.add(admin, person, 8, tmp_path / person, None, None)
+        people[person] = kube.connect(tmp_path / person)
+    people["admin"] = admin
+    yield server, people
+    server.stop()
+
+
+def request(user: str, name: str = "train", gpus: int = 4, **changes: Any) -> CreateRequest:
+    return CreateRequest(name=name, user=user, authorized_keys=(KEY,), gpus=gpus, timeout=30, **changes)
+
+
+def place(connection: kube.Kube, user: str, name: str = "train") -> int | None:
+    sts = connection.get("StatefulSet", name, f"user-{user}")
+    assert sts is not None
+    found = gpu_queue.place(connection, f"user-{user}", "shells", sts["metadata"]["uid"])
+    return found.position if found else None
+
+
+def test_user_add_gives_each_user_a_local_queue_of_the_cluster_queue(cluster: Any) -> None:
+    server, people = cluster
+    queue = server.get("LocalQueue", "shells", "user-alice")
+    assert queue is not None and queue["spec"] == {"clusterQueue": "shells"}
+    # Their own queue and its places they may read; not another user's.
+    assert people["alice"].get("LocalQueue", "shells", "user-alice") is not None
+    with pytest.raises(kube.ApiError) as denied:
+        people["alice"].get("LocalQueue", "shells", "user-bob")
+    assert denied.value.code == 403
+    with pytest.raises(kube.ApiError) as denied:
+        people["alice"].request(
+            "GET", f"{gpu_queue.VISIBILITY}/namespaces/user-bob/localqueues/shells/pendingworkloads"
+        )
+    assert denied.value.code == 403
+
+
+def test_shells_are_admitted_in_order_as_gpus_free_up_with_their_places_shown(cluster: Any) -> None:
+    server, people = cluster
+    for person in ("alice", "bob"):
+        created = create(people[person], request(person), lambda _: None)
+        assert created.status == "ready"
+    seen: list[str] = []
+    carol = create(people["carol"], request("carol", wait=False), seen.append)
+    assert (carol.status, carol.position, carol.expires_at) == ("queued", 1, None)
+    assert carol.lifetime == timedelta(hours=24)
+    dave = create(people["dave"], request("dave", wait=False), lambda _: None)
+    assert (dave.status, dave.position) == ("queued", 2)
+    # Queued pods hold no GPUs, and carry Kueue's gate.
+    pod = server.get("Pod", "train-0", "user-carol")
+    assert pod is not None and gpu_queue.gated(pod) and not pod["spec"].get("nodeName")
+    assert place(people["carol"], "carol") == 1 and place(people["dave"], "dave") == 2
+
+    shells.delete(people["alice"], "alice", "train", purge=True)
+    assert eventually(lambda: place(people["carol"], "carol") is None, timeout=10)
+    assert place(people["dave"], "dave") == 1
+    assert eventually(
+        lambda: shells.get_shell(people["carol"], "carol", "train").status == "ready", timeout=10
+    )
+
+    shells.pause(people["bob"], "bob", "train")
+    assert eventually(lambda: shells.get_shell(people["dave"], "dave", "train").status == "ready", timeout=10)
+    # Bob's resume goes through the queue too: behind nobody, but the GPUs are taken.
+    shells.scale(people["bob"], "bob", "train", 1, {})
+    assert eventually(lambda: place(people["bob"], "bob") == 1, timeout=10)
+
+
+def test_a_waiting_create_shows_its_place_and_starts_its_clock_when_it_runs(cluster: Any) -> None:
+    server, people = cluster
+    for person in ("alice", "bob"):
+        create(people[person], request(person), lambda _: None)
+    seen: list[str] = []
+    result: dict[str, Any] = {}
+    waiter = threading.Thread(
+        target=lambda: result.update(shell=create(people["carol"], request("carol", hours=2), seen.append))
+    )
+    waiter.start()
+    assert eventually(lambda: any(p.startswith("queued: position 1") for p in seen), timeout=10)
+    assert "queued: position 1, waiting for 4 GPUs (Ctrl-C leaves the queue)" in seen
+    sts = server.get("StatefulSet", "train", "user-carol")
+    assert sts is not None and sts["metadata"]["annotations"][manifests.EXPIRY_FROM_START] == "7200"
+    # Waiting, its expiry is unknown; the reaper leaves it alone.
+    assert shells.get_shell(people["carol"], "carol", "train").expiry_starts_when_running
+    assert shells.reap(people["admin"], None, now=datetime.now(UTC) + timedelta(hours=3)) == []
+    shells.delete(people["bob"], "bob", "train", purge=True)
+    waiter.join(timeout=30)
+    created = result["shell"]
+    assert created.status == "ready" and seen[-1] == "ready"
+    assert created.expires_at is not None
+    assert abs((created.expires_at - datetime.now(UTC)) - timedelta(hours=2)) < timedelta(seconds=30)
+    sts = server.get("StatefulSet", "train", "user-carol")
+    assert sts is not None
+    assert manifests.EXPIRY_FROM_START not in sts["metadata"]["annotations"]
+    assert sts["metadata"]["annotations"][manifests.EXPIRES_AT] == manifests.timestamp(created.expires_at)
+    secret = server.get("Secret", "train-ssh", "user-carol")
+    assert secret is not None
+    import base64
+
+    written = base64.b64decode(secret["data"][manifests.EXPIRES_AT_KEY]).decode()
+    assert written == manifests.timestamp(created.expires_at)
+
+
+def test_a_cancelled_queued_shell_leaves_nothing_behind(cluster: Any) -> None:
+    server, people = cluster
+    for person in ("alice", "bob"):
+        create(people[person], request(person), lambda _: None)
+    before = {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"}
+    create(people["carol"], request("carol", wait=False), lambda _: None)
+    assert server.list("Workload", "user-carol")
+    shells.delete(people["carol"], "carol", "train", purge=True)
+    assert eventually(
+        lambda: {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"} == before,
+        timeout=10,
+    )
+
+
+def test_no_queue_fails_at_once_when_the_gpus_are_taken_and_leaves_nothing(cluster: Any) -> None:
+    server, people = cluster
+    for person in ("alice", "bob"):
+        create(people[person], request(person), lambda _: None)
+    before = {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"}
+    with pytest.raises(ShellFailed) as failed:
+        create(people["carol"], request("carol", queue=False), lambda _: None)
+    assert "the GPUs are taken (0 shell(s) wait ahead of it; without --no-queue it waits its turn)" in str(
+        failed.value
+    )
+    assert (
+        "insufficient unused quota for nvidia.com/gpu in flavor nvidia-h100-80gb-hbm3, 4 more needed"
+        in str(failed.value)
+    )
+    assert eventually(
+        lambda: {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"} == before,
+        timeout=10,
+    )
