@@ -18,7 +18,7 @@ from typing import Any
 
 from toolkit import gpu_queue as queueing
 from toolkit import shell_manifests as manifests
-from toolkit.capacity import NodeCapacity
+from toolkit.capacity import GPU, NodeCapacity
 from toolkit.errors import BadInputError, Interrupted, ToolkitError
 from toolkit.kube import Kube
 from toolkit.shell_plan import (
@@ -48,6 +48,7 @@ class CreatedShell:
     web_url: str | None = None
     web_credential: str | None = None
     web_is_plain_http: bool = False
+    gpus: int = 0
     status: str = "ready"  # or, with --no-wait: "queued" or "starting"
     position: int | None = None  # in the cluster's queue, 1 next
     lifetime: timedelta | None = None  # a queued shell's, from when it runs
@@ -142,6 +143,11 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
             ) from None
         if interrupted:
             raise Interrupted(f"interrupted; removed {', '.join(removed) or 'nothing'}") from None
+        if not spec.queue and isinstance(failure, ShellFailed) and f"Insufficient {GPU}" in str(failure):
+            raise ShellFailed(
+                f"{failure}; queueing is off on this cluster (no Kueue queue in its shells settings): "
+                "try again once GPUs free up ('toolkit shell avail' shows them)"
+            ) from None
         raise
     expires_at: datetime | None = spec.expires_at
     status, position = "ready", None
@@ -163,6 +169,7 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         ssh_port=endpoint.ssh_port,
         host_key=spec.host_key.public,
         expires_at=expires_at,
+        gpus=spec.gpus,
         status=status,
         position=position,
         lifetime=timedelta(seconds=spec.lifetime_seconds) if spec.lifetime_seconds else None,

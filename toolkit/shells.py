@@ -221,12 +221,15 @@ def list_shells(kube: Kube, user: str | None, max_lifetime_hours: int | None = N
     return sorted(found, key=lambda s: (s.user, s.name))
 
 
-def with_places(kube: Kube, found: list[Shell], settings: Platform) -> list[Shell]:
-    """The shells Kueue holds in the queue marked "queued", with their place: one request, none
-    on a cluster without a queue or when no shell is starting. One user's from their LocalQueue,
-    several users' (operators) from the ClusterQueue."""
+def with_places(kube: Kube, found: list[Shell]) -> list[Shell]:
+    """The shells Kueue holds in the queue marked "queued", with their place: two requests (the
+    settings, the places) when a shell is starting, none otherwise. One user's places come from
+    their LocalQueue, several users' (operators) from the ClusterQueue."""
     starting = [shell for shell in found if shell.status == "starting"]
-    if not settings.queue or not starting:
+    if not starting:
+        return found
+    settings = platform(kube)
+    if not settings.queue:
         return found
     owners = {shell.user for shell in starting}
     if len(owners) == 1:

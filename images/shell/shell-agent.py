@@ -6,7 +6,8 @@ minute), and `toolkit shell extend`, `add-key` and `remove-key` change the shell
 SHELL_AGENT_INTERVAL seconds (10) this agent:
 - installs the Secret's authorized_keys for sshd when they changed: new logins take the new keys,
   and running sessions go on;
-- reads the Secret's expires-at (else SHELL_EXPIRES_AT), writes it into the login banner, and
+- reads the Secret's expires-at (else SHELL_EXPIRES_AT, or for a shell that waited in the queue
+  its start plus SHELL_LIFETIME_SECONDS), writes it into the login banner, and
   writes a warning to every terminal, SSH's and the web terminal's, once each as the shell comes
   within 60, 15 and 5 minutes of being paused; a later expiry starts the count again;
 - measures activity: the last input in any terminal (a terminal's access time, which the kernel
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -223,6 +224,11 @@ class Agent:
         self.name = re.sub(r"[^a-z0-9-]", "", os.environ.get("SHELL_NAME", "")) or "NAME"
         # Until the Secret carries one (shells made before it did): the expiry at creation.
         self.written = os.environ.get("SHELL_EXPIRES_AT", "")
+        # A shell that waited in the queue: its lifetime counts from its start, until the expiry
+        # written when it started reaches the Secret.
+        seconds = os.environ.get("SHELL_LIFETIME_SECONDS", "").strip()
+        counted = seconds.isascii() and seconds.isdigit() and 0 < len(seconds) <= 9
+        self.from_start = datetime.now(timezone.utc) + timedelta(seconds=int(seconds)) if counted else None
         self.warned: set[int] = set()
         self.last_expiry: datetime | None = None
         self.activity = Activity(time.time())
@@ -236,7 +242,7 @@ class Agent:
             self.written = (self.secrets / "expires-at").read_bytes().decode(errors="replace")
         except OSError:
             pass
-        expires = parse_expiry(self.written)
+        expires = parse_expiry(self.written) or self.from_start
         if expires != self.last_expiry:
             self.warned, self.last_expiry = set(), expires
         write_banner(banner(self.head, expires), Path("/etc/motd"))

@@ -4,6 +4,7 @@ up, cancels that leave nothing, the lifetime that starts when a shell runs, and 
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
 from tests.support import eventually, gpu_cluster
-from toolkit import gpu_queue, kube, shells, users
+from toolkit import gpu_queue, kube, lifecycle, shells, users
 from toolkit import shell_manifests as manifests
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
@@ -25,15 +27,15 @@ PEOPLE = ("alice", "bob", "carol", "dave")
 
 
 def queued_cluster(**options: Any) -> FakeApiServer:
-    """One 8-GPU H100 node, Kueue with one ClusterQueue of its 8 GPUs in an H100 flavor, and the
-    shells settings naming the queue, as shells_platform leaves them."""
+    """One 8-GPU H100 node; shells_platform's settings (naming the queue), admission policies and
+    lifecycle as it renders them; Kueue with one ClusterQueue of the node's 8 GPUs in an H100
+    flavor."""
     server = gpu_cluster("gpu-1", kueue=True, **options)
-    server.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
-    labels = {"toolkit.dev/shells-config": "true"}
-    server.seed("ConfigMap", {
-        "metadata": {"name": "shells", "namespace": "toolkit-system", "labels": labels},
-        "data": {"queueName": "shells", "clusterQueueName": "shells"},
-    })  # fmt: skip
+    documents = render("shells_platform", "shells.yaml.j2", shells_platform_queue_name="shells")
+    documents += render("shells_platform", "toolkit-admission.yaml.j2")
+    documents += render("shells_platform", "toolkit-lifecycle.yaml.j2")
+    for document in documents:
+        server.seed(document["kind"], document)
     server.seed("ResourceFlavor", {
         "metadata": {"name": "nvidia-h100-80gb-hbm3"},
         "spec": {"nodeLabels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
@@ -155,8 +157,6 @@ def test_a_waiting_create_shows_its_place_and_starts_its_clock_when_it_runs(clus
     assert sts["metadata"]["annotations"][manifests.EXPIRES_AT] == manifests.timestamp(created.expires_at)
     secret = server.get("Secret", "train-ssh", "user-carol")
     assert secret is not None
-    import base64
-
     written = base64.b64decode(secret["data"][manifests.EXPIRES_AT_KEY]).decode()
     assert written == manifests.timestamp(created.expires_at)
 
@@ -193,3 +193,50 @@ def test_no_queue_fails_at_once_when_the_gpus_are_taken_and_leaves_nothing(clust
         lambda: {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"} == before,
         timeout=10,
     )
+
+
+def lifecycle_account(server: FakeApiServer, admin: kube.Kube, tmp_path: Path) -> kube.Kube:
+    """The lifecycle CronJob's identity: its ServiceAccount's token."""
+    admin.create({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "lifecycle-token", "namespace": lifecycle.NAMESPACE,
+                     "annotations": {"kubernetes.io/service-account.name": lifecycle.ACCOUNT}},
+    })  # fmt: skip
+
+    def token() -> str:
+        found = admin.get("Secret", "lifecycle-token", lifecycle.NAMESPACE) or {}
+        return base64.b64decode((found.get("data") or {}).get("token", "")).decode()
+
+    assert eventually(lambda: bool(token()))
+    return kube.connect(server.kubeconfig(tmp_path / "lifecycle", token=token()))
+
+
+def test_the_lifecycle_starts_the_clock_of_a_queued_shell_once_it_runs(cluster: Any, tmp_path: Path) -> None:
+    server, people = cluster
+    for person in ("alice", "bob"):
+        create(people[person], request(person), lambda _: None)
+    create(people["carol"], request("carol", hours=3, wait=False), lambda _: None)
+    account = lifecycle_account(server, people["admin"], tmp_path)
+    shells.reap(account, None)  # waiting: nothing to start, nothing to reap
+    assert shells.get_shell(people["carol"], "carol", "train").expiry_starts_when_running
+    shells.delete(people["alice"], "alice", "train", purge=True)
+    assert eventually(
+        lambda: shells.get_shell(people["carol"], "carol", "train").status == "ready", timeout=10
+    )
+    shells.reap(account, None)  # as the CronJob runs it: through the lifecycle's admission policy
+    carol = shells.get_shell(people["carol"], "carol", "train")
+    assert not carol.expiry_starts_when_running and carol.expires_at is not None
+    assert abs(carol.expires_at - (datetime.now(UTC) + timedelta(hours=3))) < timedelta(seconds=30)
+
+
+def test_a_user_cannot_give_a_running_shell_a_lifetime_from_start(cluster: Any) -> None:
+    """Else the mark would hold off the reaper, and its lifetime skip the cluster's maxHours."""
+    _, people = cluster
+    create(people["alice"], request("alice"), lambda _: None)
+    for lifetime in ("60", "999999999"):
+        with pytest.raises(kube.ApiError) as refused:
+            people["alice"].merge_patch(
+                "StatefulSet", "train", "user-alice",
+                {"metadata": {"annotations": {manifests.EXPIRY_FROM_START: lifetime}}},
+            )  # fmt: skip
+        assert refused.value.code == 403 and "expiry-from-start" in str(refused.value)

@@ -155,3 +155,21 @@ def test_the_lifecycle_reads_the_agents_report_as_the_agent_serves_it() -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
     finally:
         server.shutdown()
+
+
+def test_a_shell_that_waited_in_the_queue_counts_its_lifetime_from_its_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell_agent = agent()
+    secrets = tmp_path / "secret"
+    secrets.mkdir()
+    (secrets / "expires-at").write_text("")  # not written yet: the shell has only now started
+    monkeypatch.delenv("SHELL_EXPIRES_AT", raising=False)
+    monkeypatch.setenv("SHELL_LIFETIME_SECONDS", "7200")
+    started = datetime.now(UTC)
+    counted = shell_agent.Agent("alice", secrets, "head\n")
+    assert counted.from_start is not None
+    assert abs(counted.from_start - (started + timedelta(hours=2))) < timedelta(seconds=5)
+    # Garbage counts as nothing, never as an error.
+    monkeypatch.setenv("SHELL_LIFETIME_SECONDS", "2h; rm -rf /")
+    assert shell_agent.Agent("alice", secrets, "head\n").from_start is None

@@ -192,6 +192,7 @@ def test_scheduler_shortage_fails_in_one_line_and_removes_everything(
     with pytest.raises(ShellFailed) as failure:
         create(alice, request(gpus=2), lambda _: None)
     assert str(failure.value).startswith("shell train cannot start: Insufficient nvidia.com/gpu (0/2 nodes")
+    assert "queueing is off on this cluster" in str(failure.value)
     assert "\n" not in str(failure.value)
     assert snapshot(fake_cluster) == before
 

@@ -34,8 +34,19 @@ def remaining(seconds: float) -> str:
     return " ".join(f"{amount}{unit}" for amount, unit in units[first : first + 2] if amount)
 
 
+def status(shell: Shell) -> str:
+    """ready, starting, "queued (2)" (second in the cluster's queue), or why it is paused."""
+    if shell.paused_why:
+        return f"paused ({shell.paused_why})"
+    if shell.status == "queued" and shell.position:
+        return f"queued ({shell.position})"
+    return shell.status
+
+
 def expiry(shell: Shell, now: datetime) -> str:
     """When the shell expires, in yellow under an hour, red once past."""
+    if shell.lifetime_from_start is not None:
+        return f"{remaining(shell.lifetime_from_start.total_seconds())} once it runs"
     if shell.expires_at is None:
         return "never"
     left = (shell.expires_at - now).total_seconds()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from toolkit.kube import Kube
+    from toolkit.shell_create import CreatedShell
 
 app = command_group(
     "Your own GPU shell on the cluster: SSH (and a web terminal with --web) on a persistent home.\n\n"
@@ -130,6 +131,21 @@ def create(
     keep_on_failure: Annotated[
         bool, typer.Option(help="Keep what was created when the shell fails to start.")
     ] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="Return once the shell is queued (with its place) or starting; 'toolkit shell list' "
+            "follows it.",
+        ),
+    ] = False,
+    no_queue: Annotated[
+        bool,
+        typer.Option(
+            "--no-queue",
+            help="Fail at once when the GPUs are taken, instead of waiting in the cluster's queue.",
+        ),
+    ] = False,
     timeout: TimeoutOption = 300,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
@@ -140,6 +156,10 @@ def create(
     It gets a home volume kept across pauses, restarts and deletes (unless --purge), its own SSH
     host key pinned in the toolkit's ssh config, and only your keys. On failure the cause is
     printed in one line and everything created is removed (unless --keep-on-failure).
+
+    Where the cluster queues shells (Kueue) and the GPUs are taken, the shell waits its turn with
+    its place shown; its lifetime starts when it runs, and --timeout counts from then. Ctrl-C
+    leaves the queue and removes the shell; --no-wait returns and keeps its place.
     """
     from toolkit import shell_create, sshconfig, users
     from toolkit.shell_manifests import check_shell_name
@@ -177,11 +197,16 @@ def create(
         expose={"nodeport": "NodePort", "loadbalancer": "LoadBalancer"}[expose.value] if expose else None,
         timeout=timeout,
         keep_on_failure=keep_on_failure,
+        queue=not no_queue,
+        wait=not no_wait,
     )
     console = _console()
     with present.phases(console, f"shell {name}") as report:
         created = shell_create.create(connection, request, report)
-    expires = f"{created.expires_at:%Y-%m-%d %H:%M} UTC"
+    if created.status != "ready":
+        _print_not_yet_ready(console, created)
+        return
+    expires = f"{created.expires_at:%Y-%m-%d %H:%M} UTC" if created.expires_at else "never"
     console.print(f"[green]shell {name} is ready[/] on {created.node}; it expires {expires}")
     if created.ssh_host:
         entry = sshconfig.Entry(
@@ -209,6 +234,25 @@ def create(
             )
 
 
+def _print_not_yet_ready(console: Console, created: CreatedShell) -> None:
+    """--no-wait: where the shell stands, and how to follow it."""
+    lifetime = ""
+    if created.lifetime:
+        lifetime = f"; its {present.remaining(created.lifetime.total_seconds())} start when it runs"
+    if created.status == "queued":
+        where = f"position {created.position}" if created.position else "waiting for its place"
+        gpus = f"{created.gpus} GPU{'s' if created.gpus != 1 else ''}"
+        console.print(f"shell {created.name} is queued ({where}) for {gpus}{lifetime}")
+    else:
+        console.print(f"shell {created.name} is starting{lifetime}")
+    console.print(
+        f"  'toolkit shell list' follows it; 'toolkit shell connect {created.name}' once it is ready"
+    )
+    if created.web_credential:
+        console.print(f"  web terminal: user:password {created.web_credential}")
+        console.print("  [yellow]the web credential is shown only now[/]")
+
+
 @app.command("list")
 def list_(
     *,
@@ -220,14 +264,18 @@ def list_(
     context: ContextOption = None,
     user: UserOption = None,
 ) -> None:
-    """Your shells: name, user, GPUs, status, age, expiry and SSH endpoint (one API call)."""
+    """Your shells: name, user, GPUs, status, age, expiry and SSH endpoint.
+
+    One API call; three while a shell is starting, to tell whether it waits in the cluster's
+    queue for GPUs ("queued (2)": second in line) and when its lifetime starts.
+    """
     from rich.table import Table
 
     from toolkit import kube, shells
 
     connection = kube.connect(kubeconfig, context)
     who = None if all_users else user_from_context(connection, user)
-    found = shells.list_shells(connection, who)
+    found = shells.with_places(connection, shells.list_shells(connection, who))
     if output is Output.json:
         typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
         return
@@ -238,7 +286,7 @@ def list_(
             shell.name,
             shell.user,
             str(shell.gpus),
-            f"paused ({shell.paused_why})" if shell.paused_why else shell.status,
+            present.status(shell),
             present.age(shell.created, now),
             present.expiry(shell, now),
             shell.endpoint,
@@ -265,7 +313,8 @@ def show(
     from toolkit import shells
 
     connection, who = _connect(kubeconfig, context, user)
-    typer.echo(json.dumps(shells.get_shell(connection, who, name).as_dict(), indent=2))
+    shell = shells.with_places(connection, [shells.get_shell(connection, who, name)])[0]
+    typer.echo(json.dumps(shell.as_dict(), indent=2))
 
 
 @app.command()
