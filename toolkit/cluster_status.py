@@ -1,7 +1,8 @@
 """`toolkit cluster status`: the cluster as its Kubernetes API sees it, in three list calls and a get.
 
 Nodes (readiness, roles, k3s and NVIDIA driver versions, GPUs allocatable and held), the shells
-running on it, and the lifecycle's last run (toolkit.lifecycle). The driver version comes from
+running on it, the shells waiting in the cluster's queue (toolkit.gpu_queue: two more requests
+where it has one), and the lifecycle's last run (toolkit.lifecycle). The driver version comes from
 GPU feature discovery's node label when it is deployed; without it the API has no driver version
 and the status says so.
 """
@@ -11,9 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from toolkit import capacity, lifecycle, shells
+from toolkit import capacity, gpu_queue, lifecycle, shells
 from toolkit.kube import Kube
 from toolkit.shell_manifests import timestamp
+from toolkit.shell_settings import platform
 
 DRIVER_LABELS = ("nvidia.com/cuda.driver-version.full", "nvidia.com/cuda.driver.full")
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -38,6 +40,7 @@ class ClusterStatus:
     nodes: list[NodeStatus]
     shells: list[shells.Shell]
     lifecycle: lifecycle.Record | None = None  # None: no run recorded
+    queue: list[gpu_queue.Waiting] | None = None  # in admission order; None: no queue
 
     @property
     def gpus(self) -> int:
@@ -52,6 +55,12 @@ class ClusterStatus:
             "nodes": [asdict(node) for node in self.nodes],
             "gpus": {"allocatable": self.gpus, "used": self.gpus_used},
             "shells": [shell.as_dict() for shell in self.shells],
+            "queue": None
+            if self.queue is None
+            else [
+                {**asdict(waiting), "since": timestamp(waiting.since) if waiting.since else None}
+                for waiting in self.queue
+            ],
             "lifecycle": None
             if self.lifecycle is None
             else {
@@ -83,8 +92,11 @@ def collect(kube: Kube) -> ClusterStatus:
     nodes = kube.list("Node")["items"]
     used = capacity.gpus_held(kube).per_node
     statuses = [_node_status(node, used.get(node["metadata"]["name"], 0)) for node in nodes]
+    settings = platform(kube)
+    cluster_queue = settings.cluster_queue or settings.queue
     return ClusterStatus(
         nodes=sorted(statuses, key=lambda n: (n.role != "server", n.name)),
         shells=shells.list_shells(kube, None),
         lifecycle=lifecycle.last_run(kube),
+        queue=gpu_queue.waiting(kube, cluster_queue) if cluster_queue else None,
     )

@@ -5,21 +5,28 @@ up, cancels that leave nothing, the lifetime that starts when a shell runs, and 
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
+from tests import kueue_schemas
 from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
 from tests.support import eventually, gpu_cluster
-from toolkit import gpu_queue, kube, lifecycle, shells, users
+from toolkit import cluster_status, gpu_queue, kube, lifecycle, shells, users
 from toolkit import shell_manifests as manifests
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
+from toolkit.shell_settings import platform
 from toolkit.shell_wait import ShellFailed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
@@ -86,6 +93,10 @@ def test_user_add_gives_each_user_a_local_queue_of_the_cluster_queue(cluster: An
     server, people = cluster
     queue = server.get("LocalQueue", "shells", "user-alice")
     assert queue is not None and queue["spec"] == {"clusterQueue": "shells"}
+    written = users.manifests("alice", 8, Fraction(48), Fraction(2**40), settings=platform(people["admin"]))
+    local_queues = [m for m in written if m["kind"] == "LocalQueue"]
+    assert len(local_queues) == 1
+    kueue_schemas.validate(local_queues[0])
     # Their own queue and its places they may read; not another user's.
     assert people["alice"].get("LocalQueue", "shells", "user-alice") is not None
     with pytest.raises(kube.ApiError) as denied:
@@ -240,3 +251,80 @@ def test_a_user_cannot_give_a_running_shell_a_lifetime_from_start(cluster: Any) 
                 {"metadata": {"annotations": {manifests.EXPIRY_FROM_START: lifetime}}},
             )  # fmt: skip
         assert refused.value.code == 403 and "expiry-from-start" in str(refused.value)
+
+
+def toolkit(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "toolkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def test_the_commands_show_the_queue_to_users_and_operators(cluster: Any, tmp_path: Path) -> None:
+    _, people = cluster
+    for person in ("alice", "bob"):
+        create(people[person], request(person), lambda _: None)
+    key_file = tmp_path / "carol.pub"
+    key_file.write_text(KEY + "\n")
+    carol = toolkit("shell", "create", "train", "--gpus", "4", "--hours", "3", "--no-wait",
+                    "--ssh-key", str(key_file), "--kubeconfig", str(tmp_path / "carol"))  # fmt: skip
+    assert carol.returncode == 0, carol.stderr
+    assert (
+        "shell train is queued (position 1) for 4 GPUs; its 3h lifetime starts when it runs" in carol.stdout
+    )
+    create(people["dave"], request("dave", wait=False), lambda _: None)
+
+    listed = toolkit("shell", "list", "--kubeconfig", str(tmp_path / "dave"))
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "train" in line)
+    assert "queued (2)" in row and "1d once it runs" in row
+
+    status = cluster_status.collect(people["admin"])
+    assert [(w.position, w.user, w.shell, w.gpus) for w in status.queue or []] == [
+        (1, "carol", "train", 4),
+        (2, "dave", "train", 4),
+    ]
+    assert all("insufficient unused quota for nvidia.com/gpu" in w.why for w in status.queue or [])
+    shown = toolkit("cluster", "status", "--kubeconfig", str(tmp_path / "admin"))
+    assert shown.returncode == 0, shown.stderr
+    assert "queue: 2 shell(s) waiting for GPUs" in shown.stdout
+
+    # Cancelling a queued shell moves the next one up.
+    deleted = toolkit("shell", "delete", "train", "--yes", "--purge", "--kubeconfig", str(tmp_path / "carol"))
+    assert deleted.returncode == 0, deleted.stderr
+    assert eventually(lambda: place(people["dave"], "dave") == 1, timeout=10)
+
+
+def test_without_kueue_every_command_works_as_before(tmp_path: Path) -> None:
+    server = gpu_cluster("gpu-1")
+    try:
+        admin = kube.connect(server.kubeconfig(tmp_path / "admin"))
+        users.add(admin, "alice", 8, tmp_path / "alice", None, None)
+        alice = kube.connect(tmp_path / "alice")
+        assert create(alice, request("alice"), lambda _: None).status == "ready"
+        assert [s.status for s in shells.with_places(alice, shells.list_shells(alice, "alice"))] == ["ready"]
+        assert cluster_status.collect(admin).queue is None
+        shown = toolkit("cluster", "status", "--kubeconfig", str(tmp_path / "admin"))
+        assert "queue: off (no Kueue queue in the shells settings)" in shown.stdout
+    finally:
+        server.stop()
+
+
+def test_the_queue_objects_validate_against_kueues_crd_schemas() -> None:
+    server = queued_cluster()
+    try:
+        for kind in ("ClusterQueue", "ResourceFlavor"):
+            for document in server.list(kind):
+                kueue_schemas.validate({k: v for k, v in document.items() if k != "status"})
+        # The schemas are strict: a misspelt field is refused, as the API server refuses it.
+        with pytest.raises(jsonschema.ValidationError):
+            kueue_schemas.validate(
+                gpu_queue.local_queue("user-a", "shells", "shells", {}) | {"spec": {"queue": "x"}}
+            )
+    finally:
+        server.stop()

@@ -7,8 +7,9 @@ import sys
 import tempfile
 from collections import Counter
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +26,11 @@ from toolkit.cli.options import (
 )
 from toolkit.errors import BadInputError
 from toolkit.extras import operator_command
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from toolkit.gpu_queue import Waiting
 
 app = command_group("Build and change the cluster described by an inventory.")
 
@@ -211,14 +217,38 @@ def status(
     if any(node.gpus and not node.driver_version for node in found.nodes):
         console.print("driver unknown: the API shows it only with GPU feature discovery's node labels")
     shells = Table("shell", "user", "gpus", "status", "endpoint")
+    waiting = {(w.user, w.shell): w.position for w in found.queue or []}
     for shell in found.shells:
-        shells.add_row(shell.name, shell.user, str(shell.gpus), shell.status, shell.endpoint)
+        position = waiting.get((shell.user, shell.name))
+        status = f"queued ({position})" if position and shell.status != "paused" else shell.status
+        shells.add_row(shell.name, shell.user, str(shell.gpus), status, shell.endpoint)
     running = sum(1 for shell in found.shells if shell.status != "paused")
     console.print(f"shells: {running} running, {len(found.shells) - running} paused")
     if found.shells:
         console.print(shells)
     present.problems(console, found.shells)
+    _print_queue(console, found.queue)
     console.print(lifecycle.describe(found.lifecycle, lifecycle.now_utc()), markup=False)
+
+
+def _print_queue(console: Console, queue: list[Waiting] | None) -> None:
+    """Who waits in the cluster's queue, for what, and for how long."""
+    from rich.table import Table
+
+    if queue is None:
+        console.print("queue: off (no Kueue queue in the shells settings)")
+        return
+    console.print(f"queue: {len(queue)} shell(s) waiting for GPUs")
+    if not queue:
+        return
+    now = datetime.now(UTC)
+    table = Table("position", "user", "shell", "gpus", "waiting", "why")
+    for waiting in queue:
+        since = present.age(waiting.since, now) if waiting.since else "-"
+        table.add_row(
+            str(waiting.position), waiting.user, waiting.shell, str(waiting.gpus), since, waiting.why
+        )
+    console.print(table)
 
 
 @app.command()

@@ -238,7 +238,7 @@ def _print_not_yet_ready(console: Console, created: CreatedShell) -> None:
     """--no-wait: where the shell stands, and how to follow it."""
     lifetime = ""
     if created.lifetime:
-        lifetime = f"; its {present.remaining(created.lifetime.total_seconds())} start when it runs"
+        lifetime = f"; its {present.remaining(created.lifetime.total_seconds())} lifetime starts when it runs"
     if created.status == "queued":
         where = f"position {created.position}" if created.position else "waiting for its place"
         gpus = f"{created.gpus} GPU{'s' if created.gpus != 1 else ''}"
