@@ -116,7 +116,9 @@ class Platform:
             pod_cidrs=cidrs("podCidrs", defaults.pod_cidrs),
             egress_denied_cidrs=cidrs("egressDeniedCidrs", defaults.egress_denied_cidrs),
             queue=data.get("queueName") or None,
-            cluster_queue=data.get("clusterQueueName") or data.get("queueName") or None,
+            cluster_queue=(data.get("clusterQueueName") or data.get("queueName"))
+            if data.get("queueName")
+            else None,
         )
 
 

@@ -378,7 +378,8 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
             f"shell {name} expired at {manifests.timestamp(shell.expires_at)}: extend it first"
         )
     scale(kube, user, name, 1, {manifests.IDLE_PAUSED_AT: None})
-    wait_ready(kube, namespace_of(user), name, on_phase, timeout)
+    # Where the cluster queues shells, a resumed one waits its turn like a new one.
+    wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=platform(kube).queue or "")
     return get_shell(kube, user, name)
 
 

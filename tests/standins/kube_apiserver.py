@@ -543,13 +543,16 @@ class FakeApiServer:
         kubelet: Any = None,
         admission_config: Obj | None = None,
         kueue: bool = False,
+        kueue_config: Obj | None = None,
     ) -> None:
         """`first_node_port`: where NodePort allocation starts. `kubelet`: a real container runtime
         for pods (tests/standins/podman_kubelet.py); without one, pods are marked Running by fiat.
         `admission_config`: an AdmissionConfiguration, as kube-apiserver's
         --admission-control-config-file reads it; its PodSecurity plugin's `defaults.enforce` and
         `exemptions.namespaces` apply. Without one, every namespace without a label is privileged.
-        `kueue`: Kueue is installed (tests/standins/kueue.py); without it, its API groups are 404."""
+        `kueue`: Kueue is installed (tests/standins/kueue.py); without it, its API groups are 404.
+        `kueue_config`: Kueue's Configuration (config.kueue.x-k8s.io/v1beta2), of which
+        `resources.excludeResourcePrefixes` applies."""
         self.admin_token = admin_token or secrets.token_hex(16)
         pod_security = next(
             (
@@ -566,6 +569,9 @@ class FakeApiServer:
         self.behaviour = Behaviour()
         self.kubelet = kubelet
         self.kueue = kueue
+        self.kueue_excluded_prefixes = tuple(
+            ((kueue_config or {}).get("resources") or {}).get("excludeResourcePrefixes") or ()
+        )
         self.objects: dict[tuple[str, str, str], Obj] = {}  # (qualified resource, namespace, name)
         self.events: list[WatchEvent] = []
         self.tokens: dict[str, tuple[str, str]] = {}  # token -> (namespace, service account)
@@ -1741,6 +1747,7 @@ class FakeApiServer:
             {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in self.list("Namespace")},
             lambda pod: self._container_amounts(pod, "requests"),
             quantity,
+            self.kueue_excluded_prefixes,
         )
         for workload in admission.run(everything, now()):
             key = self._key(

@@ -35,7 +35,9 @@ runs this model of what the toolkit relies on. It follows Kueue v0.19.2's docume
   `QuotaReserved` (reason `QuotaReserved`, "Quota reserved in ClusterQueue X") and `Admitted`
   (reason `Admitted`, "The workload is admitted") and `status.admission`; a workload that doesn't
   fit gets `QuotaReserved=False`, reason `Pending`, "couldn't assign flavors to pod set main:
-  insufficient unused quota for R in flavor F, N more needed".
+  insufficient unused quota for R in flavor F, N more needed". Resources whose names start with
+  one of the Configuration's `resources.excludeResourcePrefixes` are left out of all of it
+  (docs/tasks/manage/administer_cluster_quotas.md, "Exclude arbitrary resources").
 - Ungating (docs/concepts/resource_flavor.md): an admitted workload's pods lose both gates, and
   the flavor's `nodeLabels` join their `nodeSelector` and its `tolerations` their tolerations.
 - Pending workloads on demand (docs/tasks/manage/monitor_pending_workloads/
@@ -236,6 +238,7 @@ class Admission:
         namespace_labels: dict[str, dict[str, str]],
         requests_of: Callable[[Obj], dict[str, Fraction]],
         quantity: Callable[[Any], Fraction],
+        excluded_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.cluster_queues = {cq["metadata"]["name"]: cq for cq in cluster_queues}
         self.local_queues = {(lq["metadata"]["namespace"], lq["metadata"]["name"]): lq for lq in local_queues}
@@ -243,11 +246,16 @@ class Admission:
         self.namespace_labels = namespace_labels
         self.requests_of = requests_of
         self.quantity = quantity
+        self.excluded_prefixes = excluded_prefixes
 
     def pod_set_requests(self, workload: Obj) -> dict[str, Fraction]:
         pod_set = workload["spec"]["podSets"][0]
         per_pod = self.requests_of({"spec": pod_set["template"].get("spec") or {}})
-        return {name: amount * int(pod_set.get("count", 1)) for name, amount in per_pod.items()}
+        return {
+            name: amount * int(pod_set.get("count", 1))
+            for name, amount in per_pod.items()
+            if not name.startswith(self.excluded_prefixes)
+        }
 
     def used(self, cq_name: str, workloads: list[Obj]) -> dict[tuple[str, str], Fraction]:
         """(flavor, resource) -> quota reserved by admitted workloads."""

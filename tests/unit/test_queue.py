@@ -5,6 +5,7 @@ up, cancels that leave nothing, the lifetime that starts when a shell runs, and 
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from tests import kueue_schemas
 from tests.manifests import render
@@ -34,34 +36,20 @@ PEOPLE = ("alice", "bob", "carol", "dave")
 
 
 def queued_cluster(**options: Any) -> FakeApiServer:
-    """One 8-GPU H100 node; shells_platform's settings (naming the queue), admission policies and
-    lifecycle as it renders them; Kueue with one ClusterQueue of the node's 8 GPUs in an H100
-    flavor."""
-    server = gpu_cluster("gpu-1", kueue=True, **options)
-    documents = render("shells_platform", "shells.yaml.j2", shells_platform_queue_name="shells")
-    documents += render("shells_platform", "toolkit-admission.yaml.j2")
+    """One 8-GPU H100 node; Kueue as role kueue configures it, with its ClusterQueue of the node's
+    8 GPUs; and shells_platform's settings (naming the queue), admission policies and lifecycle,
+    all as the roles render them."""
+    chart = render("kueue", "kueue.yaml.j2", kueue_enabled=True, _kueue_chart={"content": ""})[0]
+    configuration = yaml.safe_load(
+        yaml.safe_load(chart["spec"]["valuesContent"])["managerConfig"]["controllerManagerConfigYaml"]
+    )
+    server = gpu_cluster("gpu-1", kueue=True, kueue_config=configuration, **options)
+    documents = render("kueue", "kueue-queue.yaml.j2", kueue_enabled=True, kueue_gpus=8)
+    documents += render("shells_platform", "shells.yaml.j2", kueue_enabled=True)
+    documents += render("shells_platform", "toolkit-admission.yaml.j2", kueue_enabled=True)
     documents += render("shells_platform", "toolkit-lifecycle.yaml.j2")
     for document in documents:
         server.seed(document["kind"], document)
-    server.seed("ResourceFlavor", {
-        "metadata": {"name": "nvidia-h100-80gb-hbm3"},
-        "spec": {"nodeLabels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
-    })  # fmt: skip
-    server.seed("ClusterQueue", {
-        "metadata": {"name": "shells"},
-        "spec": {
-            "namespaceSelector": {"matchExpressions": [{"key": "toolkit.dev/user", "operator": "Exists"}]},
-            "queueingStrategy": "BestEffortFIFO",
-            "resourceGroups": [{
-                "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
-                "flavors": [{"name": "nvidia-h100-80gb-hbm3", "resources": [
-                    {"name": "cpu", "nominalQuota": "192"},
-                    {"name": "memory", "nominalQuota": "2Ti"},
-                    {"name": "nvidia.com/gpu", "nominalQuota": "8"},
-                ]}],
-            }],
-        },
-    })  # fmt: skip
     return server
 
 
@@ -134,9 +122,18 @@ def test_shells_are_admitted_in_order_as_gpus_free_up_with_their_places_shown(cl
 
     shells.pause(people["bob"], "bob", "train")
     assert eventually(lambda: shells.get_shell(people["dave"], "dave", "train").status == "ready", timeout=10)
-    # Bob's resume goes through the queue too: behind nobody, but the GPUs are taken.
-    shells.scale(people["bob"], "bob", "train", 1, {})
-    assert eventually(lambda: place(people["bob"], "bob") == 1, timeout=10)
+    # Bob's resume goes through the queue too: first in line, but the GPUs are taken.
+    seen: list[str] = []
+    resumed = threading.Thread(
+        target=lambda: shells.resume(people["bob"], "bob", "train", seen.append, timeout=30), daemon=True
+    )
+    resumed.start()
+    assert eventually(
+        lambda: "queued: position 1, waiting for 4 GPUs (Ctrl-C leaves the queue)" in seen, timeout=10
+    )
+    shells.delete(people["carol"], "carol", "train", purge=True)
+    resumed.join(timeout=30)
+    assert seen[-1] == "ready"
 
 
 def test_a_waiting_create_shows_its_place_and_starts_its_clock_when_it_runs(cluster: Any) -> None:
@@ -196,10 +193,7 @@ def test_no_queue_fails_at_once_when_the_gpus_are_taken_and_leaves_nothing(clust
     assert "the GPUs are taken (0 shell(s) wait ahead of it; without --no-queue it waits its turn)" in str(
         failed.value
     )
-    assert (
-        "insufficient unused quota for nvidia.com/gpu in flavor nvidia-h100-80gb-hbm3, 4 more needed"
-        in str(failed.value)
-    )
+    assert "insufficient unused quota for nvidia.com/gpu in flavor gpus, 4 more needed" in str(failed.value)
     assert eventually(
         lambda: {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"} == before,
         timeout=10,
@@ -328,3 +322,25 @@ def test_the_queue_objects_validate_against_kueues_crd_schemas() -> None:
             )
     finally:
         server.stop()
+
+
+def test_a_shell_that_asks_for_gpus_cannot_skip_the_queue(cluster: Any) -> None:
+    """Whatever client the user runs: admission holds GPU StatefulSets to their queue."""
+    server, people = cluster
+    create(people["alice"], request("alice", wait=False), lambda _: None)
+    sts = server.get("StatefulSet", "train", "user-alice")
+    assert sts is not None
+    for labels in ({gpu_queue.QUEUE_NAME_LABEL: None}, {gpu_queue.QUEUE_NAME_LABEL: "elsewhere"}):
+        with pytest.raises(kube.ApiError) as refused:
+            people["alice"].merge_patch(
+                "StatefulSet", "train", "user-alice", {"metadata": {"labels": labels}}
+            )
+        assert refused.value.code == 403
+        assert "label it kueue.x-k8s.io/queue-name=shells" in str(refused.value)
+    mine = copy.deepcopy(sts)
+    mine["metadata"] = {"name": "mine", "namespace": "user-alice", "labels": dict(sts["metadata"]["labels"])}
+    del mine["metadata"]["labels"][gpu_queue.QUEUE_NAME_LABEL]
+    mine.pop("status", None)
+    with pytest.raises(kube.ApiError) as refused:
+        people["alice"].create(mine)
+    assert refused.value.code == 403
