@@ -344,3 +344,20 @@ def test_a_shell_that_asks_for_gpus_cannot_skip_the_queue(cluster: Any) -> None:
     with pytest.raises(kube.ApiError) as refused:
         people["alice"].create(mine)
     assert refused.value.code == 403
+
+
+def test_a_flavor_per_gpu_product_where_the_site_labels_its_nodes() -> None:
+    flavors = [
+        {"name": "h100", "node_labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "gpus": 16},
+        {"name": "h200", "node_labels": {"nvidia.com/gpu.product": "NVIDIA-H200"}, "gpus": "8"},
+    ]
+    documents = render("kueue", "kueue-queue.yaml.j2", kueue_enabled=True, kueue_flavors=flavors,
+                       kueue_queueing_strategy="StrictFIFO")  # fmt: skip
+    for document in documents:
+        kueue_schemas.validate(document)
+    assert [d["spec"]["nodeLabels"] for d in documents[:2]] == [f["node_labels"] for f in flavors]
+    queue = documents[2]
+    assert queue["spec"]["queueingStrategy"] == "StrictFIFO"
+    assert [
+        (f["name"], f["resources"][0]["nominalQuota"]) for f in queue["spec"]["resourceGroups"][0]["flavors"]
+    ] == [("h100", 16), ("h200", 8)]
