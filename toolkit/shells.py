@@ -391,6 +391,8 @@ def extend(kube: Kube, user: str, name: str, hours: Fraction, now: datetime | No
     if too_long_or_short:
         raise BadInputError(too_long_or_short)
     shell = get_shell(kube, user, name, settings.max_lifetime_hours)
+    if shell.lifetime_from_start is not None:  # its mark is set once, at creation (admission)
+        raise BadInputError(f"shell {name} has not run yet: its lifetime starts when it does; extend it then")
     moment = now or datetime.now(UTC).replace(microsecond=0)
     base = max(shell.expires_at or moment, moment)
     expires = base + durations.as_timedelta(length)

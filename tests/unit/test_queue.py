@@ -26,6 +26,7 @@ from tests.standins.kube_apiserver import FakeApiServer
 from tests.support import eventually, gpu_cluster
 from toolkit import cluster_status, gpu_queue, kube, lifecycle, shells, users
 from toolkit import shell_manifests as manifests
+from toolkit.errors import BadInputError
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
 from toolkit.shell_settings import platform
@@ -221,9 +222,12 @@ def test_the_lifecycle_starts_the_clock_of_a_queued_shell_once_it_runs(cluster: 
     for person in ("alice", "bob"):
         create(people[person], request(person), lambda _: None)
     create(people["carol"], request("carol", hours=3, wait=False), lambda _: None)
+    create(people["dave"], request("dave", wait=False), lambda _: None)
     account = lifecycle_account(server, people["admin"], tmp_path)
     shells.reap(account, None)  # waiting: nothing to start, nothing to reap
     assert shells.get_shell(people["carol"], "carol", "train").expiry_starts_when_running
+    with pytest.raises(BadInputError, match="has not run yet: its lifetime starts when it does"):
+        shells.extend(people["carol"], "carol", "train", Fraction(1))
     shells.delete(people["alice"], "alice", "train", purge=True)
     assert eventually(
         lambda: shells.get_shell(people["carol"], "carol", "train").status == "ready", timeout=10
@@ -232,6 +236,23 @@ def test_the_lifecycle_starts_the_clock_of_a_queued_shell_once_it_runs(cluster: 
     carol = shells.get_shell(people["carol"], "carol", "train")
     assert not carol.expiry_starts_when_running and carol.expires_at is not None
     assert abs(carol.expires_at - (datetime.now(UTC) + timedelta(hours=3))) < timedelta(seconds=30)
+    # The reaper feeds the queue: carol's shell expires, and dave's, waiting, runs.
+    assert place(people["dave"], "dave") == 1
+    reaped = shells.reap(account, None, now=carol.expires_at + timedelta(minutes=1))
+    assert [(r.shell.user, r.action) for r in reaped] == [("carol", "paused")]
+    assert eventually(lambda: shells.get_shell(people["dave"], "dave", "train").status == "ready", timeout=10)
+
+
+def test_a_user_over_their_gpu_quota_is_refused_not_queued(cluster: Any, tmp_path: Path) -> None:
+    server, people = cluster
+    users.add(people["admin"], "erin", 4, tmp_path / "erin", None, None, overwrite=True)
+    erin = kube.connect(tmp_path / "erin")
+    create(erin, request("erin"), lambda _: None)
+    before = {key for key in server.objects if key[1] == "user-erin" and key[0] != "events"}
+    with pytest.raises(BadInputError, match="quota"):
+        create(erin, request("erin", name="more", wait=False), lambda _: None)
+    assert {key for key in server.objects if key[1] == "user-erin" and key[0] != "events"} == before
+    assert server.list("Workload", "user-erin") and len(server.list("Workload", "user-erin")) == 1
 
 
 def test_a_user_cannot_give_a_running_shell_a_lifetime_from_start(cluster: Any) -> None:
