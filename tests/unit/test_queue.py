@@ -299,6 +299,13 @@ def test_the_commands_show_the_queue_to_users_and_operators(cluster: Any, tmp_pa
     row = next(line for line in listed.stdout.splitlines() if "train" in line)
     assert "queued (2)" in row and "1d once it runs" in row
 
+    connected = toolkit("shell", "connect", "train", "--kubeconfig", str(tmp_path / "dave"))
+    assert connected.returncode == 4
+    assert connected.stderr.strip() == (
+        "error: shell train is queued (position 2) for its GPUs: it starts when they free up "
+        "('toolkit shell list' follows it)"
+    )
+
     status = cluster_status.collect(people["admin"])
     assert [(w.position, w.user, w.shell, w.gpus) for w in status.queue or []] == [
         (1, "carol", "train", 4),

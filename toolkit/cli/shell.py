@@ -357,7 +357,12 @@ def connect(
     if ssh is None:
         raise MissingToolError("no ssh found on PATH: install OpenSSH's client")
     connection, who = _connect(kubeconfig, context, user)
-    shell = shells.get_shell(connection, who, name)
+    shell = shells.with_places(connection, [shells.get_shell(connection, who, name)])[0]
+    if shell.status == "queued":
+        raise ToolkitError(
+            f"shell {name} is queued (position {shell.position}) for its GPUs: it starts when they free "
+            "up ('toolkit shell list' follows it)"
+        )
     if shell.status == "paused":
         if no_resume:
             raise ToolkitError(
