@@ -17,7 +17,7 @@ from toolkit import gpu_queue as queueing
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU
 from toolkit.errors import ToolkitError
-from toolkit.kube import Kube
+from toolkit.kube import ApiError, Kube
 
 # Container waiting reasons that will not fix themselves: the create fails with the reason.
 FATAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
@@ -41,6 +41,8 @@ def pod_phase(pod: dict[str, Any]) -> tuple[str, str | None]:
     status = pod.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
+    if scheduled.get("reason") == "SchedulingGated":  # just let go by Kueue: the scheduler is next
+        return "scheduling", None
     if scheduled.get("status") == "False":
         message = scheduled.get("message") or "unschedulable"
         if "unbound" in message and "PersistentVolumeClaim" in message:
@@ -80,30 +82,41 @@ def wait_ready(
 ) -> dict[str, Any]:
     """Watch the shell's pod until it is Ready; a ShellFailed with the cause otherwise.
 
-    `queue`: the Kueue LocalQueue the shell waits in, where its place is read. `fail_if_queued`:
-    a ShellFailed as soon as Kueue says the GPUs are taken. `until_placed`: return the pod as soon
-    as it is queued with a place or past the queue, not Ready.
+    `queue`: the Kueue LocalQueue the shell waits in, where its place is read; once Kueue lets it
+    go, GPUs not free on a node yet (a paused shell's pod still stopping, GPUs spread over nodes)
+    are waited for, up to the timeout. `fail_if_queued`: a ShellFailed as soon as the GPUs are
+    taken. `until_placed`: return the pod as soon as it is queued with a place or past the queue.
     """
     pod_name = f"{name}-0"
     deadline = time.monotonic() + timeout
     last_phase = ""
     pod: dict[str, Any] = {}
+    next_place_check = 0.0
     on_phase("scheduling")
     while time.monotonic() < deadline:
         remaining = max(1, int(deadline - time.monotonic()))
-        # Until the pod exists, come up every few seconds to see whether it was refused; while it
-        # is queued, to read its place.
-        waiting = not pod or queueing.gated(pod)
-        window = (
-            min(remaining, POD_CREATE_CHECK_SECONDS if not pod else QUEUE_CHECK_SECONDS)
-            if waiting
-            else remaining
-        )
-        for event in kube.watch("Pod", namespace, fields=f"metadata.name={pod_name}", timeout=window):
+        gated = bool(pod) and queueing.gated(pod)
+        # Until the pod exists, come up every few seconds to see whether it was refused. While it
+        # is queued, the watch resumes after the pod as last seen, so it comes up as soon as Kueue
+        # lets the pod go, or after a few seconds to read its place again.
+        window = min(remaining, POD_CREATE_CHECK_SECONDS if not pod else QUEUE_CHECK_SECONDS)
+        since = str(pod["metadata"].get("resourceVersion") or "") if gated else ""
+        for event in kube.watch(
+            "Pod", namespace, fields=f"metadata.name={pod_name}", resource_version=since or None,
+            timeout=window if not pod or gated else remaining,
+        ):  # fmt: skip
+            if event["type"] == "ERROR":  # e.g. 410 Gone: the pod's version is too old to resume from
+                pod = {**pod, "metadata": {**pod["metadata"], "resourceVersion": ""}} if pod else pod
+                break
             if event["type"] not in ("ADDED", "MODIFIED"):
                 continue
             pod = event["object"]
             phase, fatal = pod_phase(pod)
+            if fatal and queue and not fail_if_queued and fatal.startswith(f"Insufficient {GPU}"):
+                phase, fatal = (
+                    f"scheduling: waiting for the GPUs the queue gave it to be free on a node ({fatal})",
+                    None,
+                )
             if fatal:
                 raise ShellFailed(f"shell {name} cannot start: {fatal}")
             if phase == "queued":
@@ -120,37 +133,54 @@ def wait_ready(
             if refused:
                 raise ShellFailed(f"shell {name} cannot start: {refused}")
         elif queueing.gated(pod):
-            phase = _queued_phase(kube, namespace, name, pod, queue, fail_if_queued)
+            # A watch that came back early reads the place no more often than every few seconds.
+            time.sleep(max(0.0, next_place_check - time.monotonic()))
+            phase, placed = _queued_phase(kube, namespace, name, pod, queue, fail_if_queued)
+            next_place_check = time.monotonic() + QUEUE_CHECK_SECONDS
             if phase != last_phase:
                 on_phase(phase)
                 last_phase = phase
-            if until_placed and phase != "queued":
+            if until_placed and placed:
                 return pod
-            deadline = time.monotonic() + timeout  # time in the queue is not the start's
-    raise ShellFailed(_timeout_cause(kube, namespace, name, pod, timeout))
+            if placed:
+                deadline = time.monotonic() + timeout  # time in the queue is not the start's
+    raise ShellFailed(_timeout_cause(kube, namespace, name, pod, timeout, last_phase))
 
 
 def _queued_phase(
     kube: Kube, namespace: str, name: str, pod: dict[str, Any], queue: str, fail_if_queued: bool
-) -> str:
-    """ "queued: position N, waiting for G GPUs" once Kueue has placed it, else "queued"."""
+) -> tuple[str, bool]:
+    """("queued: position N, waiting for G GPUs", True) once Kueue has placed it, else
+    ("queued", False). With `fail_if_queued`, a ShellFailed once the GPUs are known to be taken:
+    Kueue said why it waits, or others wait ahead of it."""
+    if not queue:
+        return "queued", False
     owner: dict[str, Any] = next(iter(pod["metadata"].get("ownerReferences") or []), {})
-    place = queueing.place(kube, namespace, queue, str(owner.get("uid", ""))) if queue else None
+    try:
+        place = queueing.place(kube, namespace, queue, str(owner.get("uid", "")))
+    except ApiError as error:
+        if error.code not in (403, 404):
+            raise
+        raise ShellFailed(
+            f"shell {name} waits in queue {queue!r}, which your namespace lacks or you may not read: "
+            f"ask your operator to run 'toolkit user add' for you again ({error})"
+        ) from None
     if place is None:
-        return "queued"
-    if fail_if_queued:
-        if not place.why:  # Kueue has not judged it yet: it may fit
-            return "queued"
+        return "queued", False
+    if fail_if_queued and (place.why or place.position > 1):
+        why = f": {place.why}" if place.why else ""
         raise ShellFailed(
             f"shell {name} cannot start now: the GPUs are taken ({place.position - 1} shell(s) "
-            f"wait ahead of it; without --no-queue it waits its turn): {place.why}"
+            f"wait ahead of it; without --no-queue it waits its turn){why}"
         )
+    if fail_if_queued:  # first in line, not judged yet: it may fit
+        return "queued", False
     gpus = sum(
         int(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0) or 0)
         for c in pod["spec"].get("containers") or []
     )
     wanted = f", waiting for {gpus} GPU{'s' if gpus != 1 else ''}" if gpus else ""
-    return f"queued: position {place.position}{wanted} (Ctrl-C leaves the queue)"
+    return f"queued: position {place.position}{wanted} (Ctrl-C leaves the queue)", True
 
 
 def _pod_refused(kube: Kube, namespace: str, name: str) -> str | None:
@@ -159,7 +189,9 @@ def _pod_refused(kube: Kube, namespace: str, name: str) -> str | None:
     return str(events[-1]["message"]).strip() if events else None
 
 
-def _timeout_cause(kube: Kube, namespace: str, name: str, pod: dict[str, Any], timeout: float) -> str:
+def _timeout_cause(
+    kube: Kube, namespace: str, name: str, pod: dict[str, Any], timeout: float, last_phase: str = ""
+) -> str:
     claim = kube.get("PersistentVolumeClaim", manifests.claim_name(name), namespace)
     if claim and (claim.get("status") or {}).get("phase") != "Bound":
         events = kube.list("Event", namespace, fields=f"involvedObject.name={manifests.claim_name(name)}")[
@@ -175,4 +207,6 @@ def _timeout_cause(kube: Kube, namespace: str, name: str, pod: dict[str, Any], t
             return f"shell {name} timed out after {timeout:.0f}s: {failed[-1]['message']}"
         return f"shell {name} timed out after {timeout:.0f}s: no pod was created"
     phase, _ = pod_phase(pod)
+    if last_phase.startswith("scheduling: waiting for the GPUs the queue gave it"):
+        phase = last_phase
     return f"shell {name} timed out after {timeout:.0f}s while {phase}"

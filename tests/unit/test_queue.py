@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -389,3 +390,38 @@ def test_a_flavor_per_gpu_product_where_the_site_labels_its_nodes() -> None:
     assert [
         (f["name"], f["resources"][0]["nominalQuota"]) for f in queue["spec"]["resourceGroups"][0]["flavors"]
     ] == [("h100", 16), ("h200", 8)]
+
+
+def test_a_waiting_create_asks_the_api_server_only_every_few_seconds(cluster: Any) -> None:
+    server, people = cluster
+    for person in ("alice", "bob"):
+        create(people[person], request(person), lambda _: None)
+    seen: list[str] = []
+    waiter = threading.Thread(
+        target=lambda: create(people["carol"], request("carol"), seen.append), daemon=True
+    )
+    waiter.start()
+    assert eventually(lambda: any(p.startswith("queued: position 1") for p in seen), timeout=10)
+    server.reset_request_log()
+    time.sleep(6)
+    # A watch that waits for the pod to change, and the place read again every 5 seconds.
+    assert len(server.requests) <= 8, server.requests
+    shells.delete(people["alice"], "alice", "train", purge=True)
+    waiter.join(timeout=30)
+    assert seen[-1] == "ready"
+
+
+def test_a_user_without_a_local_queue_is_told_to_ask_for_one(cluster: Any, tmp_path: Path) -> None:
+    server, people = cluster
+    for person in ("alice", "bob"):
+        create(people[person], request(person), lambda _: None)
+    people["admin"].delete("LocalQueue", "shells", "user-carol")
+    before = {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"}
+    with pytest.raises(ShellFailed) as failed:
+        create(people["carol"], request("carol"), lambda _: None)
+    assert "waits in queue 'shells', which your namespace lacks or you may not read" in str(failed.value)
+    assert "toolkit user add" in str(failed.value)
+    assert eventually(
+        lambda: {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"} == before,
+        timeout=10,
+    )
