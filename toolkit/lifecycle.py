@@ -280,7 +280,11 @@ class Run:
     def actions(self) -> list[str]:
         """What was done, a line each, as printable text of at most LINE_LIMIT characters."""
         lines = [
-            *(f"{r.shell.user}/{r.shell.name} {r.action}, expired" for r in self.reaped),
+            *(
+                f"{r.shell.user}/{r.shell.name} {r.action}"
+                + ("" if r.action.startswith("not started") else ", expired")
+                for r in self.reaped
+            ),
             *(
                 f"{c.shell.user}/{c.shell.name} {c.action}, idle {c.activity.idle_seconds // 60} min "
                 f"(limit {c.limit})"

@@ -180,7 +180,9 @@ def _queued_phase(
         for c in pod["spec"].get("containers") or []
     )
     wanted = f", waiting for {gpus} GPU{'s' if gpus != 1 else ''}" if gpus else ""
-    return f"queued: position {place.position}{wanted} (Ctrl-C leaves the queue)", True
+    # Not the GPUs being taken (a queue misconfigured, a flavor no node matches): say so.
+    odd = f"; Kueue says: {place.why}" if place.why and "insufficient" not in place.why else ""
+    return f"queued: position {place.position}{wanted}{odd} (Ctrl-C leaves the queue)", True
 
 
 def _pod_refused(kube: Kube, namespace: str, name: str) -> str | None:

@@ -244,9 +244,10 @@ def with_places(kube: Kube, found: list[Shell]) -> list[Shell]:
     ]
 
 
-def start_clocks(kube: Kube, user: str | None, settings: Platform, dry_run: bool = False) -> list[Shell]:
+def start_clocks(kube: Kube, user: str | None, settings: Platform, dry_run: bool = False) -> list[Reaped]:
     """Queued shells that now run get their expiry: their lifetime from when their pod became
-    Ready, within their maximum lifetime. One list call, and a pod list when one waits."""
+    Ready, within their maximum lifetime. One list call, and a pod list when one waits. A shell
+    whose expiry could not be written is reported ("not started: WHY"); the others are done."""
     waiting = [
         shell
         for shell in list_shells(kube, user, settings.max_lifetime_hours)
@@ -270,15 +271,15 @@ def start_clocks(kube: Kube, user: str | None, settings: Platform, dry_run: bool
         expires = since + shell.lifetime_from_start
         if shell.expires_at is not None:  # the end of its maximum lifetime
             expires = min(expires, shell.expires_at)
-        if not dry_run:
-            annotations = {
-                manifests.EXPIRES_AT: manifests.timestamp(expires),
-                manifests.EXPIRY_FROM_START: None,
-            }
-            kube.merge_patch(
-                "StatefulSet", shell.name, shell.namespace, {"metadata": {"annotations": annotations}}
-            )
-        started.append(replace(shell, expires_at=expires, lifetime_from_start=None))
+        annotations = {manifests.EXPIRES_AT: manifests.timestamp(expires), manifests.EXPIRY_FROM_START: None}
+        try:
+            if not dry_run:
+                patch = {"metadata": {"annotations": annotations}}
+                kube.merge_patch("StatefulSet", shell.name, shell.namespace, patch)
+        except ToolkitError as error:
+            started.append(Reaped(shell, f"not started: {error}"))
+            continue
+        started.append(Reaped(replace(shell, expires_at=expires, lifetime_from_start=None), "started"))
     return started
 
 
@@ -345,14 +346,20 @@ def delete(kube: Kube, user: str, name: str, purge: bool) -> list[str]:
 
 
 def scale(
-    kube: Kube, user: str, name: str, replicas: int, annotations: dict[str, str | None] | None = None
+    kube: Kube,
+    user: str,
+    name: str,
+    replicas: int,
+    annotations: dict[str, str | None] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Shell:
-    """Set the StatefulSet's replicas (and `annotations`) in one patch of the StatefulSet itself,
-    never its scale subresource: admission reads the shell's expiry beside its replicas."""
+    """Set the StatefulSet's replicas (and `annotations`, `labels`) in one patch of the
+    StatefulSet itself, never its scale subresource: admission reads the shell's expiry and queue
+    beside its replicas."""
     get_shell(kube, user, name)
     patch: dict[str, Any] = {"spec": {"replicas": replicas}}
-    if annotations:
-        patch["metadata"] = {"annotations": annotations}
+    if annotations or labels:
+        patch["metadata"] = {"annotations": annotations or {}, "labels": labels or {}}
     kube.merge_patch("StatefulSet", name, namespace_of(user), patch)
     return get_shell(kube, user, name)
 
@@ -377,9 +384,12 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
         raise BadInputError(
             f"shell {name} expired at {manifests.timestamp(shell.expires_at)}: extend it first"
         )
-    scale(kube, user, name, 1, {manifests.IDLE_PAUSED_AT: None})
-    # Where the cluster queues shells, a resumed one waits its turn like a new one.
-    wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=platform(kube).queue or "")
+    # Where the cluster queues shells, a resumed one waits its turn like a new one; a shell made
+    # before the queue was turned on joins it now.
+    queue = platform(kube).queue or ""
+    labels = {gpu_queue.QUEUE_NAME_LABEL: queue} if queue and shell.gpus else None
+    scale(kube, user, name, 1, {manifests.IDLE_PAUSED_AT: None}, labels)
+    wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=queue)
     return get_shell(kube, user, name)
 
 
@@ -391,6 +401,9 @@ def extend(kube: Kube, user: str, name: str, hours: Fraction, now: datetime | No
     if too_long_or_short:
         raise BadInputError(too_long_or_short)
     shell = get_shell(kube, user, name, settings.max_lifetime_hours)
+    if shell.lifetime_from_start is not None:  # it waited in the queue: does it run by now?
+        start_clocks(kube, user, settings)
+        shell = get_shell(kube, user, name, settings.max_lifetime_hours)
     if shell.lifetime_from_start is not None:  # its mark is set once, at creation (admission)
         raise BadInputError(f"shell {name} has not run yet: its lifetime starts when it does; extend it then")
     moment = now or datetime.now(UTC).replace(microsecond=0)
@@ -510,8 +523,8 @@ def reap(kube: Kube, user: str | None, now: datetime | None = None, dry_run: boo
     settings = platform(kube)
     moment = now or datetime.now(UTC)
     records = user is None or kube.namespace != namespace_of(user)
-    start_clocks(kube, user, settings, dry_run)
-    done = []
+    # A shell whose clock could not be started is named with the reaped, as one not reaped is.
+    done = [r for r in start_clocks(kube, user, settings, dry_run) if r.action.startswith("not ")]
     for shell in list_shells(kube, user, settings.max_lifetime_hours):
         if not shell.expires_at or shell.expires_at > moment:
             continue

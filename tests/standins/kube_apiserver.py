@@ -664,6 +664,15 @@ class FakeApiServer:
         with self._changed:
             return self._create(resource, obj["metadata"].get("namespace"), obj)
 
+    def put(self, obj: Obj) -> Obj:
+        """Create or replace an object directly, as an operator's `kubectl apply` would."""
+        resource = BY_KIND[(obj["apiVersion"], obj["kind"])]
+        with self._changed:
+            key = self._key(resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            if key in self.objects:
+                return self._update(resource, key, copy.deepcopy(obj))
+            return self._create(resource, obj["metadata"].get("namespace"), copy.deepcopy(obj))
+
     def add_gpu_node(
         self,
         name: str,

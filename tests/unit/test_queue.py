@@ -37,20 +37,27 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lR
 PEOPLE = ("alice", "bob", "carol", "dave")
 
 
-def queued_cluster(**options: Any) -> FakeApiServer:
-    """One 8-GPU H100 node; Kueue as role kueue configures it, with its ClusterQueue of the node's
-    8 GPUs; and shells_platform's settings (naming the queue), admission policies and lifecycle,
-    all as the roles render them."""
-    chart = render("kueue", "kueue.yaml.j2", kueue_enabled=True, _kueue_chart={"content": ""})[0]
-    configuration = yaml.safe_load(
-        yaml.safe_load(chart["spec"]["valuesContent"])["managerConfig"]["controllerManagerConfigYaml"]
-    )
-    server = gpu_cluster("gpu-1", kueue=True, kueue_config=configuration, **options)
+def queued_cluster_documents() -> list[dict[str, Any]]:
+    """What cluster up writes with kueue_enabled: role kueue's ClusterQueue of one node's 8 GPUs,
+    and shells_platform's settings (naming the queue), admission policies and lifecycle."""
     documents = render("kueue", "kueue-queue.yaml.j2", kueue_enabled=True, kueue_gpus=8)
     documents += render("shells_platform", "shells.yaml.j2", kueue_enabled=True)
     documents += render("shells_platform", "toolkit-admission.yaml.j2", kueue_enabled=True)
     documents += render("shells_platform", "toolkit-lifecycle.yaml.j2")
-    for document in documents:
+    return documents
+
+
+def kueue_configuration() -> dict[str, Any]:
+    """Kueue's Configuration, as role kueue passes it to the chart."""
+    chart = render("kueue", "kueue.yaml.j2", kueue_enabled=True, _kueue_chart={"content": ""})[0]
+    values = yaml.safe_load(chart["spec"]["valuesContent"])
+    return yaml.safe_load(values["managerConfig"]["controllerManagerConfigYaml"])  # type: ignore[no-any-return]
+
+
+def queued_cluster(**options: Any) -> FakeApiServer:
+    """One 8-GPU H100 node and Kueue as role kueue configures it, with what cluster up writes."""
+    server = gpu_cluster("gpu-1", kueue=True, kueue_config=kueue_configuration(), **options)
+    for document in queued_cluster_documents():
         server.seed(document["kind"], document)
     return server
 
@@ -425,3 +432,47 @@ def test_a_user_without_a_local_queue_is_told_to_ask_for_one(cluster: Any, tmp_p
         lambda: {key for key in server.objects if key[1] == "user-carol" and key[0] != "events"} == before,
         timeout=10,
     )
+
+
+def test_shells_made_before_the_queue_can_still_be_paused_and_join_it_on_resume(tmp_path: Path) -> None:
+    server = gpu_cluster("gpu-1", kueue=True, kueue_config=kueue_configuration())
+    try:
+        documents = render("shells_platform", "shells.yaml.j2")
+        documents += render("shells_platform", "toolkit-admission.yaml.j2")
+        for document in documents:
+            server.seed(document["kind"], document)
+        admin = kube.connect(server.kubeconfig(tmp_path / "admin"))
+        users.add(admin, "alice", 8, tmp_path / "alice", None, None)
+        alice = kube.connect(tmp_path / "alice")
+        create(alice, request("alice"), lambda _: None)  # no queue yet
+        # The site turns the queue on (cluster up with kueue_enabled), with its ClusterQueue.
+        for document in queued_cluster_documents():
+            server.put(document)
+        users.add(admin, "alice", 8, tmp_path / "alice", None, None, overwrite=True)
+        alice = kube.connect(tmp_path / "alice")
+        shells.extend(alice, "alice", "train", Fraction(1))
+        shells.pause(alice, "alice", "train")
+        # Nor may it scale up outside the queue, whatever client asks.
+        with pytest.raises(kube.ApiError) as refused:
+            alice.merge_patch("StatefulSet", "train", "user-alice", {"spec": {"replicas": 1}})
+        assert refused.value.code == 403
+        resumed = shells.resume(alice, "alice", "train", lambda _: None, timeout=30)
+        assert resumed.status == "ready"
+        sts = server.get("StatefulSet", "train", "user-alice")
+        assert sts is not None and sts["metadata"]["labels"][gpu_queue.QUEUE_NAME_LABEL] == "shells"
+        assert server.list("Workload", "user-alice")
+    finally:
+        server.stop()
+
+
+def test_no_shell_may_carry_a_kueue_priority_class(cluster: Any) -> None:
+    _, people = cluster
+    create(people["alice"], request("alice", wait=False), lambda _: None)
+    with pytest.raises(kube.ApiError) as refused:
+        people["alice"].merge_patch(
+            "StatefulSet",
+            "train",
+            "user-alice",
+            {"metadata": {"labels": {"kueue.x-k8s.io/priority-class": "vip"}}},
+        )
+    assert refused.value.code == 403 and "priority-class" in str(refused.value)
