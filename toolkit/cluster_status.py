@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from toolkit import capacity, gpu_queue, lifecycle, shells
-from toolkit.kube import Kube
+from toolkit.kube import ApiError, Kube
 from toolkit.shell_manifests import timestamp
 from toolkit.shell_settings import platform
 
@@ -41,6 +41,7 @@ class ClusterStatus:
     shells: list[shells.Shell]
     lifecycle: lifecycle.Record | None = None  # None: no run recorded
     queue: list[gpu_queue.Waiting] | None = None  # in admission order; None: no queue
+    queue_error: str = ""  # why the queue could not be read, where the cluster has one
 
     @property
     def gpus(self) -> int:
@@ -61,6 +62,7 @@ class ClusterStatus:
                 {**asdict(waiting), "since": timestamp(waiting.since) if waiting.since else None}
                 for waiting in self.queue
             ],
+            "queue_error": self.queue_error or None,
             "lifecycle": None
             if self.lifecycle is None
             else {
@@ -93,10 +95,16 @@ def collect(kube: Kube) -> ClusterStatus:
     used = capacity.gpus_held(kube).per_node
     statuses = [_node_status(node, used.get(node["metadata"]["name"], 0)) for node in nodes]
     settings = platform(kube)
-    cluster_queue = settings.cluster_queue or settings.queue
+    queue, queue_error = None, ""
+    if settings.cluster_queue:
+        try:
+            queue = gpu_queue.waiting(kube, settings.cluster_queue)
+        except ApiError as error:  # Kueue down or gone: the rest of the status still stands
+            queue_error = str(error)
     return ClusterStatus(
         nodes=sorted(statuses, key=lambda n: (n.role != "server", n.name)),
         shells=shells.list_shells(kube, None),
         lifecycle=lifecycle.last_run(kube),
-        queue=gpu_queue.waiting(kube, cluster_queue) if cluster_queue else None,
+        queue=queue,
+        queue_error=queue_error,
     )

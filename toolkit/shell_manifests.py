@@ -95,8 +95,10 @@ class ShellSpec:
     idle_minutes: int = 0  # 0: never paused for being idle
     # Kueue's LocalQueue the shell waits in for its GPUs (toolkit.gpu_queue); "" on a cluster without.
     queue: str = ""
-    # Set for a queued shell: its lifetime, whose clock starts when it runs (EXPIRY_FROM_START).
+    # Set for a queued shell: its lifetime, whose clock starts when it runs (EXPIRY_FROM_START),
+    # and the latest it may expire however long it waited (its maximum lifetime's end).
     lifetime_seconds: int = 0
+    latest_expiry: datetime | None = None
 
 
 def check_shell_name(name: str) -> str:
@@ -188,10 +190,14 @@ def statefulset(spec: ShellSpec) -> Manifest:
         {"name": "SHELL_GID", "value": str(SHELL_UID)},
         {"name": "SHELL_WEB", "value": "true" if spec.web else "false"},
         {"name": "SHELL_IDLE_MINUTES", "value": str(spec.idle_minutes)},
-        (
-            {"name": "SHELL_LIFETIME_SECONDS", "value": str(spec.lifetime_seconds)}
+        *(
+            # A queued shell's agent counts its lifetime from its own start, up to the latest.
+            [
+                {"name": "SHELL_LIFETIME_SECONDS", "value": str(spec.lifetime_seconds)},
+                {"name": "SHELL_LATEST_EXPIRY", "value": timestamp(spec.latest_expiry or spec.expires_at)},
+            ]
             if spec.lifetime_seconds
-            else {"name": "SHELL_EXPIRES_AT", "value": timestamp(spec.expires_at)}
+            else [{"name": "SHELL_EXPIRES_AT", "value": timestamp(spec.expires_at)}]
         ),
     ]
     ports = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
@@ -264,6 +264,7 @@ def plan_create(
         queue=settings.queue or "",
         # Queued, its lifetime starts when it runs (manifests.EXPIRY_FROM_START).
         lifetime_seconds=int(durations.as_timedelta(hours).total_seconds()) if settings.queue else 0,
+        latest_expiry=now + timedelta(hours=settings.max_lifetime_hours) if settings.queue else None,
     )
     return ShellPlan(spec, node, settings.ssh_host)
 

@@ -389,6 +389,12 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
     queue = platform(kube).queue or ""
     labels = {gpu_queue.QUEUE_NAME_LABEL: queue} if queue and shell.gpus else None
     scale(kube, user, name, 1, {manifests.IDLE_PAUSED_AT: None}, labels)
+    if shell.expires_at and shell.lifetime_from_start is None:
+        # Its expiry may have been written where the running shell can't read it (by the lifecycle,
+        # once it ran after waiting in the queue): give the shell its copy as it starts again.
+        stamp = base64.b64encode(manifests.timestamp(shell.expires_at).encode()).decode()
+        secret = {"data": {manifests.EXPIRES_AT_KEY: stamp}}
+        kube.merge_patch("Secret", manifests.secret_name(name), namespace_of(user), secret)
     wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=queue)
     return get_shell(kube, user, name)
 

@@ -229,6 +229,9 @@ class Agent:
         seconds = os.environ.get("SHELL_LIFETIME_SECONDS", "").strip()
         counted = seconds.isascii() and seconds.isdigit() and 0 < len(seconds) <= 9
         self.from_start = datetime.now(timezone.utc) + timedelta(seconds=int(seconds)) if counted else None
+        latest = parse_expiry(os.environ.get("SHELL_LATEST_EXPIRY", ""))
+        if self.from_start and latest:  # its maximum lifetime ends then, however long it waited
+            self.from_start = min(self.from_start, latest)
         self.warned: set[int] = set()
         self.last_expiry: datetime | None = None
         self.activity = Activity(time.time())

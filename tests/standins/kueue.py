@@ -27,8 +27,9 @@ runs this model of what the toolkit relies on. It follows Kueue v0.19.2's docume
 - Admission (docs/concepts/cluster_queue.md, pkg/scheduler/flavorassigner/flavorassigner.go):
   a workload's LocalQueue must exist in its namespace and name a ClusterQueue whose
   `namespaceSelector` matches the namespace (unset matches none, `{}` all). Pending workloads are
-  taken by priority, then creation time. For each resource group, the first flavor (in the
-  ClusterQueue's order) that matches the pod set's node selector and has unused nominal quota for
+  taken by priority, then creation time (GetQueueOrderTimestamp, pkg/workload/workload.go: a
+  resumed shell's Workload, kept through its pause, keeps its place by its creation). For each
+  resource group, the first flavor (in the ClusterQueue's order) that matches the pod set's node selector and has unused nominal quota for
   every covered resource requested is assigned; a requested resource no group covers makes the
   workload inadmissible ("resource X unavailable in ClusterQueue"). `StrictFIFO` admits nothing
   behind a head that doesn't fit; `BestEffortFIFO` tries the ones behind it. A reservation sets
@@ -47,12 +48,15 @@ runs this model of what the toolkit relies on. It follows Kueue v0.19.2's docume
   ownerReferences), `priority`, `localQueueName`, `positionInClusterQueue` and
   `positionInLocalQueue`, both counted from 0, in the order admission takes them.
 
-Not modelled: preemption, cohorts and borrowing, admission fair sharing's usage-based ordering
-(workloads are taken in FIFO order across LocalQueues), topology-aware scheduling, WaitForPodsReady
+Not modelled: pods' graceful termination (a deleted pod's GPUs are free at once; on a cluster a
+shell Kueue admits may wait for them), preemption, cohorts and borrowing, admission fair
+sharing's usage-based ordering (workloads are taken in FIFO order across LocalQueues),
+topology-aware scheduling, WaitForPodsReady
 eviction, admission checks, priority classes (every workload has priority 0), the webhook's
 refusal of replica changes other than to and from zero, LocalQueue and ClusterQueue status,
 conversion between v1beta1 and v1beta2 (only v1beta2 is served), and Kueue's controller being down
-(its webhooks' failurePolicy Fail would refuse pods cluster-wide).
+(its webhooks, failurePolicy Fail, would refuse StatefulSet changes and pods in the namespaces
+they cover).
 """
 
 from __future__ import annotations
@@ -91,13 +95,16 @@ def mutate_statefulset(sts: Obj) -> None:
     if not managed(metadata.get("namespace", ""), metadata.get("labels") or {}):
         return
     template = sts.setdefault("spec", {}).setdefault("template", {})
-    template.setdefault("metadata", {}).setdefault("annotations", {})[SUSPENDING_PARENT] = "statefulset"
+    # Another parent's mark is left as it is.
+    template.setdefault("metadata", {}).setdefault("annotations", {}).setdefault(
+        SUSPENDING_PARENT, "statefulset"
+    )
 
 
 def mutate_pod(pod: Obj) -> None:
     """Kueue's pod webhook, on create: pods whose parent Kueue suspends wait behind its gates."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    if annotations.get(SUSPENDING_PARENT) != "statefulset":
+    if SUSPENDING_PARENT not in annotations:  # any suspending parent, as pod_webhook.go checks
         return
     gates = pod.setdefault("spec", {}).setdefault("schedulingGates", [])
     for gate in (ADMISSION_GATE, TOPOLOGY_GATE):

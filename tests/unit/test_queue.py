@@ -476,3 +476,18 @@ def test_no_shell_may_carry_a_kueue_priority_class(cluster: Any) -> None:
             {"metadata": {"labels": {"kueue.x-k8s.io/priority-class": "vip"}}},
         )
     assert refused.value.code == 403 and "priority-class" in str(refused.value)
+
+
+def test_operators_and_users_still_get_their_views_when_kueue_is_down(cluster: Any, tmp_path: Path) -> None:
+    server, people = cluster
+    for person in ("alice", "bob", "carol"):
+        create(people[person], request(person, wait=False), lambda _: None)
+    server.kueue = False  # its API groups answer 404 now, as when its controller is gone
+    status = cluster_status.collect(people["admin"])
+    assert status.queue is None and status.queue_error == "the server could not find the requested resource"
+    assert [
+        s.status for s in shells.with_places(people["carol"], shells.list_shells(people["carol"], "carol"))
+    ] == ["starting"]
+    shown = toolkit("cluster", "status", "--kubeconfig", str(tmp_path / "admin"))
+    assert shown.returncode == 0, shown.stderr
+    assert "queue: unavailable (" in shown.stdout and "kubectl -n kueue-system get pods" in shown.stdout

@@ -170,6 +170,10 @@ def test_a_shell_that_waited_in_the_queue_counts_its_lifetime_from_its_start(
     counted = shell_agent.Agent("alice", secrets, "head\n")
     assert counted.from_start is not None
     assert abs(counted.from_start - (started + timedelta(hours=2))) < timedelta(seconds=5)
+    # However long it waited, never past the end of its maximum lifetime.
+    monkeypatch.setenv("SHELL_LATEST_EXPIRY", (started + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    capped = shell_agent.Agent("alice", secrets, "head\n").from_start
+    assert capped is not None and abs(capped - (started + timedelta(hours=1))) < timedelta(seconds=5)
     # Garbage counts as nothing, never as an error.
     monkeypatch.setenv("SHELL_LIFETIME_SECONDS", "2h; rm -rf /")
     assert shell_agent.Agent("alice", secrets, "head\n").from_start is None

@@ -227,14 +227,21 @@ def status(
     if found.shells:
         console.print(shells)
     present.problems(console, found.shells)
-    _print_queue(console, found.queue)
+    _print_queue(console, found.queue, found.queue_error)
     console.print(lifecycle.describe(found.lifecycle, lifecycle.now_utc()), markup=False)
 
 
-def _print_queue(console: Console, queue: list[Waiting] | None) -> None:
+def _print_queue(console: Console, queue: list[Waiting] | None, error: str) -> None:
     """Who waits in the cluster's queue, for what, and for how long."""
+    from rich.markup import escape
     from rich.table import Table
 
+    if error:
+        why = escape(error)
+        console.print(
+            f"[yellow]queue: unavailable[/] ({why}): is Kueue running? kubectl -n kueue-system get pods"
+        )
+        return
     if queue is None:
         console.print("queue: off (no Kueue queue in the shells settings)")
         return
