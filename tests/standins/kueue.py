@@ -29,8 +29,8 @@ runs this model of what the toolkit relies on. It follows Kueue v0.19.2's docume
   `namespaceSelector` matches the namespace (unset matches none, `{}` all). Pending workloads are
   taken by priority, then creation time (GetQueueOrderTimestamp, pkg/workload/workload.go: a
   resumed shell's Workload, kept through its pause, keeps its place by its creation). For each
-  resource group, the first flavor (in the ClusterQueue's order) that matches the pod set's node selector and has unused nominal quota for
-  every covered resource requested is assigned; a requested resource no group covers makes the
+  resource group, the first flavor (in the ClusterQueue's order) that matches the pod set's node
+  selector and has unused nominal quota for every covered resource requested is assigned; a requested resource no group covers makes the
   workload inadmissible ("resource X unavailable in ClusterQueue"). `StrictFIFO` admits nothing
   behind a head that doesn't fit; `BestEffortFIFO` tries the ones behind it. A reservation sets
   `QuotaReserved` (reason `QuotaReserved`, "Quota reserved in ClusterQueue X") and `Admitted`
