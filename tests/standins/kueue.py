@@ -24,20 +24,21 @@ runs this model of what the toolkit relies on. It follows Kueue v0.19.2's docume
   `QuotaReserved=False` with reason `OnHold` ("StatefulSet scaled to zero; workload on hold"), and
   its quota released. Scaled up again, it waits for quota anew ("Workload no longer on hold;
   waiting for quota reservation").
-- Admission (docs/concepts/cluster_queue.md, pkg/scheduler/flavorassigner/flavorassigner.go):
-  a workload's LocalQueue must exist in its namespace and name a ClusterQueue whose
+- Admission (docs/concepts/cluster_queue.md, pkg/scheduler/flavorassigner/flavorassigner.go): a
+  workload's LocalQueue must exist in its namespace and name a ClusterQueue whose
   `namespaceSelector` matches the namespace (unset matches none, `{}` all). Pending workloads are
   taken by priority, then creation time (GetQueueOrderTimestamp, pkg/workload/workload.go: a
   resumed shell's Workload, kept through its pause, keeps its place by its creation). For each
   resource group, the first flavor (in the ClusterQueue's order) that matches the pod set's node
-  selector and has unused nominal quota for every covered resource requested is assigned; a requested resource no group covers makes the
-  workload inadmissible ("resource X unavailable in ClusterQueue"). `StrictFIFO` admits nothing
-  behind a head that doesn't fit; `BestEffortFIFO` tries the ones behind it. A reservation sets
-  `QuotaReserved` (reason `QuotaReserved`, "Quota reserved in ClusterQueue X") and `Admitted`
-  (reason `Admitted`, "The workload is admitted") and `status.admission`; a workload that doesn't
-  fit gets `QuotaReserved=False`, reason `Pending`, "couldn't assign flavors to pod set main:
-  insufficient unused quota for R in flavor F, N more needed". Resources whose names start with
-  one of the Configuration's `resources.excludeResourcePrefixes` are left out of all of it
+  selector and has unused nominal quota for every covered resource requested is assigned; a
+  requested resource no group covers makes the workload inadmissible ("resource X unavailable in
+  ClusterQueue"). `StrictFIFO` admits nothing behind a head that doesn't fit; `BestEffortFIFO`
+  tries the ones behind it. A reservation sets `QuotaReserved` (reason `QuotaReserved`, "Quota
+  reserved in ClusterQueue X") and `Admitted` (reason `Admitted`, "The workload is admitted") and
+  `status.admission`; a workload that doesn't fit gets `QuotaReserved=False`, reason `Pending`,
+  "couldn't assign flavors to pod set main: insufficient unused quota for R in flavor F, N more
+  needed". Resources whose names start with one of the Configuration's
+  `resources.excludeResourcePrefixes` are left out of all of it
   (docs/tasks/manage/administer_cluster_quotas.md, "Exclude arbitrary resources").
 - Ungating (docs/concepts/resource_flavor.md): an admitted workload's pods lose both gates, and
   the flavor's `nodeLabels` join their `nodeSelector` and its `tolerations` their tolerations.
