@@ -1695,12 +1695,10 @@ class FakeApiServer:
                 self._run_pod(pod)
                 if self.kubelet is not None:
                     self.kubelet.refresh(pod, secrets_by_name)
-                if (
-                    self.objects.get(("pods", namespace, pod["metadata"]["name"]), {})
-                    .get("status", {})
-                    .get("phase")
-                    == "Pending"
-                ):
+                current = self.objects.get(("pods", namespace, pod["metadata"]["name"]), {})
+                # A pod behind scheduling gates waits for a change, which comes as an event.
+                gated = bool((current.get("spec") or {}).get("schedulingGates"))
+                if current.get("status", {}).get("phase") == "Pending" and not gated:
                     self._unsettled.add(namespace)
             owned = self._owned_pods(namespace)
             for sts in self._scan("StatefulSet", namespace):
@@ -1717,10 +1715,31 @@ class FakeApiServer:
                     self._update(
                         quotas, self._key(quotas, namespace, quota["metadata"]["name"]), quota, "status"
                     )
+        if self.kueue:
+            self._admit_workloads()
+
+    def _admit_workloads(self) -> None:
+        """Kueue's scheduler: one pass over every ClusterQueue's pending workloads, once per round
+        of the controllers; a workload it admits has its pods ungated in the next round."""
+        workloads_resource = BY_KIND[(f"{kueue.GROUP}/{kueue.VERSION}", "Workload")]
+        admission = kueue.Admission(
+            self.list("ClusterQueue"),
+            self.list("LocalQueue"),
+            self.list("ResourceFlavor"),
+            {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in self.list("Namespace")},
+            lambda pod: self._container_amounts(pod, "requests"),
+            quantity,
+            self.kueue_excluded_prefixes,
+        )
+        for workload in admission.run(self.list("Workload"), now()):
+            key = self._key(
+                workloads_resource, workload["metadata"]["namespace"], workload["metadata"]["name"]
+            )
+            self._update(workloads_resource, key, workload, "status")
 
     def _reconcile_kueue(self, namespace: str) -> None:
-        """Kueue's controllers: a workload per queued StatefulSet, admission across every
-        ClusterQueue, and the pods of admitted workloads ungated."""
+        """Kueue's controllers in one namespace: a workload per queued StatefulSet, held while it
+        is scaled to zero, and the pods of admitted workloads ungated."""
         workloads_resource = BY_KIND[(f"{kueue.GROUP}/{kueue.VERSION}", "Workload")]
         pods = BY_KIND[("v1", "Pod")]
         owned = self._owned_pods(namespace)
@@ -1748,21 +1767,6 @@ class FakeApiServer:
                 key = self._key(workloads_resource, namespace, workload["metadata"]["name"])
                 self._update(workloads_resource, key, updated)
                 self._update(workloads_resource, key, updated, "status")
-        everything = self.list("Workload")
-        admission = kueue.Admission(
-            self.list("ClusterQueue"),
-            self.list("LocalQueue"),
-            self.list("ResourceFlavor"),
-            {ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in self.list("Namespace")},
-            lambda pod: self._container_amounts(pod, "requests"),
-            quantity,
-            self.kueue_excluded_prefixes,
-        )
-        for workload in admission.run(everything, now()):
-            key = self._key(
-                workloads_resource, workload["metadata"]["namespace"], workload["metadata"]["name"]
-            )
-            self._update(workloads_resource, key, workload, "status")
         flavors = {f["metadata"]["name"]: f for f in self.list("ResourceFlavor")}
         for workload in self._scan("Workload", namespace):
             owner = next(iter(workload["metadata"].get("ownerReferences") or []), {})
