@@ -15,6 +15,7 @@ from typing import Any
 
 from toolkit.capacity import GPU
 from toolkit.kube import ApiError, Kube
+from toolkit.tenancy import NAMESPACE_PREFIX
 
 QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
 # The label Kueue puts on a Workload: the uid of the StatefulSet it stands for.
@@ -126,8 +127,6 @@ def _workload_gpus(workload: dict[str, Any]) -> int:
 
 def waiting(kube: Kube, cluster_queue: str) -> list[Waiting]:
     """The cluster's queue in admission order, for operators: two requests."""
-    from toolkit.tenancy import NAMESPACE_PREFIX
-
     items = (
         kube.request("GET", f"{VISIBILITY}/clusterqueues/{cluster_queue}/pendingworkloads").get("items") or []
     )
