@@ -44,3 +44,27 @@ def gpu_cluster(*nodes: str, **server_options: Any) -> FakeApiServer:
     server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
     server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
     return server
+
+
+def service_account_kube(
+    server: FakeApiServer, admin: Any, namespace: str, account: str, kubeconfig: Path
+) -> Any:
+    """A connection as a ServiceAccount, as its pod would have one: a token Secret the stand-in
+    fills in, written into a kubeconfig of its own."""
+    import base64
+
+    from toolkit import kube
+
+    secret_name = f"{account}-token"
+    admin.create({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": secret_name, "namespace": namespace,
+                     "annotations": {"kubernetes.io/service-account.name": account}},
+    })  # fmt: skip
+
+    def token() -> str:
+        found = admin.get("Secret", secret_name, namespace) or {}
+        return base64.b64decode((found.get("data") or {}).get("token", "")).decode()
+
+    assert eventually(lambda: bool(token()))
+    return kube.connect(server.kubeconfig(kubeconfig, token=token()))

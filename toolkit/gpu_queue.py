@@ -81,19 +81,18 @@ def refused(workload: dict[str, Any]) -> str | None:
 
 
 def place(kube: Kube, namespace: str, queue: str, sts_uid: str) -> Place | None:
-    """The shell's place in the queue, from Kueue's visibility API; None when it is not waiting."""
-    path = f"{VISIBILITY}/namespaces/{namespace}/localqueues/{queue}/pendingworkloads"
-    for item in kube.request("GET", path).get("items") or []:
-        owners = (item.get("metadata") or {}).get("ownerReferences") or []
-        if any(owner.get("uid") == sts_uid for owner in owners):
-            workload = workload_of(kube, namespace, sts_uid) or {}
-            return Place(int(item.get("positionInClusterQueue", 0)) + 1, refused(workload) or "")
-    return None
+    """The shell's place in the queue, from Kueue's visibility API; None when it is not waiting.
+    An ApiError when the user's queue can't be read (missing, or not theirs to read)."""
+    items = kube.request("GET", _local_queue_path(namespace, queue)).get("items") or []
+    position = _positions_by_owner(items).get(sts_uid)
+    if position is None:
+        return None
+    return Place(position, refused(workload_of(kube, namespace, sts_uid) or {}) or "")
 
 
 def places(kube: Kube, namespace: str, queue: str) -> dict[str, int]:
     """Every waiting shell of the namespace by its StatefulSet's uid: its position (1 is next)."""
-    return _positions(kube, f"{VISIBILITY}/namespaces/{namespace}/localqueues/{queue}/pendingworkloads")
+    return _positions(kube, _local_queue_path(namespace, queue))
 
 
 def cluster_places(kube: Kube, cluster_queue: str) -> dict[str, int]:
@@ -101,11 +100,20 @@ def cluster_places(kube: Kube, cluster_queue: str) -> dict[str, int]:
     return _positions(kube, f"{VISIBILITY}/clusterqueues/{cluster_queue}/pendingworkloads")
 
 
+def _local_queue_path(namespace: str, queue: str) -> str:
+    return f"{VISIBILITY}/namespaces/{namespace}/localqueues/{queue}/pendingworkloads"
+
+
 def _positions(kube: Kube, path: str) -> dict[str, int]:
     try:
         items = kube.request("GET", path).get("items") or []
     except ApiError:  # no such queue, Kueue gone or down: no place is known
         return {}
+    return _positions_by_owner(items)
+
+
+def _positions_by_owner(items: list[dict[str, Any]]) -> dict[str, int]:
+    """Pending workloads' positions (1 is next) by the uid of the StatefulSet each stands for."""
     return {
         str(owner.get("uid")): int(item.get("positionInClusterQueue", 0)) + 1
         for item in items

@@ -4,7 +4,6 @@ lifecycle's own ServiceAccount, on a fake clock and with the shell agents' repor
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ipaddress
 import json
@@ -22,7 +21,7 @@ import pytest
 
 from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
-from tests.support import eventually, gpu_cluster
+from tests.support import gpu_cluster, service_account_kube
 from toolkit import kube, lifecycle, shells, users
 from toolkit.errors import ToolkitError
 from toolkit.kube import ApiError
@@ -67,24 +66,9 @@ def alice(admin: kube.Kube, tmp_path: Path) -> kube.Kube:
 @pytest.fixture
 def lifecycle_account(cluster: FakeApiServer, admin: kube.Kube, tmp_path: Path) -> kube.Kube:
     """The CronJob's identity: ServiceAccount toolkit-lifecycle/toolkit-lifecycle's token."""
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/service-account-token",
-        "metadata": {
-            "name": "lifecycle-token",
-            "namespace": lifecycle.NAMESPACE,
-            "annotations": {"kubernetes.io/service-account.name": lifecycle.ACCOUNT},
-        },
-    }
-    admin.create(secret)
-
-    def token() -> str:
-        found = admin.get("Secret", "lifecycle-token", lifecycle.NAMESPACE) or {}
-        return base64.b64decode((found.get("data") or {}).get("token", "")).decode()
-
-    assert eventually(lambda: bool(token()))
-    return kube.connect(cluster.kubeconfig(tmp_path / "lifecycle.kubeconfig", token=token()))
+    return service_account_kube(
+        cluster, admin, lifecycle.NAMESPACE, lifecycle.ACCOUNT, tmp_path / "lifecycle.kubeconfig"
+    )
 
 
 def make_shell(alice: kube.Kube, name: str, **changes: Any) -> shells.Shell:

@@ -24,7 +24,7 @@ import yaml
 from tests import kueue_schemas
 from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
-from tests.support import eventually, gpu_cluster
+from tests.support import eventually, gpu_cluster, service_account_kube
 from toolkit import cluster_status, gpu_queue, kube, lifecycle, shells, users
 from toolkit import shell_manifests as manifests
 from toolkit.errors import BadInputError
@@ -209,29 +209,15 @@ def test_no_queue_fails_at_once_when_the_gpus_are_taken_and_leaves_nothing(clust
     )
 
 
-def lifecycle_account(server: FakeApiServer, admin: kube.Kube, tmp_path: Path) -> kube.Kube:
-    """The lifecycle CronJob's identity: its ServiceAccount's token."""
-    admin.create({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-        "metadata": {"name": "lifecycle-token", "namespace": lifecycle.NAMESPACE,
-                     "annotations": {"kubernetes.io/service-account.name": lifecycle.ACCOUNT}},
-    })  # fmt: skip
-
-    def token() -> str:
-        found = admin.get("Secret", "lifecycle-token", lifecycle.NAMESPACE) or {}
-        return base64.b64decode((found.get("data") or {}).get("token", "")).decode()
-
-    assert eventually(lambda: bool(token()))
-    return kube.connect(server.kubeconfig(tmp_path / "lifecycle", token=token()))
-
-
 def test_the_lifecycle_starts_the_clock_of_a_queued_shell_once_it_runs(cluster: Any, tmp_path: Path) -> None:
     server, people = cluster
     for person in ("alice", "bob"):
         create(people[person], request(person), lambda _: None)
     create(people["carol"], request("carol", hours=3, wait=False), lambda _: None)
     create(people["dave"], request("dave", wait=False), lambda _: None)
-    account = lifecycle_account(server, people["admin"], tmp_path)
+    account = service_account_kube(
+        server, people["admin"], lifecycle.NAMESPACE, lifecycle.ACCOUNT, tmp_path / "lifecycle"
+    )
     shells.reap(account, None)  # waiting: nothing to start, nothing to reap
     assert shells.get_shell(people["carol"], "carol", "train").expiry_starts_when_running
     with pytest.raises(BadInputError, match="has not run yet: its lifetime starts when it does"):
