@@ -51,7 +51,7 @@ def kueue_configuration() -> dict[str, Any]:
     """Kueue's Configuration, as role kueue passes it to the chart."""
     chart = render("kueue", "kueue.yaml.j2", kueue_enabled=True, _kueue_chart={"content": ""})[0]
     values = yaml.safe_load(chart["spec"]["valuesContent"])
-    return yaml.safe_load(values["managerConfig"]["controllerManagerConfigYaml"])  # type: ignore[no-any-return]
+    return dict(yaml.safe_load(values["managerConfig"]["controllerManagerConfigYaml"]))
 
 
 def queued_cluster(**options: Any) -> FakeApiServer:
