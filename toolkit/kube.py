@@ -154,6 +154,17 @@ class Kube:
             raise ToolkitError(f"{manifest['kind']} {metadata['name']} exists and vanished; try again")
         return existing, False
 
+    def create_if_missing(self, manifest: Manifest) -> bool:
+        """Create the object unless one of its name exists (one request): whether it was created."""
+        metadata = manifest["metadata"]
+        try:
+            self.request("POST", KINDS[manifest["kind"]].path(metadata.get("namespace")), body=manifest)
+        except ApiError as error:
+            if error.reason != "AlreadyExists":
+                raise
+            return False
+        return True
+
     def merge_patch(
         self, kind: str, name: str, namespace: str | None, patch: Manifest, subresource: str | None = None
     ) -> Manifest:

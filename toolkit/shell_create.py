@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from toolkit import disks
 from toolkit import gpu_queue as queueing
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU, NodeCapacity
@@ -61,6 +62,11 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
     storage_class = request.storage_class or settings.storage_class
     runtime_class = settings.runtime_class if request.gpus else None
     runtime_class_exists = runtime_class is not None and kube.get("RuntimeClass", runtime_class) is not None
+    disk: dict[str, Any] | None = None
+    disk_users: tuple[str, ...] = ()
+    if request.disk is not None:
+        disk = kube.get("PersistentVolumeClaim", request.disk, namespace)
+        disk_users = tuple(_mounting(kube, namespace, request.disk)) if disk else ()
     return ClusterFacts(
         settings=settings,
         nodes=tuple(NodeCapacity.from_node(n) for n in kube.list("Node")["items"]),
@@ -70,7 +76,15 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
         runtime_class=runtime_class,
         runtime_class_exists=runtime_class_exists,
         shell_exists=kube.get("StatefulSet", request.name, namespace) is not None,
+        disk=disk,
+        disk_users=disk_users,
     )
+
+
+def _mounting(kube: Kube, namespace: str, claim: str) -> list[str]:
+    """What in the namespace mounts the claim (two list calls)."""
+    statefulsets = kube.list("StatefulSet", namespace)["items"]
+    return disks.users_of(statefulsets, kube.list("Pod", namespace)["items"]).get((namespace, claim), [])
 
 
 def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | None = None) -> CreatedShell:
@@ -102,17 +116,23 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
                 f"{spec.user} already has a shell named {spec.name!r}, or what is left of one: "
                 f"toolkit shell delete {spec.name} --purge"
             )
-        # Created, not applied: a home kept from an earlier shell of this name is reused as it is,
+        # Created, not applied: a home kept from an earlier shell of this name is used as it is,
         # and never removed when this create fails.
-        made.append(claim)
-        _, new_home = kube.create(claim)
-        if not new_home:
-            made.pop()
-            on_phase("reusing the home volume kept from an earlier shell")
+        if claim is not None:
+            made.append(claim)
+            if not kube.create(claim)[1]:
+                made.pop()
+                on_phase("reusing the home volume kept from an earlier shell")
+        if plan.shared_claim is not None:
+            # The user's, not this shell's: every shell of theirs mounts it, so a failed create
+            # leaves it (empty, or already holding what another shell wrote).
+            kube.create_if_missing(plan.shared_claim)
         endpoint = plan.endpoint(apply(plan.service))
         for web_object in plan.web_objects:
             apply(web_object)
         apply(plan.statefulset(endpoint))
+        if spec.home_claim:
+            _hold_disk(kube, plan)
         pod = wait_ready(
             kube,
             spec.namespace,
@@ -178,6 +198,23 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         web_credential=f"{spec.user}:{spec.ttyd_password}" if spec.web else None,
         web_is_plain_http=plan.web_is_plain_http,
     )
+
+
+def _hold_disk(kube: Kube, plan: ShellPlan) -> None:
+    """Two creates that mount the same disk each checked it was free before either wrote its
+    StatefulSet: now that this one's exists, the older StatefulSet keeps the disk and this one
+    gives it up (the same answer in both)."""
+    spec = plan.spec
+    holders = [
+        sts
+        for sts in kube.list("StatefulSet", spec.namespace)["items"]
+        if spec.home_claim in disks.mounted_claims(disks.pod_spec(sts))
+    ]
+    first = min(
+        holders, key=lambda sts: (sts["metadata"].get("creationTimestamp", ""), sts["metadata"]["name"])
+    )
+    if first["metadata"]["name"] != spec.name:
+        raise BadInputError(f"--disk {spec.home_claim} was just taken by shell {first['metadata']['name']}")
 
 
 def start_clock(kube: Kube, plan: ShellPlan, end_of_life: datetime) -> datetime:

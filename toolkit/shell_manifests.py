@@ -1,11 +1,13 @@
 """The Kubernetes objects of one GPU shell, rendered from a ShellSpec as plain manifests.
 
 A shell is a Secret (authorized_keys, the shell's SSH host key, the ttyd credential), a PVC
-(the user's home, kept when the shell is paused or deleted without --purge), a StatefulSet of
-one replica and a Service; the namespace's own NetworkPolicy, which `user add` makes and the
-user cannot change, admits only SSH and ttyd from outside it. The container runs
-as root only to start sshd: every capability beyond what sshd needs is dropped, it is never
-privileged, and sessions run as the user (images/shell/entrypoint.sh).
+(the user's home, kept when the shell is paused or deleted without --purge; or one of their
+disks, `create --disk`), a StatefulSet of one replica and a Service; every shell of a user also
+mounts their shared area (PVC `shared`, at /shared) where the site gives one. The namespace's
+own NetworkPolicy, which `user add` makes and the user cannot change, admits only SSH and ttyd
+from outside it. The container runs as root only to start sshd: every capability beyond what
+sshd needs is dropped, it is never privileged, and sessions run as the user
+(images/shell/entrypoint.sh).
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ WEB_PORT = 7681
 # The shell agent's activity report (images/shell/shell-agent.py), which the lifecycle reads.
 ACTIVITY_PORT = 7682
 SHELL_UID = 1000
+SHARED_CLAIM = "shared"  # each user's one shared area, mounted at /shared in all their shells
+SHARED_PATH = "/shared"
+# When a disk was last released by a shell (`shell delete` keeps it), for `disk list`.
+RELEASED_AT = "toolkit.dev/released-at"
 # Shell names become Service names (DNS-1035: a letter first) and prefix the PVC and Secret
 # names; 40 leaves room for the "-home" and "-0" suffixes within Kubernetes' limits.
 SHELL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+# A PVC's name: a DNS-1123 subdomain.
+DISK_NAME = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 # What sshd needs to bind port 22 as root and switch to the user (found by running the image with
 # exactly these: tests/integration/test_shell_end_to_end.py); everything else is dropped.
 SSHD_CAPABILITIES = [
@@ -99,6 +107,15 @@ class ShellSpec:
     # and the latest it may expire however long it waited (its maximum lifetime's end).
     lifetime_seconds: int = 0
     latest_expiry: datetime | None = None
+    # The home's PVC: the shell's own (NAME-home), or an existing disk of the user's (--disk).
+    home_claim: str = ""
+    access_mode: str = "ReadWriteOnce"
+    shared_storage: str = ""  # the user's shared area's size; "": the site gives none
+    forward_agent: bool = False  # sshd lets the owner forward their ssh agent
+
+    @property
+    def home(self) -> str:
+        return self.home_claim or claim_name(self.name)
 
 
 def check_shell_name(name: str) -> str:
@@ -161,9 +178,28 @@ def claim(spec: ShellSpec) -> Manifest:
             "labels": labels(spec.name, spec.user),
         },
         "spec": {
-            "accessModes": ["ReadWriteOnce"],
+            "accessModes": [spec.access_mode],
             "storageClassName": spec.storage_class,
             "resources": {"requests": {"storage": spec.storage}},
+        },
+    }
+
+
+def shared_claim(namespace: str, user: str, storage_class: str, access_mode: str, size: str) -> Manifest:
+    """The user's shared area: one per user, which `user add` makes (and a shell, should its
+    owner have deleted it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": SHARED_CLAIM,
+            "namespace": namespace,
+            "labels": {MANAGED_BY: "toolkit", COMPONENT: "shared", USER_LABEL: user},
+        },
+        "spec": {
+            "accessModes": [access_mode],
+            "storageClassName": storage_class,
+            "resources": {"requests": {"storage": size}},
         },
     }
 
@@ -190,6 +226,7 @@ def statefulset(spec: ShellSpec) -> Manifest:
         {"name": "SHELL_GID", "value": str(SHELL_UID)},
         {"name": "SHELL_WEB", "value": "true" if spec.web else "false"},
         {"name": "SHELL_IDLE_MINUTES", "value": str(spec.idle_minutes)},
+        {"name": "SHELL_AGENT_FORWARDING", "value": "true" if spec.forward_agent else "false"},
         *(
             # A queued shell's agent counts its lifetime from its own start, up to the latest.
             [
@@ -211,9 +248,12 @@ def statefulset(spec: ShellSpec) -> Manifest:
         {"name": "ssh", "mountPath": "/etc/shell/secret", "readOnly": True},
     ]
     volumes: list[Manifest] = [
-        {"name": "home", "persistentVolumeClaim": {"claimName": claim_name(spec.name)}},
+        {"name": "home", "persistentVolumeClaim": {"claimName": spec.home}},
         {"name": "ssh", "secret": {"secretName": secret_name(spec.name), "defaultMode": 0o400}},
     ]
+    if spec.shared_storage:
+        mounts.append({"name": "shared", "mountPath": SHARED_PATH})
+        volumes.append({"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_CLAIM}})
     if spec.shm:
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
         volumes.append(

@@ -22,6 +22,7 @@ from toolkit.sshkeys import KeyPair, generate_key_pair
 from toolkit.tenancy import SHELLS_QUOTA, check_user_name, namespace_of
 
 EXPOSE_CHOICES = ("NodePort", "LoadBalancer")
+DEFAULT_STORAGE = "100Gi"  # a new home's size
 CREATED_BY = "toolkit.dev/created-by"
 DNS_LABEL_MAX = 63
 
@@ -40,8 +41,10 @@ class CreateRequest:
     web: bool = False
     hours: Fraction | None = None  # the shell's lifetime; None: the cluster's default
     idle_minutes: int | None = None  # paused after this long idle (0: never); None: the cluster's
-    storage: str = "100Gi"
+    storage: str | None = None  # a new home's size; None: DEFAULT_STORAGE
     storage_class: str | None = None
+    disk: str | None = None  # an existing volume of the user's as the home, instead of a new one
+    forward_agent: bool = False
     expose: str | None = None
     timeout: float = 300
     keep_on_failure: bool = False
@@ -63,6 +66,10 @@ class ClusterFacts:
     runtime_class: str | None  # None for a CPU-only shell, or a cluster without one
     runtime_class_exists: bool
     shell_exists: bool
+    # The disk asked for as the home (None: not asked, or not found), and what holds it: the
+    # shells and pods of the namespace that mount it.
+    disk: dict[str, Any] | None = None
+    disk_users: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,8 +128,21 @@ class ShellPlan:
         return self._marked(manifests.secret(self.spec))
 
     @property
-    def claim(self) -> dict[str, Any]:
-        return self._marked(manifests.claim(self.spec))
+    def claim(self) -> dict[str, Any] | None:
+        """The new home, or None when the shell mounts an existing disk."""
+        return None if self.spec.home_claim else self._marked(manifests.claim(self.spec))
+
+    @property
+    def shared_claim(self) -> dict[str, Any] | None:
+        """The user's shared area, which `user add` made, for a create to make again should its
+        owner have deleted it (unmarked: it is the user's, and kept when the create fails); None
+        where the site gives none."""
+        spec = self.spec
+        if not spec.shared_storage:
+            return None
+        return manifests.shared_claim(
+            spec.namespace, spec.user, spec.storage_class, spec.access_mode, spec.shared_storage
+        )
 
     @property
     def service(self) -> dict[str, Any]:
@@ -174,7 +194,8 @@ class ShellPlan:
 
     def objects(self, endpoint: Endpoint) -> list[dict[str, Any]]:
         """Every object, as `shell_create` applies them."""
-        return [self.secret, self.claim, self.service, *self.web_objects, self.statefulset(endpoint)]
+        volumes = [claim for claim in (self.claim, self.shared_claim) if claim]
+        return [self.secret, *volumes, self.service, *self.web_objects, self.statefulset(endpoint)]
 
 
 def check_request(request: CreateRequest) -> None:
@@ -186,6 +207,15 @@ def check_request(request: CreateRequest) -> None:
         reasons.append(f"--expose must be nodeport or loadbalancer, not {request.expose!r}")
     if request.gpus < 0:
         reasons.append(f"--gpus must be 0 or more, not {request.gpus}")
+    if request.disk is not None:
+        if not manifests.DISK_NAME.fullmatch(request.disk):
+            reasons.append(
+                f"--disk {request.disk!r} is not a volume's name (lowercase letters, digits, '-', '.')"
+            )
+        if request.storage is not None or request.storage_class is not None:
+            reasons.append(
+                "--disk mounts an existing volume: --storage and --storage-class are for a new one"
+            )
     if request.idle_minutes is not None and request.idle_minutes < 0:
         reasons.append(f"--idle-minutes must be 0 or more, not {request.idle_minutes}")
     for option, text in (("--cpu", request.cpu), ("--memory", request.memory), ("--shm", request.shm),
@@ -228,6 +258,8 @@ def plan_create(
             f"RuntimeClass {facts.runtime_class!r} does not exist: "
             "the GPU stack is not deployed (toolkit cluster up)"
         )
+    if request.disk is not None:
+        reasons += _disk_refusals(request, facts)
     if facts.shell_exists:
         reasons.append(
             f"{request.user} already has a shell named {request.name!r}: pick another name or delete it"
@@ -246,7 +278,7 @@ def plan_create(
         gpus=request.gpus,
         cpu=cpu,
         memory=memory,
-        storage=request.storage,
+        storage=request.storage or DEFAULT_STORAGE,
         storage_class=facts.storage_class,
         expires_at=now + durations.as_timedelta(hours),
         authorized_keys=request.authorized_keys,
@@ -265,8 +297,28 @@ def plan_create(
         # Queued, its lifetime starts when it runs (manifests.EXPIRY_FROM_START).
         lifetime_seconds=int(durations.as_timedelta(hours).total_seconds()) if settings.queue else 0,
         latest_expiry=now + timedelta(hours=settings.max_lifetime_hours) if settings.queue else None,
+        home_claim=request.disk or "",
+        access_mode=settings.access_mode,
+        shared_storage=settings.shared_storage,
+        forward_agent=request.forward_agent,
     )
     return ShellPlan(spec, node, settings.ssh_host)
+
+
+def _disk_refusals(request: CreateRequest, facts: ClusterFacts) -> list[str]:
+    """A disk mounts as a home only when it exists, is no one's home now, and is not the shared area."""
+    if facts.disk is None:
+        return [f"--disk {request.disk}: {request.user} has no volume of that name ('toolkit disk list')"]
+    if request.disk == manifests.SHARED_CLAIM and facts.settings.shared_storage:
+        return [
+            f"--disk {request.disk}: that is {request.user}'s shared area, mounted at /shared in every shell"
+        ]
+    if facts.disk_users:
+        return [
+            f"--disk {request.disk} is in use by {', '.join(facts.disk_users)}: delete that shell first "
+            "(its home is kept), then create this one"
+        ]
+    return []
 
 
 def _idle_minutes(asked: int | None, settings: Platform, reasons: list[str]) -> int:

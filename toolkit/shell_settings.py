@@ -6,7 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.errors import ToolkitError
+from toolkit import quantity
+from toolkit.errors import BadInputError, ToolkitError
 from toolkit.images import SHELL_IMAGE
 from toolkit.kube import ApiError, Kube
 
@@ -27,6 +28,12 @@ class Platform:
     """
 
     storage_class: str = "shared-wekafs"
+    # How shells' volumes are mounted: ReadWriteMany on WekaFS, so a disk moves between shells
+    # without waiting for a detach; ReadWriteOnce on local-path (wekafs_csi's ConfigMap says).
+    access_mode: str = "ReadWriteMany"
+    # Each user's shared area, mounted at /shared in all of their shells; "" (none) where the
+    # storage can't be shared across nodes.
+    shared_storage: str = "100Gi"
     runtime_class: str | None = "nvidia"
     image: str = SHELL_IMAGE
     default_hours: int = 24
@@ -78,6 +85,17 @@ class Platform:
                     f"{SYSTEM_NAMESPACE} ConfigMap key {key} is not a number: {data[key]!r}"
                 ) from None
 
+        def size(key: str, default: str) -> str:
+            """A volume's size; "" for none (empty or 0)."""
+            text = data.get(key, default).strip()
+            try:
+                value = quantity.parse(text, key) if text else 0
+            except BadInputError:
+                raise ToolkitError(
+                    f"{SYSTEM_NAMESPACE} ConfigMap key {key} is not a size: {text!r}"
+                ) from None
+            return text if value > 0 else ""
+
         def cidrs(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
             if key not in data:
                 return default
@@ -93,6 +111,8 @@ class Platform:
 
         return cls(
             storage_class=data.get("storageClassName", defaults.storage_class),
+            access_mode=access_mode(data.get("accessMode", defaults.access_mode)),
+            shared_storage=size("sharedStorage", defaults.shared_storage),
             runtime_class=data.get("runtimeClassName", defaults.runtime_class or "") or None,
             image=data.get("image", defaults.image),
             default_hours=number("defaultHours", defaults.default_hours),
@@ -120,6 +140,17 @@ class Platform:
             if data.get("queueName")
             else None,
         )
+
+
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany")
+
+
+def access_mode(text: str) -> str:
+    if text not in ACCESS_MODES:
+        raise ToolkitError(
+            f"{SYSTEM_NAMESPACE} ConfigMap key accessMode is {text!r}, not one of {', '.join(ACCESS_MODES)}"
+        )
+    return text
 
 
 def platform(kube: Kube) -> Platform:

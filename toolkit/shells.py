@@ -18,7 +18,7 @@ from toolkit import shell_manifests as manifests
 from toolkit.addresses import is_ip_address
 from toolkit.capacity import NodeCapacity
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.kube import Kube
+from toolkit.kube import ApiError, Kube
 from toolkit.shell_plan import Endpoint, service_endpoint
 from toolkit.shell_settings import MOST_IDLE_MINUTES, Platform, platform
 from toolkit.shell_wait import Phase, wait_ready
@@ -55,6 +55,8 @@ class Shell:
     # end of its maximum lifetime).
     lifetime_from_start: timedelta | None = None
     position: int | None = None  # in the cluster's queue while queued, 1 next
+    home: str = ""  # the PVC mounted as its home: NAME-home, or a disk given at creation
+    forward_agent: bool = False  # its sshd lets the owner forward their ssh agent
 
     @property
     def expiry_starts_when_running(self) -> bool:
@@ -124,6 +126,8 @@ class Shell:
             idle_minutes=_idle_minutes(annotations.get(manifests.IDLE_MINUTES), problems),
             uid=str(metadata.get("uid", "")),
             lifetime_from_start=lifetime,
+            home=_home_claim(sts) or manifests.claim_name(metadata["name"]),
+            forward_agent=_env(sts, "SHELL_AGENT_FORWARDING") == "true",
         )
 
     @property
@@ -154,7 +158,33 @@ class Shell:
             "position": self.position,
             "endpoint": self.endpoint,
             "web": self.web_endpoint,
+            "home": self.home,
+            "forward_agent": self.forward_agent,
         }
+
+
+def _pod_spec(sts: dict[str, Any]) -> dict[str, Any]:
+    template = (sts.get("spec") or {}).get("template") or {}
+    spec = template.get("spec") if isinstance(template, dict) else None
+    return spec if isinstance(spec, dict) else {}
+
+
+def _home_claim(sts: dict[str, Any]) -> str | None:
+    """The claim of the volume named "home", when it is a well-formed PVC name."""
+    for volume in _pod_spec(sts).get("volumes") or []:
+        if isinstance(volume, dict) and volume.get("name") == "home":
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            return claim if isinstance(claim, str) and manifests.DISK_NAME.fullmatch(claim) else None
+    return None
+
+
+def _env(sts: dict[str, Any], name: str) -> str | None:
+    containers = _pod_spec(sts).get("containers") or []
+    first = containers[0] if containers and isinstance(containers[0], dict) else {}
+    for variable in first.get("env") or []:
+        if isinstance(variable, dict) and variable.get("name") == name:
+            return str(variable.get("value", ""))
+    return None
 
 
 def _checked_endpoint(value: Any, what: str, problems: list[str]) -> str:
@@ -329,9 +359,10 @@ def logs(kube: Kube, user: str, name: str, tail: int = 200) -> str:
 # --- changing shells -------------------------------------------------------------------------
 
 
-def delete(kube: Kube, user: str, name: str, purge: bool) -> list[str]:
-    """Delete the shell; its home volume too only when `purge`. What was deleted, as kind/name."""
-    get_shell(kube, user, name)
+def delete(kube: Kube, user: str, name: str, purge: bool, now: datetime | None = None) -> list[str]:
+    """Delete the shell; its home volume too only when `purge`, else it is kept as a disk with
+    the moment it was let go. What was deleted, as kind/name."""
+    shell = get_shell(kube, user, name)
     namespace = namespace_of(user)
     doomed = [
         ("StatefulSet", name),
@@ -341,8 +372,17 @@ def delete(kube: Kube, user: str, name: str, purge: bool) -> list[str]:
         ("Secret", manifests.secret_name(name)),
     ]
     if purge:
-        doomed.append(("PersistentVolumeClaim", manifests.claim_name(name)))
-    return [f"{kind}/{obj}" for kind, obj in doomed if kube.delete(kind, obj, namespace)]
+        doomed.append(("PersistentVolumeClaim", shell.home))
+    deleted = [f"{kind}/{obj}" for kind, obj in doomed if kube.delete(kind, obj, namespace)]
+    if not purge:
+        moment = now or datetime.now(UTC).replace(microsecond=0)
+        stamp = {"metadata": {"annotations": {manifests.RELEASED_AT: manifests.timestamp(moment)}}}
+        try:
+            kube.merge_patch("PersistentVolumeClaim", shell.home, namespace, stamp)
+        except ApiError as error:
+            if error.code != 404:  # a home already gone has nothing to stamp
+                raise
+    return deleted
 
 
 def scale(

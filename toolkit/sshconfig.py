@@ -77,6 +77,7 @@ class Entry:
     port: int
     host_key: str  # "ssh-ed25519 AAAA..."
     identity_file: Path | None = None
+    forward_agent: bool = False  # the shell was made to take the user's agent (--forward-agent)
 
     @property
     def alias(self) -> str:
@@ -128,6 +129,8 @@ def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool
     ]
     if entry.identity_file:
         lines += [f"    IdentityFile {_argument(entry.identity_file, tokens=True)}", "    IdentitiesOnly yes"]
+    if entry.forward_agent:
+        lines.append("    ForwardAgent yes")
     lines.append(_end(entry.alias))
     write_private(ssh_config, _without_block(current, entry.alias) + "\n".join(lines) + "\n")
     pinned = known_hosts.read_text() if known_hosts.exists() else ""

@@ -33,7 +33,7 @@ from toolkit.lifecycle import ACCOUNT as LIFECYCLE_ACCOUNT
 from toolkit.lifecycle import NAMESPACE as LIFECYCLE_NAMESPACE
 from toolkit.lifecycle import TENANT_ROLE as LIFECYCLE_TENANT_ROLE
 from toolkit.paths import reserve_private_file
-from toolkit.shell_manifests import ACTIVITY_PORT, SSH_PORT, WEB_PORT
+from toolkit.shell_manifests import ACTIVITY_PORT, SSH_PORT, WEB_PORT, shared_claim
 from toolkit.shell_settings import SYSTEM_NAMESPACE, Platform, platform
 from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, SHELLS_QUOTA, USER_LABEL, check_user_name, namespace_of
 
@@ -483,6 +483,13 @@ def add(
         )
         for manifest in objects:
             kube.apply(manifest)
+        if settings.shared_storage:
+            # Created once, never re-applied: its size and access mode are fixed once bound.
+            kube.create_if_missing(
+                shared_claim(
+                    namespace, user, settings.storage_class, settings.access_mode, settings.shared_storage
+                )
+            )
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
         if reserved:

@@ -16,7 +16,8 @@
 #   SHELL_IDLE_MINUTES the idle pause's minutes, for the idle warnings, until the Secret's
 #                      idle-minutes says otherwise (0: never)
 #   SHELL_AGENT_INTERVAL  seconds between shell-agent.py's rounds (keys, banner, warnings): 10
-# The user's home, /home/$SHELL_USER, is the persistent workspace volume.
+# The user's home, /home/$SHELL_USER, is the persistent workspace volume; /shared, where mounted,
+# is the user's shared area, the same volume in each of their shells.
 set -euo pipefail
 
 fail() { echo "shell-entrypoint: $*" >&2; exit 64; }
@@ -40,6 +41,8 @@ usermod --password '*' "$user"   # no password, but not locked: key logins only
 mkdir -p "$home"
 [[ "$(stat -c %u "$home")" == "$uid" ]] || chown "$uid:$gid" "$home"
 [[ -e "$home/.bashrc" ]] || { cp -rT /etc/skel "$home"; chown -R "$uid:$gid" "$home"; }
+# The user's shared area, mounted in all of their shells: theirs once, when it is new.
+if [[ -d /shared && "$(stat -c %u /shared)" == 0 ]]; then chown "$uid:$gid" /shared; fi
 
 # Keys come from the Secret; root owns the copies, so a session cannot change who may log in.
 # shell-agent.py installs them, and again whenever the Secret changes.

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
+import os
 import re
 import socket
 import ssl
@@ -244,6 +246,76 @@ def test_create_login_pause_resume_delete_on_a_real_container(
     assert deleted.returncode == 0, deleted.stderr
     assert server.list("Pod", "user-alice") == [] and server.list("Ingress", "user-alice") == []
     assert alias not in Path(config).read_text()
+
+
+def test_disks_and_the_shared_area_follow_the_user_from_shell_to_shell(
+    cluster: tuple[FakeApiServer, Path], tmp_path: Path
+) -> None:
+    server, admin = cluster
+    env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "config")}
+    user_kubeconfig = tmp_path / "alice.kubeconfig"
+    added = toolkit(
+        "user", "add", "alice", "--max-gpus", "2", "-o", str(user_kubeconfig), "--kubeconfig", str(admin)
+    )
+    assert added.returncode == 0, added.stderr
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    user = ["--kubeconfig", str(user_kubeconfig)]
+    keys = ["--ssh-key", f"{key}.pub", "--identity-file", str(key), "--timeout", "120"]
+    logins: dict[str, tuple[str, str]] = {}
+    for name, options in (("one", ["--forward-agent"]), ("two", [])):
+        created = toolkit("shell", "create", name, *keys, *options, *user, env=env)
+        assert created.returncode == 0, created.stdout + created.stderr
+        found = re.search(rf"ssh -F (\S+) (toolkit-alice-{name})", created.stdout)
+        assert found, created.stdout
+        logins[name] = (found.group(1), found.group(2))
+
+    # /shared is the same volume in both shells, and the user's own.
+    wrote = ssh(*logins["one"], "echo from-one > /shared/data.txt && echo mine > ~/note.txt")
+    assert wrote.returncode == 0, wrote.stderr
+    assert ssh(*logins["two"], "cat /shared/data.txt").stdout == "from-one\n"
+
+    # --forward-agent: the shell made with it gets the user's agent; connect -A is refused on another.
+    agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True).stdout
+    agent_env = dict(re.findall(r"(SSH_AUTH_SOCK|SSH_AGENT_PID)=([^;]+);", agent))
+    try:
+        subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, **agent_env}, check=True)
+        forwarded = subprocess.run(
+            ["ssh", "-F", logins["one"][0], "-o", "BatchMode=yes", logins["one"][1], "ssh-add -l"],
+            capture_output=True, text=True, timeout=30, env={**os.environ, **agent_env}, check=False,
+        )  # fmt: skip
+        assert forwarded.returncode == 0, forwarded.stdout + forwarded.stderr
+        assert "ED25519" in forwarded.stdout, forwarded.stdout
+        refused = toolkit("shell", "connect", "two", "-A", *user, env={**env, **agent_env}, stdin="true\n")
+        assert refused.returncode == 3 and "made without --forward-agent" in refused.stderr, refused.stderr
+    finally:
+        subprocess.run(["kill", agent_env["SSH_AGENT_PID"]], check=False)
+
+    # A home in use is refused; once its shell is deleted it is a disk that mounts in a new shell.
+    in_use = toolkit("disk", "delete", "one-home", "--yes", *user, env=env)
+    assert in_use.returncode != 0 and "in use by shell one (ready)" in in_use.stderr, in_use.stderr
+    assert len(in_use.stderr.strip().splitlines()) == 1
+    assert toolkit("shell", "delete", "one", "--yes", *user, env=env).returncode == 0
+    listed = toolkit("disk", "list", "--output", "json", *user, env=env)
+    assert listed.returncode == 0, listed.stderr
+    kept = {disk["name"]: disk for disk in json.loads(listed.stdout)}
+    assert kept["one-home"]["used_by"] == [] and kept["one-home"]["last_used"]
+    assert kept["shared"]["used_by"] == ["shell two (ready)"]
+    created = toolkit("shell", "create", "three", "--disk", "one-home", *keys, *user, env=env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    three = re.search(r"ssh -F (\S+) (toolkit-alice-three)", created.stdout)
+    assert three, created.stdout
+    back = ssh(three.group(1), three.group(2), "cat ~/note.txt /shared/data.txt")
+    assert back.returncode == 0 and back.stdout == "mine\nfrom-one\n", back.stderr
+    assert server.get("PersistentVolumeClaim", "three-home", "user-alice") is None
+
+    table = toolkit("disk", "list", *user, env=env)
+    assert re.search(r"one-home .* shell three \(ready\)", table.stdout), table.stdout
+    for name in ("two", "three"):
+        assert toolkit("shell", "delete", name, "--yes", *user, env=env).returncode == 0
+    gone = toolkit("disk", "delete", "one-home", "--yes", *user, env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert server.get("PersistentVolumeClaim", "one-home", "user-alice") is None
 
 
 def test_a_site_that_opts_out_of_the_ingress_serves_plain_http_on_a_node_port_and_says_so(

@@ -57,10 +57,10 @@ def test_the_web_terminal_is_https_behind_the_ingress_at_the_shells_own_host() -
     objects = web.objects(Endpoint("10.0.0.11", 30022, None))
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert kinds == [
-        ("Secret", "train-ssh"), ("PersistentVolumeClaim", "train-home"), ("Service", "train"),
-        ("Service", "train-web"), ("Ingress", "train"), ("StatefulSet", "train"),
+        ("Secret", "train-ssh"), ("PersistentVolumeClaim", "train-home"), ("PersistentVolumeClaim", "shared"),
+        ("Service", "train"), ("Service", "train-web"), ("Ingress", "train"), ("StatefulSet", "train"),
     ]  # fmt: skip
-    ssh_service, web_service, ingress, statefulset = objects[2], objects[3], objects[4], objects[5]
+    ssh_service, web_service, ingress, statefulset = objects[3], objects[4], objects[5], objects[6]
     # Nothing of the web terminal on a node port: only the ingress reaches it, inside the cluster.
     assert [p["port"] for p in ssh_service["spec"]["ports"]] == [22]
     assert web_service["spec"]["type"] == "ClusterIP"
@@ -176,10 +176,16 @@ def test_a_dual_stack_network_policy_denies_every_address_the_nodes_report_ipv4_
 
 
 def test_every_object_carries_the_managed_by_shell_and_user_labels() -> None:
-    for manifest in plan().objects(ENDPOINT):
+    objects = plan().objects(ENDPOINT)
+    for manifest in objects:
         labels = manifest["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "toolkit", manifest["kind"]
-        assert (labels["toolkit.dev/shell"], labels["toolkit.dev/user"]) == ("train", "alice")
+        assert labels["toolkit.dev/user"] == "alice", manifest["kind"]
+        # The user's shared area belongs to none of their shells.
+        shared = manifest["metadata"]["name"] == "shared"
+        assert labels.get("toolkit.dev/shell") == (None if shared else "train"), manifest["kind"]
+    claims = [o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert claims == ["train-home", "shared"]
 
 
 def test_secret_holds_keys_host_key_and_credential_and_shm_is_memory_backed() -> None:

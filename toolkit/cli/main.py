@@ -8,7 +8,19 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from toolkit.cli import HELP_OPTIONS, cluster, doctor, images, inventory, lab, node, shell, ssh_config, user
+from toolkit.cli import (
+    HELP_OPTIONS,
+    cluster,
+    disk,
+    doctor,
+    images,
+    inventory,
+    lab,
+    node,
+    shell,
+    ssh_config,
+    user,
+)
 from toolkit.errors import BadInputError, Interrupted, ToolkitError
 
 
@@ -98,6 +110,7 @@ app.command("doctor")(doctor.doctor)
 app.add_typer(node.app, name="node")
 shell.app.add_typer(ssh_config.app, name="ssh-config")
 app.add_typer(shell.app, name="shell")
+app.add_typer(disk.app, name="disk")
 app.add_typer(user.app, name="user")
 
 

@@ -56,11 +56,18 @@ def expiry(shell: Shell, now: datetime) -> str:
     return f"[yellow]{text}[/]" if left < 3600 else text
 
 
+def problem_lines(shells: Iterable[Shell]) -> list[str]:
+    """One warning line (markup) per value a shell's owner wrote that did not pass the checks."""
+    return [
+        f"[yellow]warning:[/] shell {shell.user}/{shell.name}: {problem}"
+        for shell in shells
+        for problem in shell.problems
+    ]
+
+
 def problems(console: Console, shells: Iterable[Shell]) -> None:
-    """One warning line per value a shell's owner wrote that did not pass the checks."""
-    for shell in shells:
-        for problem in shell.problems:
-            console.print(f"[yellow]warning:[/] shell {shell.user}/{shell.name}: {problem}", markup=True)
+    for line in problem_lines(shells):
+        console.print(line, markup=True)
 
 
 @contextmanager

@@ -115,10 +115,28 @@ def create(
             show_default="the cluster's",
         ),
     ] = None,
-    storage: Annotated[str, typer.Option(help="Size of the persistent home volume.")] = "100Gi",
+    storage: Annotated[
+        str | None, typer.Option(help="Size of the persistent home volume.", show_default="100Gi")
+    ] = None,
     storage_class: Annotated[
         str | None, typer.Option(help="StorageClass of the home.", show_default="the cluster's")
     ] = None,
+    disk: Annotated[
+        str | None,
+        typer.Option(
+            help="Mount this disk of yours as the home instead of a new one ('toolkit disk list'), "
+            "e.g. the home a deleted shell kept.",
+            show_default=False,
+        ),
+    ] = None,
+    forward_agent: Annotated[
+        bool,
+        typer.Option(
+            "--forward-agent",
+            help="Let the shell use your local ssh agent (ForwardAgent in its ssh config entry). "
+            "Whoever is root on the shell's node can use it too while you are logged in.",
+        ),
+    ] = False,
     expose: Annotated[
         Expose | None, typer.Option(help="How SSH is reached.", show_default="nodeport")
     ] = None,
@@ -194,6 +212,8 @@ def create(
         idle_minutes=idle_minutes,
         storage=storage,
         storage_class=storage_class,
+        disk=disk,
+        forward_agent=forward_agent,
         expose={"nodeport": "NodePort", "loadbalancer": "LoadBalancer"}[expose.value] if expose else None,
         timeout=timeout,
         keep_on_failure=keep_on_failure,
@@ -211,7 +231,7 @@ def create(
     if created.ssh_host:
         entry = sshconfig.Entry(
             created.user, created.name, created.ssh_host, created.ssh_port, created.host_key,
-            identity_file.expanduser().resolve() if identity_file else None,
+            identity_file.expanduser().resolve() if identity_file else None, forward_agent,
         )  # fmt: skip
         config_file = sshconfig.write_entry(entry)
         # A line to copy as it is: the path quoted for a shell (macOS's "Application Support"),
@@ -253,11 +273,22 @@ def _print_not_yet_ready(console: Console, created: CreatedShell) -> None:
         console.print("  [yellow]the web credential is shown only now[/]")
 
 
+WATCH_SECONDS = 5  # between redraws of `shell list --watch`
+
+
 @app.command("list")
 def list_(
     *,
     all_users: Annotated[
         bool, typer.Option("--all-users", "-A", help="Every user's shells (operators).")
+    ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help=f"Redraw every {WATCH_SECONDS} s until Ctrl-C (a queued shell's place, its start).",
+        ),
     ] = False,
     output: OutputOption = Output.table,
     kubeconfig: KubeconfigOption = None,
@@ -269,17 +300,42 @@ def list_(
     One API call; three while a shell is starting, to tell whether it waits in the cluster's
     queue for GPUs ("queued (2)": second in line) and when its lifetime starts.
     """
-    from rich.table import Table
-
     from toolkit import kube, shells
 
+    if watch and output is Output.json:
+        raise BadInputError("--watch redraws a table: drop --output json, or drop --watch")
     connection = kube.connect(kubeconfig, context)
     who = None if all_users else user_from_context(connection, user)
-    found = shells.with_places(connection, shells.list_shells(connection, who))
+
+    def read() -> list[shells.Shell]:
+        return shells.with_places(connection, shells.list_shells(connection, who))
+
+    found = read()
     if output is Output.json:
         typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
         return
-    now = datetime.now(UTC)
+    console = _console()
+    if not watch:
+        console.print(_shells_view(found, datetime.now(UTC)))
+        return
+    import time
+
+    from rich.live import Live
+
+    with Live(_shells_view(found, datetime.now(UTC)), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(WATCH_SECONDS)
+                live.update(_shells_view(read(), datetime.now(UTC)), refresh=True)
+        except KeyboardInterrupt:
+            pass  # the last table stays on screen; Ctrl-C is how a watch ends
+
+
+def _shells_view(found: list[Any], now: datetime) -> Any:
+    """The shells' table, each refused annotation's warning and the under-an-hour warnings."""
+    from rich.console import Group
+    from rich.table import Table
+
     table = Table("name", "user", "gpus", "status", "age", "expires", "endpoint")
     for shell in found:
         table.add_row(
@@ -291,14 +347,13 @@ def list_(
             present.expiry(shell, now),
             shell.endpoint,
         )
-    console = _console()
-    console.print(table if found else "no shells")
-    present.problems(console, found)
+    lines: list[Any] = [table if found else "no shells", *present.problem_lines(found)]
     for shell in found:
         if shell.expires_at and 0 < (shell.expires_at - now).total_seconds() < 3600:
             left = present.remaining((shell.expires_at - now).total_seconds())
             hint = f"toolkit shell extend {shell.name} --hours H"
-            console.print(f"[yellow]warning:[/] {shell.name} expires in {left}: {hint}")
+            lines.append(f"[yellow]warning:[/] {shell.name} expires in {left}: {hint}")
+    return Group(*lines)
 
 
 @app.command()
@@ -309,12 +364,22 @@ def show(
     context: ContextOption = None,
     user: UserOption = None,
 ) -> None:
-    """Everything about one shell, as JSON."""
-    from toolkit import shells
+    """Everything about one shell as JSON, with the ssh command and a VS Code link.
+
+    "ssh" logs in with the toolkit's ssh config; "vscode" opens the home in VS Code's Remote-SSH
+    once 'toolkit shell ssh-config enable' has made the shells' names known to ssh.
+    """
+    from toolkit import shells, sshconfig
 
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.with_places(connection, [shells.get_shell(connection, who, name)])[0]
-    typer.echo(json.dumps(shell.as_dict(), indent=2))
+    alias = sshconfig.alias(who, name)
+    ssh_config = sshconfig.config_dir() / "ssh_config"
+    ways_in = {
+        "ssh": f"ssh -F {shlex.quote(str(ssh_config))} {alias}",
+        "vscode": f"vscode://vscode-remote/ssh-remote+{alias}/home/{who}",
+    }
+    typer.echo(json.dumps(shell.as_dict() | ways_in, indent=2))
 
 
 @app.command()
@@ -340,6 +405,14 @@ def connect(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Refuse a paused shell instead of resuming it first.")
     ] = False,
+    forward_agent: Annotated[
+        bool,
+        typer.Option(
+            "--forward-agent",
+            "-A",
+            help="Forward your ssh agent (the shell must be made with --forward-agent).",
+        ),
+    ] = False,
     timeout: TimeoutOption = 300,
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
@@ -358,6 +431,11 @@ def connect(
         raise MissingToolError("no ssh found on PATH: install OpenSSH's client")
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.with_places(connection, [shells.get_shell(connection, who, name)])[0]
+    if forward_agent and not shell.forward_agent:
+        raise BadInputError(
+            f"shell {name} was made without --forward-agent: its sshd refuses your agent; "
+            "create a shell with --forward-agent to use it"
+        )
     if shell.status == "queued":
         raise ToolkitError(
             f"shell {name} is queued (position {shell.position}) for its GPUs: it starts when they free "
@@ -379,10 +457,12 @@ def connect(
     endpoint = shells.reach(connection, shell)
     if not endpoint.host:
         raise ToolkitError(f"shell {name} has no address yet (its load balancer has not assigned one)")
-    entry = sshconfig.Entry(who, name, endpoint.host, endpoint.ssh_port, shell.host_key)
+    entry = sshconfig.Entry(
+        who, name, endpoint.host, endpoint.ssh_port, shell.host_key, forward_agent=shell.forward_agent
+    )
     # An entry written by create may name an IdentityFile: keep it unless the address moved.
     config_file = sshconfig.write_entry(entry, keep_identity=True)
-    os.execv(ssh, [ssh, "-F", str(config_file), entry.alias])
+    os.execv(ssh, [ssh, "-F", str(config_file), *(["-A"] if forward_agent else []), entry.alias])
 
 
 @app.command()
