@@ -177,6 +177,11 @@ def test_the_flow_through_the_cli(
             "shell train is ready",
         ),
         (["shell", "list", *user], "in 1h 30m"),  # a fresh shell's time left is not rounded down
+        (
+            ["shell", "show", "train", *user],
+            '"vscode": "vscode://vscode-remote/ssh-remote+toolkit-alice-train/home/alice"',
+        ),
+        (["shell", "show", "train", *user], f'"ssh": "ssh -F {tmp_path}/cfg/ssh_config toolkit-alice-train"'),
         (["shell", "pause", "train", *user], "shell train is paused"),
         (["shell", "list", *user], "paused (by hand)"),
         (["shell", "resume", "train", *user], "shell train is ready"),
@@ -266,3 +271,27 @@ def test_connect_refuses_a_paused_shell_with_no_resume_and_leaves_it_paused(
     )
     listed = toolkit("shell", "list", "--output", "json", *user, env=env)
     assert json.loads(listed.stdout)[0]["status"] == "paused"
+
+
+def test_list_watch_redraws_until_ctrl_c_and_shows_a_shell_made_meanwhile(
+    alice: Path, keys: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg"), "COLUMNS": "200"}
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "shell", "list", "--watch", "--kubeconfig", str(alice)],
+        cwd=PROJECT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert watching.stdout is not None
+    assert watching.stdout.readline().strip() == "no shells"  # the first table, at once
+    created = toolkit(
+        "shell", "create", "train", "--ssh-key", f"{keys}.pub", "--kubeconfig", str(alice), env=env
+    )
+    assert created.returncode == 0, created.stderr
+    for line in watching.stdout:  # without a terminal, each redraw is printed after the last
+        if line.startswith("│ train"):
+            break
+    watching.send_signal(signal.SIGINT)
+    _, stderr = watching.communicate(timeout=30)
+    assert watching.returncode == 0 and stderr == "", stderr
+    json_watch = toolkit("shell", "list", "--watch", "--output", "json", "--kubeconfig", str(alice))
+    assert json_watch.returncode == 3 and "--watch redraws a table" in json_watch.stderr

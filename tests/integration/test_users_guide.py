@@ -143,10 +143,10 @@ def test_every_command_of_the_users_guide_runs_as_shown(
             assert re.sub(r"\d", "0", line).strip() in printed, f"{where}\nnot printed: {line}"
         if errors:
             assert [line for line in printed if line.startswith("error: ")] == normal(errors[0], home), where
-    # What the guide says is left: no shell, the home of the one deleted without --purge, and no
-    # Include line in the user's ssh config.
+    # What the guide says is left: no shell, no disk but the shared area (the home kept by one
+    # delete was given to another shell, then deleted), and no Include line in the user's ssh config.
     assert cluster.list("StatefulSet", "user-alice") == []
     assert [pvc["metadata"]["name"] for pvc in cluster.list("PersistentVolumeClaim", "user-alice")] == [
-        "notebook-home"
+        "shared"
     ]
     assert "Include" not in (home / ".ssh" / "config").read_text()

@@ -322,13 +322,21 @@ def list_(
 
     from rich.live import Live
 
+    if not console.is_terminal:  # a log or a pipe: one table after another, as `kubectl get -w` does
+        try:
+            while True:
+                console.print(_shells_view(found, datetime.now(UTC)))
+                time.sleep(WATCH_SECONDS)
+                found = read()
+        except KeyboardInterrupt:
+            return  # Ctrl-C is how a watch ends
     with Live(_shells_view(found, datetime.now(UTC)), console=console, auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(WATCH_SECONDS)
                 live.update(_shells_view(read(), datetime.now(UTC)), refresh=True)
         except KeyboardInterrupt:
-            pass  # the last table stays on screen; Ctrl-C is how a watch ends
+            pass  # the last table stays on screen
 
 
 def _shells_view(found: list[Any], now: datetime) -> Any:
