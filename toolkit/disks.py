@@ -4,7 +4,7 @@ A shell's home is a disk: `shell create` makes NAME-home, or mounts one the user
 (`--disk`); `shell delete` keeps it unless --purge, and stamps when it let it go. The user's
 shared area (`shared`, at /shared in every shell) is a disk too. What mounts a disk is read
 from the namespace's StatefulSets and pods, never from a disk's own labels: its owner writes
-those.
+those. Its last use is only shown, from a stamp its owner could write too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from toolkit import shell_manifests as manifests
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.kube import Kube
-from toolkit.shells import Shell, parse_time, printable
+from toolkit.shells import Shell, mounted_claims, parse_time, pod_spec, printable
 from toolkit.tenancy import NAMESPACE_PREFIX, USER_NAME, namespace_of
 
 
@@ -67,30 +67,14 @@ class Disk:
         }
 
 
-def mounted_claims(pod_spec: Any) -> set[str]:
-    """The PVC names a pod spec mounts; a spec its owner wrote, so anything odd mounts nothing."""
-    if not isinstance(pod_spec, dict):
-        return set()
-    found = set()
-    for volume in pod_spec.get("volumes") or []:
-        claim = volume.get("persistentVolumeClaim") if isinstance(volume, dict) else None
-        if isinstance(claim, dict) and isinstance(claim.get("claimName"), str):
-            found.add(claim["claimName"])
-    return found
-
-
-def pod_spec(workload: dict[str, Any]) -> Any:
-    """A StatefulSet's pod template's spec, as its owner wrote it."""
-    template = (workload.get("spec") or {}).get("template")
-    return template.get("spec") if isinstance(template, dict) else None
-
-
 def users_of(
     statefulsets: list[dict[str, Any]], pods: list[dict[str, Any]]
 ) -> dict[tuple[str, str], list[str]]:
     """(namespace, claim) -> what mounts it: every StatefulSet whatever its replicas, and the pods
-    no StatefulSet owns (a StatefulSet's pods are counted through it)."""
+    no StatefulSet listed here owns (those are counted through it; an owner reference is matched
+    by uid, so a pod can't hide behind one it made up)."""
     found: dict[tuple[str, str], list[str]] = {}
+    counted = {str(sts["metadata"].get("uid", "")) for sts in statefulsets}
     for sts in statefulsets:
         shell = Shell.from_statefulset(sts) if _is_shell(sts) else None
         what = f"shell {sts['metadata']['name']}" + (f" ({shell.status})" if shell else "")
@@ -98,7 +82,7 @@ def users_of(
             found.setdefault((sts["metadata"].get("namespace", ""), claim), []).append(what)
     for pod in pods:
         owners = pod["metadata"].get("ownerReferences") or []
-        if any(isinstance(owner, dict) and owner.get("kind") == "StatefulSet" for owner in owners):
+        if any(isinstance(owner, dict) and str(owner.get("uid", "")) in counted for owner in owners):
             continue
         for claim in mounted_claims(pod.get("spec")):
             found.setdefault((pod["metadata"].get("namespace", ""), claim), []).append(
@@ -141,10 +125,16 @@ def _disk(claim: dict[str, Any], mounts: dict[tuple[str, str], list[str]]) -> Di
         access_modes=tuple(printable(str(mode)) for mode in spec.get("accessModes") or []),
         phase=printable(str(status.get("phase", "Pending"))),
         created=parse_time(metadata.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC),
-        released_at=parse_time((metadata.get("annotations") or {}).get(manifests.RELEASED_AT)),
+        released_at=_released_at(metadata),
         used_by=tuple(mounts.get((namespace, metadata["name"]), [])),
         shared=metadata["name"] == manifests.SHARED_CLAIM and labels.get(manifests.COMPONENT) == "shared",
     )
+
+
+def _released_at(metadata: dict[str, Any]) -> datetime | None:
+    """When a shell let the disk go; its owner can write that too, so never a time to come."""
+    moment = parse_time((metadata.get("annotations") or {}).get(manifests.RELEASED_AT))
+    return moment if moment is not None and moment <= datetime.now(UTC) else None
 
 
 def get_disk(kube: Kube, user: str, name: str) -> Disk:

@@ -155,15 +155,13 @@ class Kube:
         return existing, False
 
     def create_if_missing(self, manifest: Manifest) -> bool:
-        """Create the object unless one of its name exists (one request): whether it was created."""
+        """Create the object unless one of its name exists: whether it was created. It reads
+        first (one request when it exists): admission judges a create before the name is found
+        taken, so a POST of an existing object under a full quota fails as over quota."""
         metadata = manifest["metadata"]
-        try:
-            self.request("POST", KINDS[manifest["kind"]].path(metadata.get("namespace")), body=manifest)
-        except ApiError as error:
-            if error.reason != "AlreadyExists":
-                raise
+        if self.get(manifest["kind"], metadata["name"], metadata.get("namespace")) is not None:
             return False
-        return True
+        return self.create(manifest)[1]
 
     def merge_patch(
         self, kind: str, name: str, namespace: str | None, patch: Manifest, subresource: str | None = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from toolkit import disks
+from toolkit import disks, shells, users
 from toolkit import gpu_queue as queueing
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU, NodeCapacity
@@ -78,6 +78,7 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
         shell_exists=kube.get("StatefulSet", request.name, namespace) is not None,
         disk=disk,
         disk_users=disk_users,
+        sudo_allowed_to_user=request.sudo and users.sudo_allowed(kube, request.user),
     )
 
 
@@ -118,10 +119,13 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
             )
         # Created, not applied: a home kept from an earlier shell of this name is used as it is,
         # and never removed when this create fails.
+        shared_home = spec.home_claim != ""  # a disk, or a home kept from an earlier shell
         if claim is not None:
             made.append(claim)
             if not kube.create(claim)[1]:
                 made.pop()
+                shared_home = True
+                _refuse_home_in_use(plan, _holders(kube, plan))
                 on_phase("reusing the home volume kept from an earlier shell")
         if plan.shared_claim is not None:
             # The user's, not this shell's: every shell of theirs mounts it, so a failed create
@@ -131,8 +135,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         for web_object in plan.web_objects:
             apply(web_object)
         apply(plan.statefulset(endpoint))
-        if spec.home_claim:
-            _hold_disk(kube, plan)
+        if shared_home:
+            _hold_home(kube, plan)
         pod = wait_ready(
             kube,
             spec.namespace,
@@ -200,21 +204,40 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
     )
 
 
-def _hold_disk(kube: Kube, plan: ShellPlan) -> None:
-    """Two creates that mount the same disk each checked it was free before either wrote its
-    StatefulSet: now that this one's exists, the older StatefulSet keeps the disk and this one
-    gives it up (the same answer in both)."""
+def _hold_home(kube: Kube, plan: ShellPlan) -> None:
+    """A home that existed before this create (a disk, or one kept from an earlier shell of the
+    name) is one shell's at a time. Two creates that each found it free before either wrote its
+    StatefulSet, or one that found it kept while another shell took it: now that this one's
+    StatefulSet exists, the older StatefulSet keeps the home and this one gives it up (the same
+    answer in both)."""
     spec = plan.spec
-    holders = [
-        sts
-        for sts in kube.list("StatefulSet", spec.namespace)["items"]
-        if spec.home_claim in disks.mounted_claims(disks.pod_spec(sts))
-    ]
+    holders = _holders(kube, plan)
+    if not holders:  # this create's own StatefulSet went meanwhile
+        raise ToolkitError(f"shell {spec.name}'s StatefulSet was deleted while it was being created")
     first = min(
         holders, key=lambda sts: (sts["metadata"].get("creationTimestamp", ""), sts["metadata"]["name"])
     )
     if first["metadata"]["name"] != spec.name:
-        raise BadInputError(f"--disk {spec.home_claim} was just taken by shell {first['metadata']['name']}")
+        _refuse_home_in_use(plan, [first])
+
+
+def _holders(kube: Kube, plan: ShellPlan) -> list[dict[str, Any]]:
+    """The StatefulSets of the namespace that mount the shell's home."""
+    spec = plan.spec
+    return [
+        sts
+        for sts in kube.list("StatefulSet", spec.namespace)["items"]
+        if spec.home in shells.mounted_claims(shells.pod_spec(sts))
+    ]
+
+
+def _refuse_home_in_use(plan: ShellPlan, holders: list[dict[str, Any]]) -> None:
+    others = [sts["metadata"]["name"] for sts in holders if sts["metadata"]["name"] != plan.spec.name]
+    if others:
+        raise BadInputError(
+            f"the home {plan.spec.home} is in use by shell {', '.join(others)}: delete that shell "
+            "first (its home is kept), then create this one"
+        )
 
 
 def start_clock(kube: Kube, plan: ShellPlan, end_of_life: datetime) -> datetime:

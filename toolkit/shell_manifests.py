@@ -112,6 +112,9 @@ class ShellSpec:
     access_mode: str = "ReadWriteOnce"
     shared_storage: str = ""  # the user's shared area's size; "": the site gives none
     forward_agent: bool = False  # sshd lets the owner forward their ssh agent
+    # Passwordless sudo: the entrypoint writes the sudoers line, and setuid sudo needs privilege
+    # escalation allowed (toolkit-user-sudo admits that only where the site or operator allows).
+    sudo: bool = False
 
     @property
     def home(self) -> str:
@@ -227,6 +230,7 @@ def statefulset(spec: ShellSpec) -> Manifest:
         {"name": "SHELL_WEB", "value": "true" if spec.web else "false"},
         {"name": "SHELL_IDLE_MINUTES", "value": str(spec.idle_minutes)},
         {"name": "SHELL_AGENT_FORWARDING", "value": "true" if spec.forward_agent else "false"},
+        {"name": "SHELL_SUDO", "value": "true" if spec.sudo else "false"},
         *(
             # A queued shell's agent counts its lifetime from its own start, up to the latest.
             [
@@ -274,7 +278,7 @@ def statefulset(spec: ShellSpec) -> Manifest:
                 "resources": _resources(spec),
                 "securityContext": {
                     "privileged": False,
-                    "allowPrivilegeEscalation": False,
+                    "allowPrivilegeEscalation": spec.sudo,
                     "capabilities": {"drop": ["ALL"], "add": SSHD_CAPABILITIES},
                 },
                 "readinessProbe": {

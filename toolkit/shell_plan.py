@@ -45,6 +45,7 @@ class CreateRequest:
     storage_class: str | None = None
     disk: str | None = None  # an existing volume of the user's as the home, instead of a new one
     forward_agent: bool = False
+    sudo: bool = False  # passwordless sudo in the shell, where the site or the operator allows it
     expose: str | None = None
     timeout: float = 300
     keep_on_failure: bool = False
@@ -70,6 +71,7 @@ class ClusterFacts:
     # shells and pods of the namespace that mount it.
     disk: dict[str, Any] | None = None
     disk_users: tuple[str, ...] = ()
+    sudo_allowed_to_user: bool = False  # `user add --sudo` (read only when sudo is asked for)
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,11 @@ def plan_create(
         )
     if request.disk is not None:
         reasons += _disk_refusals(request, facts)
+    if request.sudo and not (settings.allow_sudo or facts.sudo_allowed_to_user):
+        reasons.append(
+            f"--sudo: this cluster gives sudo only to the users an operator allows, and {request.user} "
+            f"is not one of them (toolkit user add {request.user} --sudo)"
+        )
     if facts.shell_exists:
         reasons.append(
             f"{request.user} already has a shell named {request.name!r}: pick another name or delete it"
@@ -301,6 +308,7 @@ def plan_create(
         access_mode=settings.access_mode,
         shared_storage=settings.shared_storage,
         forward_agent=request.forward_agent,
+        sudo=request.sudo,
     )
     return ShellPlan(spec, node, settings.ssh_host)
 

@@ -30,10 +30,13 @@ class Platform:
     storage_class: str = "shared-wekafs"
     # How shells' volumes are mounted: ReadWriteMany on WekaFS, so a disk moves between shells
     # without waiting for a detach; ReadWriteOnce on local-path (wekafs_csi's ConfigMap says).
-    access_mode: str = "ReadWriteMany"
+    # Without the key (roles not yet re-run) the mode every class binds.
+    access_mode: str = "ReadWriteOnce"
     # Each user's shared area, mounted at /shared in all of their shells; "" (none) where the
-    # storage can't be shared across nodes.
-    shared_storage: str = "100Gi"
+    # storage can't be shared across nodes, or the site has not said.
+    shared_storage: str = ""
+    # Passwordless sudo for every user's shells; False: for the users `user add --sudo` allowed.
+    allow_sudo: bool = False
     runtime_class: str | None = "nvidia"
     image: str = SHELL_IMAGE
     default_hours: int = 24
@@ -121,6 +124,7 @@ class Platform:
             expose=data.get("expose", defaults.expose),
             ssh_host=data.get("sshHost") or None,
             require_gpu=data.get("requireGpu", "true").lower() == "true",
+            allow_sudo=data.get("allowSudo", "false").lower() == "true",
             reap_policy=data.get("reapPolicy", defaults.reap_policy),
             idle_minutes=number("idleMinutes", defaults.idle_minutes),
             max_idle_minutes=number("maxIdleMinutes", defaults.max_idle_minutes),

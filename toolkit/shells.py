@@ -7,6 +7,7 @@ a shell is `shell_plan` (what to apply) and `shell_create` (applying it).
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,7 @@ class Shell:
     position: int | None = None  # in the cluster's queue while queued, 1 next
     home: str = ""  # the PVC mounted as its home: NAME-home, or a disk given at creation
     forward_agent: bool = False  # its sshd lets the owner forward their ssh agent
+    sudo: bool = False  # its user has passwordless sudo
 
     @property
     def expiry_starts_when_running(self) -> bool:
@@ -128,6 +130,7 @@ class Shell:
             lifetime_from_start=lifetime,
             home=_home_claim(sts) or manifests.claim_name(metadata["name"]),
             forward_agent=_env(sts, "SHELL_AGENT_FORWARDING") == "true",
+            sudo=_env(sts, "SHELL_SUDO") == "true",
         )
 
     @property
@@ -160,7 +163,26 @@ class Shell:
             "web": self.web_endpoint,
             "home": self.home,
             "forward_agent": self.forward_agent,
+            "sudo": self.sudo,
         }
+
+
+def mounted_claims(spec: Any) -> set[str]:
+    """The PVC names a pod spec mounts; a spec its owner wrote, so anything odd mounts nothing."""
+    if not isinstance(spec, dict):
+        return set()
+    found = set()
+    for volume in spec.get("volumes") or []:
+        claim = volume.get("persistentVolumeClaim") if isinstance(volume, dict) else None
+        if isinstance(claim, dict) and isinstance(claim.get("claimName"), str):
+            found.add(claim["claimName"])
+    return found
+
+
+def pod_spec(workload: dict[str, Any]) -> Any:
+    """A StatefulSet's pod template's spec, as its owner wrote it."""
+    template = (workload.get("spec") or {}).get("template")
+    return template.get("spec") if isinstance(template, dict) else None
 
 
 def _pod_spec(sts: dict[str, Any]) -> dict[str, Any]:
@@ -364,6 +386,8 @@ def delete(kube: Kube, user: str, name: str, purge: bool, now: datetime | None =
     the moment it was let go. What was deleted, as kind/name."""
     shell = get_shell(kube, user, name)
     namespace = namespace_of(user)
+    if purge:
+        _check_home_is_its_own(kube, shell)
     doomed = [
         ("StatefulSet", name),
         ("Ingress", name),
@@ -377,12 +401,28 @@ def delete(kube: Kube, user: str, name: str, purge: bool, now: datetime | None =
     if not purge:
         moment = now or datetime.now(UTC).replace(microsecond=0)
         stamp = {"metadata": {"annotations": {manifests.RELEASED_AT: manifests.timestamp(moment)}}}
-        try:
+        with contextlib.suppress(ApiError):  # the stamp only dates `disk list`'s last use
             kube.merge_patch("PersistentVolumeClaim", shell.home, namespace, stamp)
-        except ApiError as error:
-            if error.code != 404:  # a home already gone has nothing to stamp
-                raise
     return deleted
+
+
+def _check_home_is_its_own(kube: Kube, shell: Shell) -> None:
+    """--purge deletes the home the shell's template names, which its owner writes: never the
+    shared area, nor a volume another shell mounts too."""
+    if shell.home == manifests.SHARED_CLAIM:
+        raise BadInputError(
+            f"shell {shell.name} mounts the shared area as its home: delete it without --purge"
+        )
+    others = [
+        sts["metadata"]["name"]
+        for sts in kube.list("StatefulSet", shell.namespace)["items"]
+        if sts["metadata"]["name"] != shell.name and shell.home in mounted_claims(pod_spec(sts))
+    ]
+    if others:
+        raise BadInputError(
+            f"shell {shell.name}'s home {shell.home} is mounted by {', '.join(others)} too: "
+            "delete it without --purge"
+        )
 
 
 def scale(

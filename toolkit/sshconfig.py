@@ -105,7 +105,8 @@ def _without_block(text: str, name: str) -> str:
 def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool = False) -> Path:
     """Add or replace the shell's Host entry and its known_hosts line; the ssh_config path.
 
-    `keep_identity` keeps the IdentityFile an earlier entry for the shell named.
+    `keep_identity` keeps the IdentityFile and ForwardAgent an earlier entry for the shell named:
+    what this machine's user chose when they made it, never what the cluster says.
     """
     directory = directory or config_dir()
     ssh_config, known_hosts = directory / "ssh_config", directory / "known_hosts"
@@ -117,6 +118,8 @@ def write_entry(entry: Entry, directory: Path | None = None, keep_identity: bool
         identity = re.search(r"^\s+IdentityFile (.+)$", block.group(1), re.M) if block else None
         if identity:
             entry = replace(entry, identity_file=_path(identity.group(1)))
+        if block and re.search(r"^\s+ForwardAgent yes$", block.group(1), re.M):
+            entry = replace(entry, forward_agent=True)
     lines = [
         _begin(entry.alias),
         f"Host {entry.alias}",

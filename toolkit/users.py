@@ -39,6 +39,7 @@ from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, SHELLS_QUOTA, USER_LABEL, ch
 
 ACCOUNT = "shell-user"
 TOKEN_SECRET = "shell-user-token"
+SUDO_LABEL = "toolkit.dev/sudo"  # on a user's namespace: their shells may have sudo
 PROFILE = "toolkit-user"  # ConfigMap in the user's namespace: what the operator recorded about them
 CLUSTER_ROLE = "toolkit-shell-user"
 CONFIG_READER = "toolkit-shells-config-reader"
@@ -215,9 +216,11 @@ def manifests(
     limits: Limits | None = None,
     settings: Platform | None = None,
     nodes: list[str] | None = None,
+    sudo: bool = False,
 ) -> list[dict[str, Any]]:
     """Every object of one user, in the order they are applied; `nodes` are the nodes' addresses,
-    which the user's pods may not reach."""
+    which the user's pods may not reach. `sudo` lets their shells have sudo (toolkit-user-sudo
+    reads the namespace's label; `shell create` reads the profile's copy)."""
     limits, settings = limits or Limits(), settings or Platform()
     namespace = namespace_of(user)
     labels = {**LABELS, USER_LABEL: user}
@@ -232,7 +235,11 @@ def manifests(
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": {**labels, **POD_SECURITY}},
+            "metadata": {
+                "name": namespace,
+                # Written either way: re-running `user add` without --sudo takes it back.
+                "labels": {**labels, **POD_SECURITY, SUDO_LABEL: "true" if sudo else "false"},
+            },
         },
         {
             "apiVersion": "v1",
@@ -244,7 +251,8 @@ def manifests(
                     "requests.cpu": quantity.cpu(cpu),
                     "requests.memory": quantity.memory(memory),
                     "requests.storage": limits.storage,
-                    "persistentvolumeclaims": str(limits.volumes),
+                    # Their homes, and their shared area beside them.
+                    "persistentvolumeclaims": str(limits.volumes + (1 if settings.shared_storage else 0)),
                     "services.nodeports": str(limits.node_ports),
                     "services.loadbalancers": str(limits.load_balancers),
                     # Per shell: a pod, a StatefulSet, a Secret, an Ingress and two Services (SSH,
@@ -279,7 +287,7 @@ def manifests(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": PROFILE, "namespace": namespace, "labels": labels},
-            "data": {"github": github},
+            "data": {"github": github, "sudo": "true" if sudo else "false"},
         },
         {
             "apiVersion": "v1",
@@ -370,6 +378,12 @@ def _wait_for_token(kube: Kube, namespace: str, timeout: float = 30) -> dict[str
     raise ToolkitError(f"the API server did not issue a token for {namespace}/{ACCOUNT} in {timeout:.0f}s")
 
 
+def sudo_allowed(kube: Kube, user: str) -> bool:
+    """Whether the operator let the user's shells have sudo (`user add --sudo`)."""
+    profile = kube.get("ConfigMap", PROFILE, namespace_of(user)) or {}
+    return (profile.get("data") or {}).get("sudo") == "true"
+
+
 def recorded_github(kube: Kube, user: str) -> str:
     """The GitHub account the operator recorded for the user, or ""."""
     profile = kube.get("ConfigMap", PROFILE, namespace_of(user)) or {}
@@ -436,6 +450,7 @@ def add(
     node_ports: int | None = None,
     load_balancers: int | None = None,
     shells: int | None = None,
+    sudo: bool = False,
 ) -> User:
     """Create or update the user (idempotent), and write their kubeconfig (0600).
 
@@ -479,17 +494,18 @@ def add(
     reserved = reserve_private_file(kubeconfig_path, "--output", overwrite)
     try:
         objects = manifests(
-            user, max_gpus, cpu_quota, memory_quota, github, limits, settings, node_addresses(listed)
+            user, max_gpus, cpu_quota, memory_quota, github, limits, settings, node_addresses(listed), sudo
         )
         for manifest in objects:
             kube.apply(manifest)
-        if settings.shared_storage:
-            # Created once, never re-applied: its size and access mode are fixed once bound.
-            kube.create_if_missing(
-                shared_claim(
-                    namespace, user, settings.storage_class, settings.access_mode, settings.shared_storage
+            if manifest["kind"] == "Namespace" and settings.shared_storage:
+                # Before the quota, which admission can't judge until its usage is counted; made
+                # once, never re-applied: its size and access mode are fixed once bound.
+                kube.create_if_missing(
+                    shared_claim(
+                        namespace, user, settings.storage_class, settings.access_mode, settings.shared_storage
+                    )
                 )
-            )
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
         if reserved:

@@ -119,7 +119,8 @@ def cluster(tmp_path: Path, shell_image: str) -> Iterator[tuple[FakeApiServer, P
     ).stdout.strip(",\n")  # fmt: skip
     server.seed("ConfigMap", {
         "metadata": {"name": "shells", "namespace": "toolkit-system", "labels": labels},
-        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webDomain": WEB_DOMAIN, "podCidrs": network},
+        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webDomain": WEB_DOMAIN, "podCidrs": network,
+                 "sharedStorage": "10Gi"},
     })  # fmt: skip
     try:
         yield server, server.kubeconfig(tmp_path / "admin.kubeconfig")
@@ -316,6 +317,45 @@ def test_disks_and_the_shared_area_follow_the_user_from_shell_to_shell(
     gone = toolkit("disk", "delete", "one-home", "--yes", *user, env=env)
     assert gone.returncode == 0, gone.stderr
     assert server.get("PersistentVolumeClaim", "one-home", "user-alice") is None
+
+
+def test_sudo_where_the_operator_allows_it_and_nowhere_else(
+    cluster: tuple[FakeApiServer, Path], tmp_path: Path
+) -> None:
+    server, admin = cluster
+    env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "config")}
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    keys = ["--ssh-key", f"{key}.pub", "--identity-file", str(key), "--timeout", "120"]
+    kubeconfigs = {}
+    for name, sudo in (("alice", ["--sudo"]), ("bob", [])):
+        kubeconfigs[name] = tmp_path / f"{name}.kubeconfig"
+        added = toolkit(
+            "user", "add", name, *sudo, "--max-gpus", "2", "-o", str(kubeconfigs[name]),
+            "--kubeconfig", str(admin),
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    logins = {}
+    for name, options in (("root", ["--sudo"]), ("plain", [])):
+        created = toolkit(
+            "shell", "create", name, *keys, *options, "--kubeconfig", str(kubeconfigs["alice"]), env=env
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
+        found = re.search(rf"ssh -F (\S+) (toolkit-alice-{name})", created.stdout)
+        assert found, created.stdout
+        logins[name] = (found.group(1), found.group(2))
+    # Root through sudo, within the shell's capabilities: packages' files are root's to write.
+    root = ssh(*logins["root"], "sudo -n id -u && sudo -n touch /usr/local/bin/mine && id -u")
+    assert root.returncode == 0 and root.stdout.split() == ["0", "1000"], root.stdout + root.stderr
+    plain = ssh(*logins["plain"], "sudo -n true")
+    assert plain.returncode != 0, plain.stdout
+    before = {key for key in server.objects if key[1] == "user-bob" and key[0] != "events"}
+    refused = toolkit(
+        "shell", "create", "train", *keys, "--sudo", "--kubeconfig", str(kubeconfigs["bob"]), env=env
+    )
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert refused.stderr.count("\n") == 1 and "bob is not one of them" in refused.stderr, refused.stderr
+    assert {key for key in server.objects if key[1] == "user-bob" and key[0] != "events"} == before
 
 
 def test_a_site_that_opts_out_of_the_ingress_serves_plain_http_on_a_node_port_and_says_so(

@@ -90,7 +90,8 @@ def cluster(tmp_path: Path, shell_image: str) -> Iterator[FakeApiServer]:
     server.seed("ConfigMap", {
         "metadata": {"name": "shells", "namespace": "toolkit-system",
                      "labels": {"toolkit.dev/shells-config": "true"}},
-        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webDomain": "shells.example.org"},
+        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webDomain": "shells.example.org",
+                 "sharedStorage": "10Gi"},
     })  # fmt: skip
     yield server
     server.stop()

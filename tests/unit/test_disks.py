@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,18 @@ from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
-LATER = datetime(2026, 12, 5, 8, 30, tzinfo=UTC)
+EARLIER = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 
 
 @pytest.fixture
 def admin(fake_cluster: FakeApiServer, admin_kubeconfig: Path) -> kube.Kube:
+    """A site with Weka: volumes ReadWriteMany, and each user's shared area."""
+    fake_cluster.seed(
+        "ConfigMap",
+        {"metadata": {"name": "a-site", "namespace": "toolkit-system",
+                      "labels": {"toolkit.dev/shells-config": "true"}},
+         "data": {"accessMode": "ReadWriteMany", "sharedStorage": "100Gi"}},
+    )  # fmt: skip
     return kube.connect(admin_kubeconfig)
 
 
@@ -60,11 +67,11 @@ def test_a_home_kept_after_delete_is_listed_and_becomes_a_new_shells_home(
     [home] = [d for d in disks.list_disks(alice, "alice") if d.name == "train-home"]
     assert home.used_by == ("shell train (ready)",) and home.last_used is None
 
-    shells.delete(alice, "alice", "train", purge=False, now=LATER)
+    shells.delete(alice, "alice", "train", purge=False, now=EARLIER)
     listed = {d.name: d for d in disks.list_disks(alice, "alice")}
     assert set(listed) == {"train-home", "shared"}
-    assert listed["train-home"].used_by == () and listed["train-home"].last_used == LATER
-    assert listed["train-home"].as_dict()["last_used"] == "2026-12-05T08:30:00Z"
+    assert listed["train-home"].used_by == () and listed["train-home"].last_used == EARLIER
+    assert listed["train-home"].as_dict()["last_used"] == EARLIER.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert listed["shared"].shared and not listed["train-home"].shared
 
     create(alice, request("eval", disk="train-home"), lambda _: None)
@@ -121,6 +128,50 @@ def test_a_disk_that_cant_be_a_home_is_one_line_and_leaves_nothing(
     assert snapshot(fake_cluster) == before
 
 
+def test_a_kept_home_given_to_another_shell_is_not_taken_back_nor_purged_from_under_it(
+    alice: kube.Kube, fake_cluster: FakeApiServer
+) -> None:
+    create(alice, request("a"), lambda _: None)
+    shells.delete(alice, "alice", "a", purge=False)
+    create(alice, request("b", disk="a-home"), lambda _: None)
+    before = snapshot(fake_cluster)
+    # A new shell of the kept home's old name would mount it beside b.
+    with pytest.raises(BadInputError, match="the home a-home is in use by shell b"):
+        create(alice, request("a"), lambda _: None)
+    assert snapshot(fake_cluster) == before
+    # A shell whose template (its owner writes it) names another's home, or the shared area, as
+    # its own: --purge deletes neither.
+    sts = fake_cluster.get("StatefulSet", "b", "user-alice")
+    assert sts is not None
+    for home in ("a-home", "shared"):
+        forged = {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                  "metadata": {**{k: sts["metadata"][k] for k in ("labels", "annotations")}, "name": "c",
+                               "namespace": "user-alice"},
+                  "spec": {**sts["spec"], "template": {**sts["spec"]["template"]}}}  # fmt: skip
+        forged["metadata"]["labels"] = {**sts["metadata"]["labels"], "toolkit.dev/shell": "c"}
+        forged["spec"]["selector"] = {"matchLabels": {"toolkit.dev/shell": "c", "toolkit.dev/user": "alice"}}
+        forged["spec"]["template"]["metadata"] = {"labels": forged["metadata"]["labels"]}
+        forged["spec"]["template"]["spec"] = {
+            **sts["spec"]["template"]["spec"],
+            "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": home}}],
+        }
+        alice.apply(forged)
+        with pytest.raises(BadInputError, match="delete it without --purge"):
+            shells.delete(alice, "alice", "c", purge=True)
+        shells.delete(alice, "alice", "c", purge=False)
+    assert fake_cluster.get("PersistentVolumeClaim", "a-home", "user-alice") is not None
+    assert fake_cluster.get("PersistentVolumeClaim", "shared", "user-alice") is not None
+
+
+def test_a_last_use_to_come_is_not_believed(alice: kube.Kube, fake_cluster: FakeApiServer) -> None:
+    create(alice, request(), lambda _: None)
+    shells.delete(alice, "alice", "train", purge=False)
+    stamp = {"metadata": {"annotations": {"toolkit.dev/released-at": "2999-01-01T00:00:00Z"}}}
+    alice.merge_patch("PersistentVolumeClaim", "train-home", "user-alice", stamp)
+    disk = disks.get_disk(alice, "alice", "train-home")
+    assert disk.last_used == disk.created
+
+
 def test_of_two_creates_racing_for_one_disk_the_older_shell_keeps_it(
     alice: kube.Kube, fake_cluster: FakeApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,7 +181,7 @@ def test_of_two_creates_racing_for_one_disk_the_older_shell_keeps_it(
     # The second create read the disk as free before the first wrote its StatefulSet.
     monkeypatch.setattr(shell_create, "_mounting", lambda *_: [])
     before = snapshot(fake_cluster)
-    with pytest.raises(BadInputError, match="--disk old-home was just taken by shell first"):
+    with pytest.raises(BadInputError, match="the home old-home is in use by shell first"):
         create(alice, request("second", disk="old-home"), lambda _: None)
     assert snapshot(fake_cluster) == before
     assert disks.get_disk(alice, "alice", "old-home").used_by == ("shell first (ready)",)

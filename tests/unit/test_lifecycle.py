@@ -380,3 +380,26 @@ def test_reap_status_and_the_lifecycles_own_command(
     for bad in (["--idle"], ["--record-status"], ["--status", "-A"], ["-A", "--record-status", "--dry-run"]):
         result = toolkit("shell", "reap", *bad, "--kubeconfig", admin_config)
         assert result.returncode == 3 and len(result.stderr.splitlines()) == 1, (bad, result.stderr)
+
+
+def test_the_lifecycle_deleting_an_expired_shell_keeps_its_home_stamped_and_may_stamp_nothing_else(
+    cluster: FakeApiServer, alice: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    settings = render("shells_platform", "shells.yaml.j2", shells_platform_reap_policy="delete")
+    cluster.put(settings[1])
+    make_shell(alice, "short", hours=1)
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1, minutes=1)
+    [reaped] = shells.reap(lifecycle_account, None, now=later)
+    assert reaped.action == "deleted"
+    assert cluster.get("StatefulSet", "short", "user-alice") is None
+    home = cluster.get("PersistentVolumeClaim", "short-home", "user-alice")
+    assert home is not None and "toolkit.dev/released-at" in home["metadata"]["annotations"]
+    # Its right to patch volumes is held to that one stamp.
+    for patch in (
+        {"metadata": {"labels": {"app.kubernetes.io/component": "anything"}}},
+        {"metadata": {"annotations": {"toolkit.dev/created-by": "someone"}}},
+        {"spec": {"resources": {"requests": {"storage": "1Pi"}}}},
+    ):
+        with pytest.raises(ApiError) as refused:
+            lifecycle_account.merge_patch("PersistentVolumeClaim", "short-home", "user-alice", patch)
+        assert refused.value.code in (403, 422), patch

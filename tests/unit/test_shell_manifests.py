@@ -57,10 +57,10 @@ def test_the_web_terminal_is_https_behind_the_ingress_at_the_shells_own_host() -
     objects = web.objects(Endpoint("10.0.0.11", 30022, None))
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert kinds == [
-        ("Secret", "train-ssh"), ("PersistentVolumeClaim", "train-home"), ("PersistentVolumeClaim", "shared"),
-        ("Service", "train"), ("Service", "train-web"), ("Ingress", "train"), ("StatefulSet", "train"),
+        ("Secret", "train-ssh"), ("PersistentVolumeClaim", "train-home"), ("Service", "train"),
+        ("Service", "train-web"), ("Ingress", "train"), ("StatefulSet", "train"),
     ]  # fmt: skip
-    ssh_service, web_service, ingress, statefulset = objects[3], objects[4], objects[5], objects[6]
+    ssh_service, web_service, ingress, statefulset = objects[2], objects[3], objects[4], objects[5]
     # Nothing of the web terminal on a node port: only the ingress reaches it, inside the cluster.
     assert [p["port"] for p in ssh_service["spec"]["ports"]] == [22]
     assert web_service["spec"]["type"] == "ClusterIP"
@@ -176,7 +176,7 @@ def test_a_dual_stack_network_policy_denies_every_address_the_nodes_report_ipv4_
 
 
 def test_every_object_carries_the_managed_by_shell_and_user_labels() -> None:
-    objects = plan().objects(ENDPOINT)
+    objects = plan(Platform(shared_storage="100Gi")).objects(ENDPOINT)
     for manifest in objects:
         labels = manifest["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "toolkit", manifest["kind"]

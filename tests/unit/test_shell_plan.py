@@ -42,10 +42,7 @@ def request(**changes: Any) -> CreateRequest:
 def test_a_plan_holds_every_object_in_apply_order_for_the_users_namespace() -> None:
     plan = plan_create(request(gpus=2, web=True), FACTS, NOW)
     kinds = [o["kind"] for o in plan.objects(Endpoint("10.0.0.11", 30022, 30681))]
-    assert kinds == [
-        "Secret", "PersistentVolumeClaim", "PersistentVolumeClaim", "Service", "Service", "Ingress",
-        "StatefulSet",
-    ]  # fmt: skip
+    assert kinds == ["Secret", "PersistentVolumeClaim", "Service", "Service", "Ingress", "StatefulSet"]
     assert {o["metadata"]["namespace"] for o in plan.objects(Endpoint("", 22, None))} == {"user-alice"}
     assert plan.node == NODE and plan.spec.expires_at == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
     assert (plan.spec.cpu, plan.spec.memory) == (Fraction(48), Fraction(512 * 2**30))

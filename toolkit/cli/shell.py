@@ -140,6 +140,14 @@ def create(
     expose: Annotated[
         Expose | None, typer.Option(help="How SSH is reached.", show_default="nodeport")
     ] = None,
+    sudo: Annotated[
+        bool,
+        typer.Option(
+            "--sudo",
+            help="Passwordless sudo in the shell, where the cluster allows it to you (apt install; "
+            "root there keeps the shell's few capabilities and does not reach the host).",
+        ),
+    ] = False,
     ssh_key: SshKeyOption = None,
     github: GithubOption = None,
     github_url: GithubUrlOption = "https://github.com",
@@ -214,6 +222,7 @@ def create(
         storage_class=storage_class,
         disk=disk,
         forward_agent=forward_agent,
+        sudo=sudo,
         expose={"nodeport": "NodePort", "loadbalancer": "LoadBalancer"}[expose.value] if expose else None,
         timeout=timeout,
         keep_on_failure=keep_on_failure,
@@ -465,10 +474,8 @@ def connect(
     endpoint = shells.reach(connection, shell)
     if not endpoint.host:
         raise ToolkitError(f"shell {name} has no address yet (its load balancer has not assigned one)")
-    entry = sshconfig.Entry(
-        who, name, endpoint.host, endpoint.ssh_port, shell.host_key, forward_agent=shell.forward_agent
-    )
-    # An entry written by create may name an IdentityFile: keep it unless the address moved.
+    entry = sshconfig.Entry(who, name, endpoint.host, endpoint.ssh_port, shell.host_key)
+    # An entry written by create may name an IdentityFile and forward the agent: both are kept.
     config_file = sshconfig.write_entry(entry, keep_identity=True)
     os.execv(ssh, [ssh, "-F", str(config_file), *(["-A"] if forward_agent else []), entry.alias])
 

@@ -78,6 +78,14 @@ def add(
         str, typer.Option(help="The user's GitHub account: their shells get its keys when none is given.")
     ] = "",
     github_url: GithubUrlOption = "https://github.com",
+    sudo: Annotated[
+        bool,
+        typer.Option(
+            "--sudo/--no-sudo",
+            help="Let their shells have passwordless sudo (shell create --sudo), where the site "
+            "does not allow it to everyone (shells_platform_allow_sudo).",
+        ),
+    ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -100,7 +108,7 @@ def add(
     added = users.add(
         kube.connect(kubeconfig, context), name, max_gpus, target, cpu, memory, github, github_url, force,
         storage=max_storage, volumes=max_volumes,
-        node_ports=max_node_ports, load_balancers=max_load_balancers, shells=max_shells,
+        node_ports=max_node_ports, load_balancers=max_load_balancers, shells=max_shells, sudo=sudo,
     )  # fmt: skip
     console = Console(highlight=False)
     console.print(f"user {added.name}: namespace {added.namespace}, up to {added.max_gpus} GPU(s)")
