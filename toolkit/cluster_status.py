@@ -40,6 +40,7 @@ class ClusterStatus:
     nodes: list[NodeStatus]
     shells: list[shells.Shell]
     lifecycle: lifecycle.Record | None = None  # None: no run recorded
+    lifecycle_trouble: str | None = None  # why its pod does not run, when it has stopped recording
     queue: list[gpu_queue.Waiting] | None = None  # in admission order; None: no queue
     queue_error: str = ""  # why the queue could not be read, where the cluster has one
 
@@ -69,6 +70,7 @@ class ClusterStatus:
                 **asdict(self.lifecycle),
                 "finished": timestamp(self.lifecycle.finished) if self.lifecycle.finished else None,
             },
+            "lifecycle_trouble": self.lifecycle_trouble,
         }
 
 
@@ -95,6 +97,7 @@ def collect(kube: Kube) -> ClusterStatus:
     used = capacity.gpus_held(kube).per_node
     statuses = [_node_status(node, used.get(node["metadata"]["name"], 0)) for node in nodes]
     settings = platform(kube)
+    record = lifecycle.last_run(kube)
     queue, queue_error = None, ""
     if settings.cluster_queue:
         try:
@@ -104,7 +107,8 @@ def collect(kube: Kube) -> ClusterStatus:
     return ClusterStatus(
         nodes=sorted(statuses, key=lambda n: (n.role != "server", n.name)),
         shells=shells.list_shells(kube, None),
-        lifecycle=lifecycle.last_run(kube),
+        lifecycle=record,
+        lifecycle_trouble=lifecycle.diagnosis(kube, record, lifecycle.now_utc()),
         queue=queue,
         queue_error=queue_error,
     )

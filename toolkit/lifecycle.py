@@ -4,12 +4,13 @@ shells_platform deploys CronJob toolkit-lifecycle/toolkit-lifecycle, which runs
 `toolkit shell reap --all-users --idle --record-status` from the toolkit's own image every minute,
 as ServiceAccount toolkit-lifecycle. Each run:
 - pauses or deletes the expired shells (`shells.reap`) and deletes orphaned pods;
-- pauses the running shells idle for their idle minutes: no input in any terminal and GPUs at
-  0%, as the shell's agent reports it (images/shell/shell-agent.py, on the pod's port 7682,
-  which the tenant's NetworkPolicy opens to this namespace only). The agent runs in the user's
-  container, so its report is the user's to forge: a forged one only keeps that shell running
-  until its expiry, which the cluster enforces. Where the agent measures no GPU (no
-  nvidia-smi), a shell is judged on terminal input alone, and the run says so;
+- pauses the running shells idle for their idle minutes: no input in any terminal, GPUs at 0%
+  and under a quarter of a CPU busy, as the shell's agent reports it
+  (images/shell/shell-agent.py, on the pod's port 7682, which the tenant's NetworkPolicy opens
+  to this namespace only). The agent runs in the user's container, so its report is the user's
+  to forge: a forged one only keeps that shell running until its expiry, which the cluster
+  enforces. Where the agent measures no GPU (no nvidia-smi), a shell is judged on terminal
+  input and CPU use alone, and the run says so;
 - records what it did in ConfigMap toolkit-lifecycle/lifecycle, which users cannot read (it
   names other tenants' shells), for `toolkit shell reap --status` and `toolkit cluster status`.
 
@@ -272,7 +273,9 @@ class Run:
         if self.unchecked:
             parts.append(f"{len(self.unchecked)} running shell(s) gave no activity report")
         if unmeasured:
-            parts.append(f"{len(unmeasured)} judged on terminal input alone (no GPU utilisation measured)")
+            parts.append(
+                f"{len(unmeasured)} judged on terminal input and CPU use alone (no GPU utilisation measured)"
+            )
         if self.failures:
             parts.append(f"{len(self.failures)} failed")
         return "; ".join(parts)
@@ -380,6 +383,35 @@ def last_run(kube: Kube) -> Record | None:
     )
 
 
+# The kubelet's reasons for a container it can't start for want of its image.
+IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+
+def stuck(kube: Kube) -> str | None:
+    """Why the CronJob's newest pod does not run, as its kubelet says (an image it can't get, a
+    crash loop), with what to do; None when none is stuck. One list call."""
+    pods = kube.list("Pod", NAMESPACE)["items"]
+    if not pods:
+        return None
+    newest = max(
+        pods, key=lambda pod: (pod["metadata"].get("creationTimestamp", ""), pod["metadata"]["name"])
+    )
+    name = _line(str(newest["metadata"]["name"]))
+    for status in (newest.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        reason = _line(str(waiting.get("reason", "")))
+        if reason in IMAGE_REASONS:
+            image = _line(str(status.get("image", "")))
+            return (
+                f"its pod {name} can't get its image {image} ({reason}): build it with 'toolkit images "
+                "build --image toolkit' and push it where shells_platform_lifecycle_image names, or put "
+                "its --export tarball in k3s_airgap_dir"
+            )
+        if reason:
+            return f"its pod {name} is waiting: {reason}: {_line(str(waiting.get('message', '')))}"
+    return None
+
+
 def _ago(delta: timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))  # a clock a little ahead of this one: just now
     if seconds < 120:
@@ -389,13 +421,14 @@ def _ago(delta: timedelta) -> str:
     return f"{seconds // 3600}h"
 
 
-def describe(record: Record | None, now: datetime) -> str:
-    """One line for `cluster status` and `reap --status`."""
+def describe(record: Record | None, now: datetime, trouble: str | None = None) -> str:
+    """One line for `cluster status` and `reap --status`; `trouble` is why its pod is `stuck`."""
     if record is None:
-        return (
+        line = (
             f"lifecycle: no run recorded (CronJob {NAMESPACE}/{CRONJOB}, deployed by `toolkit cluster up`, "
             "records each run)"
         )
+        return f"{line}; {trouble}" if trouble else line
     stale = record.staleness(now)
     when = f"{_ago(now - record.finished)} ago" if record.finished else "at an unknown time"
     line = f"lifecycle: last run {when}, {record.outcome}: {record.summary}"
@@ -403,7 +436,19 @@ def describe(record: Record | None, now: datetime) -> str:
         line += f"; error: {record.error}"
     if stale:
         line += f"; not running? {stale}"
+    if trouble:
+        line += f"; {trouble}"
     return line
+
+
+def diagnosis(kube: Kube, record: Record | None, now: datetime) -> str | None:
+    """`stuck`'s answer when the record says the lifecycle is not running (none, or stale)."""
+    if record is not None and record.staleness(now) is None:
+        return None
+    try:
+        return stuck(kube)
+    except ApiError:  # the namespace's pods are unreadable: the record's line stands alone
+        return None
 
 
 def now_utc() -> datetime:

@@ -104,9 +104,11 @@ if [[ "${SHELL_WEB:-false}" == true ]]; then
   # log it): it listens on a socket in a directory only root can enter, and trusts the header
   # the gate sets once the credential matched. -W: writable. The session runs as the user.
   install -d -o root -g root -m 0700 /run/ttyd
+  # A web session opens with the login banner (the current expiry), as an SSH login does.
   ttyd --interface /run/ttyd/ttyd.sock --auth-header X-WebAuth-User --writable \
        --uid "$uid" --gid "$gid" --cwd "$home" \
-       env HOME="$home" USER="$user" LOGNAME="$user" SHELL=/bin/bash bash -l &
+       env HOME="$home" USER="$user" LOGNAME="$user" SHELL=/bin/bash \
+       sh -c 'cat /etc/motd 2>/dev/null; exec bash -l' &
   pids+=($!)
   python3 /usr/local/lib/shell/web-gate.py "${SHELL_TTYD_PORT:-7681}" "$secrets/ttyd-credential" \
           /run/ttyd/ttyd.sock "${tls[@]}" &

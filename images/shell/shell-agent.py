@@ -11,9 +11,11 @@ SHELL_AGENT_INTERVAL seconds (10) this agent:
   writes a warning to every terminal, SSH's and the web terminal's, once each as the shell comes
   within 60, 15 and 5 minutes of being paused; a later expiry starts the count again;
 - measures activity: the last input in any terminal (a terminal's access time, which the kernel
-  sets as its session reads input: the IDLE column of `w`) and whether any GPU is busy
-  (nvidia-smi's utilization.gpu above 0). Every terminal is warned 10 and 2 minutes before the
-  Secret's idle-minutes (else SHELL_IDLE_MINUTES; 0: never) run out.
+  sets as its session reads input: the IDLE column of `w`), whether any GPU is busy
+  (nvidia-smi's utilization.gpu above 0), and whether the container's processes kept a quarter
+  of a CPU busy since the last round (its cgroup's CPU time), so a job running in a session
+  nobody types in, or in the background, keeps the shell in use. Every terminal is warned 10
+  and 2 minutes before the Secret's idle-minutes (else SHELL_IDLE_MINUTES; 0: never) run out.
 
 It answers GET /activity on port 7682 with {"idleSeconds", "terminals", "gpuUtilization" (null
 when no GPU is measured), "idleMinutes" (the limit it warns before)}, which the cluster's
@@ -43,6 +45,11 @@ WARN_AT_MINUTES = (60, 15, 5)
 IDLE_WARN_AT_MINUTES = (10, 2)
 ACTIVITY_PORT = 7682
 TERMINALS = "/dev/pts/[0-9]*"
+# The container's CPU time: cgroup v2's cpu.stat (usage_usec), else cgroup v1's cpuacct.usage (ns).
+CPU_TIME_FILES = ("/sys/fs/cgroup/cpu.stat", "/sys/fs/cgroup/cpuacct/cpuacct.usage")
+# A quarter of one CPU on average over a round is work; sshd, this agent and an idle shell use a
+# hundredth of that.
+BUSY_CPUS = 0.25
 
 
 def parse_expiry(text: str) -> datetime | None:
@@ -129,6 +136,22 @@ def gpu_utilization() -> int | None:
     return max(values) if result.returncode == 0 and values else None
 
 
+def cpu_seconds(paths: tuple[str, ...] = CPU_TIME_FILES) -> float | None:
+    """The CPU time the container's processes have used, in seconds; None where no cgroup says."""
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        if path.endswith("cpu.stat"):
+            found = re.search(r"^usage_usec (\d+)$", text, re.M)
+            if found:
+                return int(found.group(1)) / 1e6
+        elif text.strip().isdigit():
+            return int(text) / 1e9
+    return None
+
+
 def due_idle_warning(limit_minutes: int, idle_seconds: float, warned: set[int]) -> int | None:
     """The idle threshold (minutes before the pause) to warn about now, if one was crossed."""
     left = limit_minutes - idle_seconds / 60
@@ -152,16 +175,29 @@ class Activity:
         self.last_active = started
         self.report = {"idleSeconds": 0, "terminals": 0, "gpuUtilization": None, "idleMinutes": 0}
         self.lock = threading.Lock()
+        self.cpu_sample: tuple[float, float] | None = None  # (when, CPU seconds used by then)
 
     def measure(
-        self, now: float, last_input: float | None, terminals: int, gpu: int | None, limit: int = 0
+        self,
+        now: float,
+        last_input: float | None,
+        terminals: int,
+        gpu: int | None,
+        limit: int = 0,
+        cpu: float | None = None,
     ) -> float:
-        """Record this round's measures and the idle limit warned before; the seconds the shell
-        has been idle."""
+        """Record this round's measures (`cpu`: the container's CPU seconds so far) and the idle
+        limit warned before; the seconds the shell has been idle."""
         if last_input is not None:
             self.last_active = max(self.last_active, min(last_input, now))
         if gpu:
             self.last_active = now
+        if cpu is not None:
+            if self.cpu_sample is not None and now > self.cpu_sample[0]:
+                busy = (cpu - self.cpu_sample[1]) / (now - self.cpu_sample[0])
+                if busy >= BUSY_CPUS:
+                    self.last_active = now
+            self.cpu_sample = (now, cpu)
         idle = max(0.0, now - self.last_active)
         with self.lock:
             self.report = {
@@ -263,12 +299,14 @@ class Agent:
     def idle_round(self, now: float) -> None:
         try:
             written = (self.secrets / "idle-minutes").read_bytes().decode(errors="replace")
-            self.idle_limit = whole_minutes(written) if whole_minutes(written) is not None else self.idle_limit
+            self.idle_limit = (
+                whole_minutes(written) if whole_minutes(written) is not None else self.idle_limit
+            )
         except OSError:  # none (a shell made before idle pause), or mid-swap: keep the last value
             pass
         terminals = glob.glob(TERMINALS)
         idle = self.activity.measure(
-            now, last_terminal_input(), len(terminals), gpu_utilization(), self.idle_limit
+            now, last_terminal_input(), len(terminals), gpu_utilization(), self.idle_limit, cpu_seconds()
         )
         if idle < self.last_idle:  # activity: the count starts again
             self.idle_warned = set()
@@ -281,7 +319,8 @@ class Agent:
             minutes = max(1, round(self.idle_limit - idle / 60))
             warn_every_terminal(
                 f"this shell has been idle for {int(idle // 60)} minute(s) and will be paused in about "
-                f"{minutes} minute(s): type in a terminal or use its GPUs to keep it running "
+                f"{minutes} minute(s): type in a terminal, or keep its GPUs or CPUs busy, to keep it "
+                "running "
                 f"('toolkit shell connect {self.name}' resumes it, home kept)"
             )
 

@@ -188,7 +188,7 @@ def test_ttyd_demands_the_credential(shell: Shell) -> None:
     assert requests.get(url, auth=tuple(TTYD_CREDENTIAL.split(":")), timeout=5).status_code == 200
 
 
-def test_ttyd_websocket_session_runs_a_command(shell: Shell) -> None:
+def test_ttyd_websocket_session_runs_a_command_shows_the_banner_and_gets_warnings(shell: Shell) -> None:
     token = base64.b64encode(TTYD_CREDENTIAL.encode()).decode()
     ws = websocket.create_connection(
         f"ws://127.0.0.1:{shell.web_port}/ws",
@@ -196,19 +196,29 @@ def test_ttyd_websocket_session_runs_a_command(shell: Shell) -> None:
         header=[f"Authorization: Basic {token}"],
         timeout=5,
     )
-    try:
-        ws.send(json.dumps({"AuthToken": token, "columns": 80, "rows": 24}))
-        ws.send_binary(b"0echo hi-from-$(id -un)\r")
-        output = b""
-        deadline = time.monotonic() + 10
-        while b"hi-from-alice\r\n" not in output and time.monotonic() < deadline:
+    output = b""
+
+    def read_until(wanted: bytes) -> None:
+        nonlocal output
+        deadline = time.monotonic() + 15
+        while wanted not in output and time.monotonic() < deadline:
             frame = ws.recv()
             data = frame if isinstance(frame, bytes) else frame.encode()
             if data[:1] == b"0":
                 output += data[1:]
-        assert b"hi-from-alice\r\n" in output, output
+        assert wanted in output, output
+
+    try:
+        ws.send(json.dumps({"AuthToken": token, "columns": 80, "rows": 24}))
+        read_until(b"This shell expires at 2026-11-24T18:00:00Z.")
+        ws.send_binary(b"0echo hi-from-$(id -un)\r")
+        read_until(b"hi-from-alice\r\n")
+        soon = (datetime.now(UTC) + timedelta(minutes=14, seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        write_secret(shell, "expires-at", soon)
+        read_until(f"this shell will be paused at {soon[11:16]} UTC".encode())
     finally:
         ws.close()
+        write_secret(shell, "expires-at", ORIGINAL_EXPIRY)
 
 
 def test_the_web_credential_is_in_no_log_and_on_no_command_line(shell: Shell) -> None:

@@ -26,6 +26,8 @@ def user_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("user-install")
     images.build_own_wheel(PROJECT, root / "wheels", root / "wheel.log")
     [wheel] = (root / "wheels").glob("toolkit-*.whl")
+    # The users' guide names the very file users are handed.
+    assert f"pipx install ./{wheel.name}" in (PROJECT / "docs" / "users.md").read_text()
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     installed = subprocess.run(
         [str(root / "venv" / "bin" / "pip"), "install", "--quiet", str(wheel)],

@@ -79,7 +79,11 @@ def test_the_guide_shows_commands_and_errors_and_no_command_runs_untested() -> N
     # Every other block is the install, which test_user_install.py runs in a fresh virtualenv.
     others = re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S)
     assert [(kind, body) for kind, body in others if kind != "console"] == [
-        ("bash", "pipx install toolkit        # or: pip install toolkit\n")
+        (
+            "bash",
+            "pipx install ./toolkit-0.1.0-py3-none-any.whl    "
+            "# or: pip install ./toolkit-0.1.0-py3-none-any.whl\n",
+        )
     ]
 
 

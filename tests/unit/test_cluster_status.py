@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.standins.kube_apiserver import FakeApiServer
+from tests.support import eventually
 from toolkit import cluster_status, kube, shells, users
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
@@ -71,3 +72,36 @@ def test_status_shows_the_lifecycles_last_run(fake_cluster: FakeApiServer, admin
     assert line.startswith("lifecycle: last run 20 min ago, failed: 0 expired shell(s) reaped")
     assert "error: Forbidden: statefulsets is forbidden" in line
     assert "not running? it last ran 20 min ago: check CronJob toolkit-lifecycle/toolkit-lifecycle" in line
+
+
+def test_a_lifecycle_whose_image_cant_be_had_says_so_and_what_to_do(
+    fake_cluster: FakeApiServer, admin_kubeconfig: Path
+) -> None:
+    from toolkit import lifecycle
+
+    admin = kube.connect(admin_kubeconfig)
+    admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lifecycle.NAMESPACE}})
+    assert cluster_status.collect(admin).lifecycle_trouble is None  # no pod yet: nothing to say
+    # The CronJob's pod, on a cluster that has no localhost/toolkit image and can't pull one.
+    fake_cluster.behaviour.image_pull_backoff = True
+    admin.create({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "toolkit-lifecycle-29000000-abcde", "namespace": lifecycle.NAMESPACE},
+        "spec": {"containers": [{"name": "lifecycle", "image": "localhost/toolkit:latest"}]},
+    })  # fmt: skip
+    assert eventually(lambda: cluster_status.collect(admin).lifecycle_trouble is not None)
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", "cluster", "status", "--kubeconfig", str(admin_kubeconfig)],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "400"},
+    )  # fmt: skip
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("lifecycle:")]
+    assert line.startswith("lifecycle: no run recorded"), line
+    assert (
+        "its pod toolkit-lifecycle-29000000-abcde can't get its image localhost/toolkit:latest "
+        "(ImagePullBackOff): build it with 'toolkit images build --image toolkit'"
+    ) in line
+    status = subprocess.run(
+        [sys.executable, "-m", "toolkit", "shell", "reap", "--status", "--kubeconfig", str(admin_kubeconfig)],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "400"},
+    )  # fmt: skip
+    assert "can't get its image localhost/toolkit:latest" in status.stdout, status.stdout + status.stderr

@@ -82,6 +82,28 @@ def test_idle_warnings_go_out_10_and_2_minutes_before_the_pause_once_each() -> N
     assert shell_agent.due_idle_warning(5, 3 * 60, set()) == 2
 
 
+def test_a_job_keeping_a_quarter_of_a_cpu_busy_keeps_a_shell_active_and_upkeep_does_not() -> None:
+    activity = agent().Activity(started=1000.0)
+    assert activity.measure(1600.0, 1000.0, 1, None, cpu=50.0) == 600  # the first sample: nothing yet
+    assert activity.measure(1610.0, 1000.0, 1, None, cpu=50.1) == 610  # 1% of a CPU: the shell's upkeep
+    assert activity.measure(1620.0, 1000.0, 1, None, cpu=55.0) == 0  # half a CPU: a job runs
+    assert activity.measure(1630.0, 1000.0, 1, None, cpu=57.5) == 0  # a quarter: still busy
+    assert activity.measure(2230.0, 1000.0, 1, None, cpu=57.6) == 600  # it finished
+    assert activity.measure(2240.0, 1000.0, 1, None, cpu=None) == 610  # no cgroup: judged without CPU
+
+
+def test_the_containers_cpu_time_comes_from_its_cgroup_v2_or_v1(tmp_path: Path) -> None:
+    shell_agent = agent()
+    v2, v1 = tmp_path / "cpu.stat", tmp_path / "cpuacct.usage"
+    v2.write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
+    v1.write_text("7500000000\n")
+    assert shell_agent.cpu_seconds((str(v2), str(v1))) == 2.5
+    assert shell_agent.cpu_seconds((str(tmp_path / "none"), str(v1))) == 7.5
+    assert shell_agent.cpu_seconds((str(tmp_path / "none"),)) is None
+    v2.write_text("usage_usec lots\n")
+    assert shell_agent.cpu_seconds((str(v2),)) is None
+
+
 def test_terminal_input_or_a_busy_gpu_keeps_a_shell_active_and_nothing_else_does() -> None:
     activity = agent().Activity(started=1000.0)
     assert activity.measure(1600.0, None, 0, None) == 600  # no terminal, no GPU measured: idle

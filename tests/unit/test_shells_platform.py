@@ -54,6 +54,7 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         shells_platform_user_max_shells=3,
         shells_platform_idle_minutes=45,
         shells_platform_max_idle_minutes=0,
+        wekafs_enabled=False,  # no Weka: no shared area, by default
     )
     storage = render(
         "wekafs_csi",
@@ -100,7 +101,7 @@ def test_the_roles_default_images_are_the_ones_toolkit_images_builds() -> None:
 def test_admission_policies_validate() -> None:
     documents = render("shells_platform", "toolkit-admission.yaml.j2")
     kinds = ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
-    assert [d["kind"] for d in documents] == kinds * 5
+    assert [d["kind"] for d in documents] == kinds * 6
     validate(documents)
 
 

@@ -47,14 +47,15 @@ def test_storage_class_is_rwx_capable_dir_volumes_kept_after_release() -> None:
     assert parameters["capacityEnforcement"] == "HARD"
     secret_refs = {key: value for key, value in parameters.items() if key.endswith("-secret-name")}
     assert len(secret_refs) == 5 and set(secret_refs.values()) == {"csi-wekafs-api-secret"}
-    assert config_map["data"] == {"storageClassName": "shared-wekafs"}
+    # WekaFS mounts a volume on many nodes at once: shells' volumes are ReadWriteMany.
+    assert config_map["data"] == {"storageClassName": "shared-wekafs", "accessMode": "ReadWriteMany"}
 
 
 def test_without_weka_shells_fall_back_to_local_path_and_no_class_is_made() -> None:
     documents = rendered("shells-storage.yaml.j2", wekafs_enabled=False)
     validate(documents)
     assert [d["kind"] for d in documents] == ["Namespace", "ConfigMap"]
-    assert documents[1]["data"] == {"storageClassName": "local-path"}
+    assert documents[1]["data"] == {"storageClassName": "local-path", "accessMode": "ReadWriteOnce"}
 
 
 def test_helm_chart_is_pinned_and_points_the_driver_at_k3s_kubelet() -> None:

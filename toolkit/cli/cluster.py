@@ -228,7 +228,9 @@ def status(
         console.print(shells)
     present.problems(console, found.shells)
     _print_queue(console, found.queue, found.queue_error)
-    console.print(lifecycle.describe(found.lifecycle, lifecycle.now_utc()), markup=False)
+    console.print(
+        lifecycle.describe(found.lifecycle, lifecycle.now_utc(), found.lifecycle_trouble), markup=False
+    )
 
 
 def _print_queue(console: Console, queue: list[Waiting] | None, error: str) -> None:

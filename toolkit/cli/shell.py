@@ -110,8 +110,8 @@ def create(
         int | None,
         typer.Option(
             "--idle-minutes",
-            help="Pause the shell (home kept) after this many minutes with no terminal input and "
-            "idle GPUs; 0 never, where the cluster allows. Its terminals are warned first.",
+            help="Pause the shell (home kept) after this many minutes with no terminal input, "
+            "idle GPUs and CPUs; 0 never, where the cluster allows. Its terminals are warned first.",
             show_default="the cluster's",
         ),
     ] = None,
@@ -754,6 +754,7 @@ def _print_lifecycle_status(connection: Kube, console: Console) -> None:
             f"the lifecycle's record (ConfigMap {lifecycle.NAMESPACE}/{lifecycle.RECORD}) is for operators: "
             "use the admin kubeconfig"
         ) from None
-    console.print(lifecycle.describe(found, lifecycle.now_utc()), markup=False)
+    now = lifecycle.now_utc()
+    console.print(lifecycle.describe(found, now, lifecycle.diagnosis(connection, found, now)), markup=False)
     for line in found.actions if found else ():
         console.print(f"  {line}", markup=False)
