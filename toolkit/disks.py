@@ -35,6 +35,7 @@ class Disk:
     # for a pod no shell owns.
     used_by: tuple[str, ...]
     shared: bool  # the user's shared area
+    datasets: bool = False  # the site's read-only datasets, which `user add` gives each user
 
     @property
     def last_used(self) -> datetime | None:
@@ -47,6 +48,8 @@ class Disk:
         --purge` of the shell whose home it is."""
         if self.shared:
             return "yes (shared area)"
+        if self.datasets:
+            return "yes (the site's datasets)"
         shells = [what.split()[1] for what in self.used_by if what.startswith("shell ")]
         return f"unless {shells[0]} is deleted with --purge" if shells else "yes"
 
@@ -63,6 +66,7 @@ class Disk:
             "used_by": list(self.used_by),
             "last_used": manifests.timestamp(last_used) if last_used else None,
             "shared": self.shared,
+            "datasets": self.datasets,
             "kept": self.kept,
         }
 
@@ -128,6 +132,8 @@ def _disk(claim: dict[str, Any], mounts: dict[tuple[str, str], list[str]]) -> Di
         released_at=_released_at(metadata),
         used_by=tuple(mounts.get((namespace, metadata["name"]), [])),
         shared=metadata["name"] == manifests.SHARED_CLAIM and labels.get(manifests.COMPONENT) == "shared",
+        datasets=metadata["name"] == manifests.DATASETS_CLAIM
+        and labels.get(manifests.COMPONENT) == "datasets",
     )
 
 
@@ -149,6 +155,10 @@ def get_disk(kube: Kube, user: str, name: str) -> Disk:
 def delete_disk(kube: Kube, user: str, name: str) -> None:
     """Delete a disk no shell or pod mounts; its files are gone."""
     disk = get_disk(kube, user, name)
+    if disk.datasets:
+        raise BadInputError(
+            f"disk {name} is the site's datasets, read-only in every shell: it is not yours to delete"
+        )
     if disk.used_by:
         raise ToolkitError(
             f"disk {name} is in use by {', '.join(disk.used_by)}: delete that first "

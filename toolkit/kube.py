@@ -59,6 +59,7 @@ KINDS = {
     "Secret": Kind("v1", "secrets", True),
     "ConfigMap": Kind("v1", "configmaps", True),
     "PersistentVolumeClaim": Kind("v1", "persistentvolumeclaims", True),
+    "PersistentVolume": Kind("v1", "persistentvolumes", False),
     "ServiceAccount": Kind("v1", "serviceaccounts", True),
     "ResourceQuota": Kind("v1", "resourcequotas", True),
     "LimitRange": Kind("v1", "limitranges", True),

@@ -53,6 +53,8 @@ ACTIVITY_PORT = 7682
 SHELL_UID = 1000
 SHARED_CLAIM = "shared"  # each user's one shared area, mounted at /shared in all their shells
 SHARED_PATH = "/shared"
+DATASETS_CLAIM = "datasets"  # the site's read-only datasets, in each user's namespace (user add)
+DATASETS_PATH = "/datasets"
 # When a disk was last released by a shell (`shell delete` keeps it), for `disk list`.
 RELEASED_AT = "toolkit.dev/released-at"
 # Shell names become Service names (DNS-1035: a letter first) and prefix the PVC and Secret
@@ -111,6 +113,7 @@ class ShellSpec:
     home_claim: str = ""
     access_mode: str = "ReadWriteOnce"
     shared_storage: str = ""  # the user's shared area's size; "": the site gives none
+    datasets: bool = False  # the site's read-only datasets at /datasets
     forward_agent: bool = False  # sshd lets the owner forward their ssh agent
     # Passwordless sudo: the entrypoint writes the sudoers line, and setuid sudo needs privilege
     # escalation allowed (toolkit-user-sudo admits that only where the site or operator allows).
@@ -188,6 +191,45 @@ def claim(spec: ShellSpec) -> Manifest:
     }
 
 
+def datasets_volumes(user: str, namespace: str, source: dict[str, Any], size: str) -> list[Manifest]:
+    """The site's datasets for one user: a PersistentVolume of the site's source, read-only
+    whatever the source says, reserved for the user's claim, and that claim. The claim asks for
+    1Mi, so the user's storage quota barely counts what the site holds."""
+    name = datasets_volume_name(user)
+    kind, settings = next(iter(source.items()))
+    labels = {MANAGED_BY: "toolkit", COMPONENT: "datasets", USER_LABEL: user}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": ["ReadOnlyMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "claimRef": {"namespace": namespace, "name": DATASETS_CLAIM},
+                kind: {**settings, "readOnly": True},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": DATASETS_CLAIM, "namespace": namespace, "labels": labels},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": name,
+                "resources": {"requests": {"storage": "1Mi"}},
+            },
+        },
+    ]
+
+
+def datasets_volume_name(user: str) -> str:
+    return f"toolkit-datasets-{user}"
+
+
 def shared_claim(namespace: str, user: str, storage_class: str, access_mode: str, size: str) -> Manifest:
     """The user's shared area: one per user, which `user add` makes (and a shell, should its
     owner have deleted it)."""
@@ -258,6 +300,11 @@ def statefulset(spec: ShellSpec) -> Manifest:
     if spec.shared_storage:
         mounts.append({"name": "shared", "mountPath": SHARED_PATH})
         volumes.append({"name": "shared", "persistentVolumeClaim": {"claimName": SHARED_CLAIM}})
+    if spec.datasets:
+        mounts.append({"name": "datasets", "mountPath": DATASETS_PATH, "readOnly": True})
+        volumes.append(
+            {"name": "datasets", "persistentVolumeClaim": {"claimName": DATASETS_CLAIM, "readOnly": True}}
+        )
     if spec.shm:
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
         volumes.append(

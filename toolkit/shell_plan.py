@@ -307,6 +307,7 @@ def plan_create(
         home_claim=request.disk or "",
         access_mode=settings.access_mode,
         shared_storage=settings.shared_storage,
+        datasets=settings.datasets_volume is not None,
         forward_agent=request.forward_agent,
         sudo=request.sudo,
     )
@@ -317,6 +318,8 @@ def _disk_refusals(request: CreateRequest, facts: ClusterFacts) -> list[str]:
     """A disk mounts as a home only when it exists, is no one's home now, and is not the shared area."""
     if facts.disk is None:
         return [f"--disk {request.disk}: {request.user} has no volume of that name ('toolkit disk list')"]
+    if request.disk == manifests.DATASETS_CLAIM and facts.settings.datasets_volume is not None:
+        return [f"--disk {request.disk}: that is the site's datasets, read-only at /datasets in every shell"]
     if request.disk == manifests.SHARED_CLAIM and facts.settings.shared_storage:
         return [
             f"--disk {request.disk}: that is {request.user}'s shared area, mounted at /shared in every shell"

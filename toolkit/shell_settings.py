@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,11 @@ class Platform:
     shared_storage: str = ""
     # Passwordless sudo for every user's shells; False: for the users `user add --sudo` allowed.
     allow_sudo: bool = False
+    # The site's read-only datasets at /datasets in every shell: a PersistentVolume source (one
+    # of DATASETS_SOURCES), which `user add` gives each user as a PV and PVC of their own; None:
+    # the site has none.
+    datasets_volume: dict[str, Any] | None = None
+    datasets_size: str = "1Ti"  # what the datasets' PVs say they hold
     runtime_class: str | None = "nvidia"
     image: str = SHELL_IMAGE
     default_hours: int = 24
@@ -125,6 +131,8 @@ class Platform:
             ssh_host=data.get("sshHost") or None,
             require_gpu=data.get("requireGpu", "true").lower() == "true",
             allow_sudo=data.get("allowSudo", "false").lower() == "true",
+            datasets_volume=datasets_volume(data.get("datasetsVolume", "")),
+            datasets_size=size("datasetsSize", defaults.datasets_size) or defaults.datasets_size,
             reap_policy=data.get("reapPolicy", defaults.reap_policy),
             idle_minutes=number("idleMinutes", defaults.idle_minutes),
             max_idle_minutes=number("maxIdleMinutes", defaults.max_idle_minutes),
@@ -147,6 +155,26 @@ class Platform:
 
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany")
+# The PersistentVolume sources the site's datasets may come from: a CSI driver's volume (WekaFS's
+# dir/v1 handles) or an NFS export; never a node's own paths.
+DATASETS_SOURCES = ("csi", "nfs")
+
+
+def datasets_volume(text: str) -> dict[str, Any] | None:
+    """The datasets' PV source from its JSON (the role's `to_json`), or None when empty."""
+    if not text.strip():
+        return None
+    try:
+        source = json.loads(text)
+    except ValueError:
+        source = None
+    if not (isinstance(source, dict) and len(source) == 1 and next(iter(source)) in DATASETS_SOURCES
+            and isinstance(next(iter(source.values())), dict)):  # fmt: skip
+        raise ToolkitError(
+            f"{SYSTEM_NAMESPACE} ConfigMap key datasetsVolume is not one PersistentVolume source of "
+            f"{', '.join(DATASETS_SOURCES)} as JSON: {text[:80]!r}"
+        )
+    return source
 
 
 def access_mode(text: str) -> str:

@@ -33,7 +33,15 @@ from toolkit.lifecycle import ACCOUNT as LIFECYCLE_ACCOUNT
 from toolkit.lifecycle import NAMESPACE as LIFECYCLE_NAMESPACE
 from toolkit.lifecycle import TENANT_ROLE as LIFECYCLE_TENANT_ROLE
 from toolkit.paths import reserve_private_file
-from toolkit.shell_manifests import ACTIVITY_PORT, SSH_PORT, WEB_PORT, shared_claim
+from toolkit.shell_manifests import (
+    ACTIVITY_PORT,
+    DATASETS_CLAIM,
+    SSH_PORT,
+    WEB_PORT,
+    datasets_volume_name,
+    datasets_volumes,
+    shared_claim,
+)
 from toolkit.shell_settings import SYSTEM_NAMESPACE, Platform, platform
 from toolkit.tenancy import MANAGED_BY, QUOTA_NAME, SHELLS_QUOTA, USER_LABEL, check_user_name, namespace_of
 
@@ -251,8 +259,12 @@ def manifests(
                     "requests.cpu": quantity.cpu(cpu),
                     "requests.memory": quantity.memory(memory),
                     "requests.storage": limits.storage,
-                    # Their homes, and their shared area beside them.
-                    "persistentvolumeclaims": str(limits.volumes + (1 if settings.shared_storage else 0)),
+                    # Their homes, and their shared area and the site's datasets beside them.
+                    "persistentvolumeclaims": str(
+                        limits.volumes
+                        + bool(settings.shared_storage)
+                        + (settings.datasets_volume is not None)
+                    ),
                     "services.nodeports": str(limits.node_ports),
                     "services.loadbalancers": str(limits.load_balancers),
                     # Per shell: a pod, a StatefulSet, a Secret, an Ingress and two Services (SSH,
@@ -378,6 +390,28 @@ def _wait_for_token(kube: Kube, namespace: str, timeout: float = 30) -> dict[str
     raise ToolkitError(f"the API server did not issue a token for {namespace}/{ACCOUNT} in {timeout:.0f}s")
 
 
+def _make_volumes(kube: Kube, user: str, settings: Platform) -> None:
+    """The user's shared area and the site's datasets, where the site gives them."""
+    namespace = namespace_of(user)
+    if settings.shared_storage:
+        kube.create_if_missing(
+            shared_claim(
+                namespace, user, settings.storage_class, settings.access_mode, settings.shared_storage
+            )
+        )
+    if settings.datasets_volume is not None:
+        volume, claim = datasets_volumes(user, namespace, settings.datasets_volume, settings.datasets_size)
+        existing = kube.get("PersistentVolume", volume["metadata"]["name"])
+        if existing is None:
+            kube.create(volume)
+        elif kube.get("PersistentVolumeClaim", DATASETS_CLAIM, namespace) is None:
+            # Its claim was deleted: the volume, kept (Retain), is reserved for the next claim of
+            # the name again, as it was made.
+            kube.merge_patch("PersistentVolume", volume["metadata"]["name"], None,
+                             {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}})  # fmt: skip
+        kube.create_if_missing(claim)
+
+
 def sudo_allowed(kube: Kube, user: str) -> bool:
     """Whether the operator let the user's shells have sudo (`user add --sudo`)."""
     profile = kube.get("ConfigMap", PROFILE, namespace_of(user)) or {}
@@ -498,14 +532,10 @@ def add(
         )
         for manifest in objects:
             kube.apply(manifest)
-            if manifest["kind"] == "Namespace" and settings.shared_storage:
+            if manifest["kind"] == "Namespace":
                 # Before the quota, which admission can't judge until its usage is counted; made
-                # once, never re-applied: its size and access mode are fixed once bound.
-                kube.create_if_missing(
-                    shared_claim(
-                        namespace, user, settings.storage_class, settings.access_mode, settings.shared_storage
-                    )
-                )
+                # once, never re-applied: a claim's size and access mode are fixed once bound.
+                _make_volumes(kube, user, settings)
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
         if reserved:
@@ -566,6 +596,8 @@ def remove(kube: Kube, user: str, purge: bool) -> list[str]:
     )
     if kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", SYSTEM_NAMESPACE):
         removed.append(f"RoleBinding/{CONFIG_READER}-{user}")
+    if kube.delete("PersistentVolume", datasets_volume_name(user)):  # the site's data stays
+        removed.append(f"PersistentVolume/{datasets_volume_name(user)}")
     if purge:
         kube.delete("Namespace", namespace)
         return [*removed, f"Namespace/{namespace} (with every shell and home volume in it)"]

@@ -123,6 +123,7 @@ RESOURCES = [
     Resource("", "v1", "Secret", "secrets", True),
     Resource("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
     Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), ("status",)),
+    Resource("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), ("status",)),
     Resource("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
     Resource("", "v1", "ResourceQuota", "resourcequotas", True, ("quota",), ("status",)),
     Resource("", "v1", "LimitRange", "limitranges", True, ("limits",)),
@@ -1817,10 +1818,56 @@ class FakeApiServer:
                 secrets_resource, self._key(secrets_resource, namespace, secret["metadata"]["name"]), secret
             )
 
+    def _bind_to_named_volume(self, pvc: Obj) -> None:
+        """A claim that names its volume (static provisioning), as the PV controller binds it
+        (pkg/controller/volume/persistentvolume: syncUnboundClaim with spec.volumeName, and
+        checkVolumeSatisfyClaim): the PV exists, is free or reserved for this claim (claimRef's
+        namespace, name and uid when set), has at least the storage asked, the same class (""
+        for none), every access mode asked and the same volume mode. Otherwise the claim stays
+        Pending, as upstream leaves it."""
+        volumes = BY_KIND[("v1", "PersistentVolume")]
+        key = self._key(volumes, "", pvc["spec"]["volumeName"])
+        pv = self.objects.get(key)
+        if pv is None:
+            return
+        meta, claim_spec, pv_spec = pvc["metadata"], pvc["spec"], pv.get("spec") or {}
+        reserved = pv_spec.get("claimRef") or {}
+        for part, mine in (("namespace", meta["namespace"]), ("name", meta["name"]), ("uid", meta["uid"])):
+            if reserved.get(part) not in (None, "", mine):
+                return
+        asked = quantity(claim_spec["resources"]["requests"]["storage"])
+        fits = (
+            quantity((pv_spec.get("capacity") or {}).get("storage", "0")) >= asked
+            and (claim_spec.get("storageClassName") or "") == (pv_spec.get("storageClassName") or "")
+            and set(claim_spec.get("accessModes") or []) <= set(pv_spec.get("accessModes") or [])
+            and claim_spec.get("volumeMode", "Filesystem") == pv_spec.get("volumeMode", "Filesystem")
+        )
+        if not fits:
+            why = "Volume's size is smaller than requested or StorageClass or access modes do not match"
+            self._event(pvc, "Warning", "VolumeMismatch", why, "persistentvolume-controller")
+            return
+        pv = copy.deepcopy(pv)
+        pv["spec"]["claimRef"] = {"kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
+                                  "name": meta["name"], "uid": meta["uid"], "apiVersion": "v1"}  # fmt: skip
+        pv["status"] = {"phase": "Bound"}
+        self._update(volumes, key, pv)
+        self._update(volumes, key, pv, "status")
+        claims = BY_KIND[("v1", "PersistentVolumeClaim")]
+        claim_key = self._key(claims, meta["namespace"], meta["name"])
+        pvc["status"] = {
+            "phase": "Bound",
+            "accessModes": pv_spec.get("accessModes", []),
+            "capacity": {"storage": (pv_spec.get("capacity") or {}).get("storage", "0")},
+        }
+        self._update(claims, claim_key, pvc, "status")
+
     def _bind_claims(self, namespace: str) -> None:
         claims = BY_KIND[("v1", "PersistentVolumeClaim")]
         for pvc in self.list("PersistentVolumeClaim", namespace):
             if pvc["status"].get("phase") != "Pending":
+                continue
+            if pvc["spec"].get("volumeName"):
+                self._bind_to_named_volume(pvc)
                 continue
             class_name = pvc["spec"].get("storageClassName")
             known = class_name and self.objects.get(("storageclasses.storage.k8s.io", "", class_name))
