@@ -39,7 +39,9 @@ What it models:
 - controllers: a StatefulSet controller (pods `NAME-0..N-1` from the template, status counts,
   scale up and down), a scheduler (node selector, cordons, allocatable minus the requests of
   scheduled pods for every resource, `Insufficient nvidia.com/gpu`), a kubelet that marks pods
-  Running and Ready, a PVC binder (Bound when the StorageClass exists), and Events for each.
+  Running and Ready, a PVC binder (Bound when the StorageClass exists; a claim naming its
+  PersistentVolume binds to it as the PV controller's syncUnboundClaim does: reserved for it,
+  large enough, same class, access modes and volume mode), and Events for each.
 
 Switches (`server.behaviour`) simulate what goes wrong on a cluster: `unschedulable` (a
 FailedScheduling event and PodScheduled=False), `image_pull_backoff` (ErrImagePull, then
