@@ -1,5 +1,5 @@
-"""The two installs of one package: users' (`pip install toolkit`: `user`, `shell`, `cluster
-status`) and operators' (`pip install 'toolkit[operator]'`: Ansible and SSH for `cluster`,
+"""The two installs of one package: users' (the toolkit's wheel, no extra: `user`, `shell`,
+`disk`, `cluster status`) and operators' (`pip install 'toolkit[operator]'`: Ansible and SSH for `cluster`,
 `node`, `lab`, `doctor` and `inventory`).
 
 An operator command on a user's install stops before it does anything, in one line naming the

@@ -385,12 +385,19 @@ def last_run(kube: Kube) -> Record | None:
 
 # The kubelet's reasons for a container it can't start for want of its image.
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+# A container on its way: not trouble.
+STARTING_REASONS = ("ContainerCreating", "PodInitializing")
 
 
 def stuck(kube: Kube) -> str | None:
     """Why the CronJob's newest pod does not run, as its kubelet says (an image it can't get, a
-    crash loop), with what to do; None when none is stuck. One list call."""
-    pods = kube.list("Pod", NAMESPACE)["items"]
+    run that failed: the Job runs it once, restartPolicy Never), with what to do; None when none
+    is stuck. One list call."""
+    return why_stuck(kube.list("Pod", NAMESPACE)["items"])
+
+
+def why_stuck(pods: list[dict[str, Any]]) -> str | None:
+    """`stuck`'s answer from the namespace's pods."""
     if not pods:
         return None
     newest = max(
@@ -407,8 +414,15 @@ def stuck(kube: Kube) -> str | None:
                 "build --image toolkit' and push it where shells_platform_lifecycle_image names, or put "
                 "its --export tarball in k3s_airgap_dir"
             )
-        if reason:
+        if reason and reason not in STARTING_REASONS:
             return f"its pod {name} is waiting: {reason}: {_line(str(waiting.get('message', '')))}"
+        ended = (status.get("state") or {}).get("terminated") or {}
+        if (newest.get("status") or {}).get("phase") == "Failed" and ended:
+            code = _line(str(ended.get("exitCode", "?")))
+            return (
+                f"its last run failed ({_line(str(ended.get('reason', 'Error')))}, exit code {code}): "
+                f"kubectl -n {NAMESPACE} logs {name}"
+            )
     return None
 
 

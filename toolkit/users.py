@@ -484,7 +484,7 @@ def add(
     node_ports: int | None = None,
     load_balancers: int | None = None,
     shells: int | None = None,
-    sudo: bool = False,
+    sudo: bool | None = None,
 ) -> User:
     """Create or update the user (idempotent), and write their kubeconfig (0600).
 
@@ -495,7 +495,10 @@ def add(
     """
     check_user_name(user)
     namespace = namespace_of(user)
-    existed = kube.get("Namespace", namespace) is not None
+    found = kube.get("Namespace", namespace)
+    existed = found is not None
+    if sudo is None:  # as the operator left it
+        sudo = ((found or {}).get("metadata", {}).get("labels") or {}).get(SUDO_LABEL) == "true"
     if not existed:
         others = kube.list("Namespace", labels=f"{MANAGED_BY}=toolkit,{USER_LABEL}")["items"]
         _refuse_lookalike(user, [ns["metadata"]["labels"][USER_LABEL] for ns in others])

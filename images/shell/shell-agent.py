@@ -175,7 +175,7 @@ class Activity:
         self.last_active = started
         self.report = {"idleSeconds": 0, "terminals": 0, "gpuUtilization": None, "idleMinutes": 0}
         self.lock = threading.Lock()
-        self.cpu_sample: tuple[float, float] | None = None  # (when, CPU seconds used by then)
+        self.cpu_sample: tuple[float, float] | None = None  # (monotonic time, CPU seconds by then)
 
     def measure(
         self,
@@ -184,20 +184,21 @@ class Activity:
         terminals: int,
         gpu: int | None,
         limit: int = 0,
-        cpu: float | None = None,
+        cpu: tuple[float, float] | None = None,
     ) -> float:
-        """Record this round's measures (`cpu`: the container's CPU seconds so far) and the idle
-        limit warned before; the seconds the shell has been idle."""
+        """Record this round's measures (`cpu`: when, on the monotonic clock, the container's CPU
+        seconds were read, and those seconds) and the idle limit warned before; the seconds the
+        shell has been idle."""
         if last_input is not None:
             self.last_active = max(self.last_active, min(last_input, now))
         if gpu:
             self.last_active = now
         if cpu is not None:
-            if self.cpu_sample is not None and now > self.cpu_sample[0]:
-                busy = (cpu - self.cpu_sample[1]) / (now - self.cpu_sample[0])
+            if self.cpu_sample is not None and cpu[0] > self.cpu_sample[0]:
+                busy = (cpu[1] - self.cpu_sample[1]) / (cpu[0] - self.cpu_sample[0])
                 if busy >= BUSY_CPUS:
                     self.last_active = now
-            self.cpu_sample = (now, cpu)
+            self.cpu_sample = cpu
         idle = max(0.0, now - self.last_active)
         with self.lock:
             self.report = {
@@ -305,9 +306,11 @@ class Agent:
         except OSError:  # none (a shell made before idle pause), or mid-swap: keep the last value
             pass
         terminals = glob.glob(TERMINALS)
-        idle = self.activity.measure(
-            now, last_terminal_input(), len(terminals), gpu_utilization(), self.idle_limit, cpu_seconds()
-        )
+        gpu = gpu_utilization()
+        # Read with its own monotonic time, after nvidia-smi ran: the interval is the CPU time's.
+        used, read_at = cpu_seconds(), time.monotonic()
+        cpu = (read_at, used) if used is not None else None
+        idle = self.activity.measure(now, last_terminal_input(), len(terminals), gpu, self.idle_limit, cpu)
         if idle < self.last_idle:  # activity: the count starts again
             self.idle_warned = set()
         self.last_idle = idle

@@ -128,13 +128,19 @@ def test_pod_security_refuses_a_pod_that_reaches_the_node(
     assert (
         f'pods "{escape}" is forbidden: violates PodSecurity "baseline:latest": {reason}' in as_admin.stderr
     )
-    # What the user can create is a StatefulSet. Dressed as a shell that drops every capability
-    # under RuntimeDefault seccomp, it passes the admission policies: its pod meets PodSecurity.
+    # What the user can create is a StatefulSet. Dressed as a shell that drops every capability,
+    # escalates no privilege, under RuntimeDefault seccomp, it passes the admission policies: its
+    # pod meets PodSecurity.
     container = {**spec["containers"][0]}
-    security = {**container.get("securityContext", {})}
+    security = {"allowPrivilegeEscalation": False, **container.get("securityContext", {})}
     security["capabilities"] = {**security.get("capabilities", {}), "drop": ["ALL"]}
     container["securityContext"] = security
     template_spec = {**spec, "containers": [container], "securityContext": RUNTIME_DEFAULT}
+    if "add" in security["capabilities"]:
+        # A capability no shell's root has is refused before any pod, by toolkit-user-workloads.
+        added = kubectl("alice", "create", manifest=shell_like(escape, template_spec))
+        assert added.returncode == 1 and "may add back only CHOWN" in added.stderr, added.stderr
+        return
     assert kubectl("alice", "create", manifest=shell_like(escape, template_spec)).returncode == 0
     messages = failed_creates(kubectl)
     assert messages and "violates PodSecurity" in messages[0] and reason in messages[0], messages
@@ -189,7 +195,7 @@ def test_the_toolkits_own_shell_is_admitted_in_a_baseline_namespace(kubeconfigs:
     assert created.node in ("gpu-1", "gpu-2")
 
 
-def test_storage_beyond_the_quota_is_refused(kubectl: Any) -> None:
+def test_storage_beyond_the_quota_is_refused(kubectl: Any, cluster: FakeApiServer) -> None:
     def claim(name: str, size: str) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
@@ -202,11 +208,13 @@ def test_storage_beyond_the_quota_is_refused(kubectl: Any) -> None:
     assert huge.returncode == 1
     assert 'persistentvolumeclaims "huge" is forbidden: exceeded quota: shells' in huge.stderr
     assert "requests.storage=10Pi" in huge.stderr
+    # A home for each of 8 shells; the shared area (a site with Weka) is the ninth.
+    assert cluster.get("PersistentVolumeClaim", "shared", "user-alice") is not None
     for index in range(users.Limits().volumes):
         assert kubectl("alice", "create", manifest=claim(f"small-{index}", "1Gi")).returncode == 0
     one_more = kubectl("alice", "create", manifest=claim("one-more", "1Gi"))
     assert one_more.returncode == 1
-    assert "exceeded quota: shells" in one_more.stderr and "persistentvolumeclaims=8" in one_more.stderr
+    assert "exceeded quota: shells" in one_more.stderr and "persistentvolumeclaims=9" in one_more.stderr
 
 
 def test_node_ports_and_load_balancers_beyond_the_quota_are_refused(kubectl: Any) -> None:
@@ -364,7 +372,11 @@ def test_admission_refuses_an_expiry_past_the_lifetime_or_not_a_time(
 ADMITTED_POD = {
     "securityContext": RUNTIME_DEFAULT,
     "containers": [
-        {"name": "c", "image": "debian:12", "securityContext": {"capabilities": {"drop": ["ALL"]}}}
+        {
+            "name": "c",
+            "image": "debian:12",
+            "securityContext": {"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": False},
+        }
     ],
 }
 NOT_ONE_SHELL = "a StatefulSet in a user's namespace must be one shell's"
@@ -424,11 +436,21 @@ def pinned_node(sts: dict[str, Any]) -> None:
 
 
 def keeps_net_raw(sts: dict[str, Any]) -> None:
-    del sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    del sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
 
 
 def init_keeps_capabilities(sts: dict[str, Any]) -> None:
-    sts["spec"]["template"]["spec"]["initContainers"] = [{"name": "i", "image": "debian:12"}]
+    init = {"name": "i", "image": "debian:12", "securityContext": {"allowPrivilegeEscalation": False}}
+    sts["spec"]["template"]["spec"]["initContainers"] = [init]
+
+
+def adds_a_capability_a_shell_lacks(sts: dict[str, Any]) -> None:
+    # MKNOD is in baseline's allowed list, but no shell's root has it.
+    sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] = ["MKNOD"]
+
+
+def escalates_without_sudo(sts: dict[str, Any]) -> None:
+    sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
 
 
 def no_seccomp(sts: dict[str, Any]) -> None:
@@ -458,6 +480,16 @@ WORKLOADS = {
     "keeps-net-raw": (keeps_net_raw, "toolkit-user-workloads", DROP_ALL),
     "init-keeps-capabilities": (init_keeps_capabilities, "toolkit-user-workloads", DROP_ALL),
     "no-seccomp": (no_seccomp, "toolkit-user-workloads", NO_SECCOMP),
+    "adds-a-capability-a-shell-lacks": (
+        adds_a_capability_a_shell_lacks,
+        "toolkit-user-workloads",
+        "containers in a user's namespace may add back only CHOWN",
+    ),
+    "escalates-without-sudo": (
+        escalates_without_sudo,
+        "toolkit-user-sudo",
+        "sudo is not allowed to this user",
+    ),
 }
 
 

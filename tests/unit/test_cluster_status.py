@@ -105,3 +105,21 @@ def test_a_lifecycle_whose_image_cant_be_had_says_so_and_what_to_do(
         capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "400"},
     )  # fmt: skip
     assert "can't get its image localhost/toolkit:latest" in status.stdout, status.stdout + status.stderr
+
+
+def test_a_lifecycle_run_that_failed_is_named_with_its_exit_code_and_a_starting_one_is_not() -> None:
+    from toolkit import lifecycle
+
+    def run_pod(name: str, phase: str, state: dict[str, object]) -> dict[str, object]:
+        return {
+            "metadata": {"name": name, "namespace": lifecycle.NAMESPACE,
+                         "creationTimestamp": f"2026-12-03T10:0{name[-1]}:00Z"},
+            "status": {"phase": phase, "containerStatuses": [{"name": "lifecycle", "state": state}]},
+        }  # fmt: skip
+
+    starting = run_pod("toolkit-lifecycle-1", "Pending", {"waiting": {"reason": "ContainerCreating"}})
+    assert lifecycle.why_stuck([starting]) is None
+    failed = run_pod("toolkit-lifecycle-2", "Failed", {"terminated": {"reason": "Error", "exitCode": 4}})
+    assert lifecycle.why_stuck([starting, failed]) == (
+        "its last run failed (Error, exit code 4): kubectl -n toolkit-lifecycle logs toolkit-lifecycle-2"
+    )

@@ -84,12 +84,16 @@ def test_idle_warnings_go_out_10_and_2_minutes_before_the_pause_once_each() -> N
 
 def test_a_job_keeping_a_quarter_of_a_cpu_busy_keeps_a_shell_active_and_upkeep_does_not() -> None:
     activity = agent().Activity(started=1000.0)
-    assert activity.measure(1600.0, 1000.0, 1, None, cpu=50.0) == 600  # the first sample: nothing yet
-    assert activity.measure(1610.0, 1000.0, 1, None, cpu=50.1) == 610  # 1% of a CPU: the shell's upkeep
-    assert activity.measure(1620.0, 1000.0, 1, None, cpu=55.0) == 0  # half a CPU: a job runs
-    assert activity.measure(1630.0, 1000.0, 1, None, cpu=57.5) == 0  # a quarter: still busy
-    assert activity.measure(2230.0, 1000.0, 1, None, cpu=57.6) == 600  # it finished
+    # (monotonic time of the read, CPU seconds by then): the interval is the reads', not the round's.
+    assert activity.measure(1600.0, 1000.0, 1, None, cpu=(5.0, 50.0)) == 600  # the first sample
+    assert activity.measure(1610.0, 1000.0, 1, None, cpu=(15.0, 50.1)) == 610  # 1% of a CPU: upkeep
+    assert activity.measure(1620.0, 1000.0, 1, None, cpu=(25.0, 55.0)) == 0  # half a CPU: a job runs
+    assert activity.measure(1630.0, 1000.0, 1, None, cpu=(35.0, 57.5)) == 0  # a quarter: still busy
+    assert activity.measure(2230.0, 1000.0, 1, None, cpu=(635.0, 57.6)) == 600  # it finished
     assert activity.measure(2240.0, 1000.0, 1, None, cpu=None) == 610  # no cgroup: judged without CPU
+    # A wall clock stepped back does not shorten the interval: the monotonic reads set it (0.1 s of
+    # CPU in 10 s: not busy), and idleness counts from the last activity on the wall clock.
+    assert activity.measure(2000.0, 1000.0, 1, None, cpu=(645.0, 57.7)) == 2000.0 - 1630.0
 
 
 def test_the_containers_cpu_time_comes_from_its_cgroup_v2_or_v1(tmp_path: Path) -> None:

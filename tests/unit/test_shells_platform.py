@@ -124,3 +124,17 @@ def test_the_sites_certificate_becomes_traefiks_default_in_kube_system() -> None
     assert (store["apiVersion"], store["kind"]) == ("traefik.io/v1alpha1", "TLSStore")
     assert store["metadata"]["name"] == "default"
     assert store["spec"] == {"defaultCertificate": {"secretName": secret["metadata"]["name"]}}
+
+
+def test_the_capabilities_users_containers_may_add_are_a_shells_sshds() -> None:
+    from toolkit.shell_manifests import SSHD_CAPABILITIES
+
+    [policy] = [
+        d for d in render("shells_platform", "toolkit-admission.yaml.j2")
+        if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "toolkit-user-workloads"
+    ]  # fmt: skip
+    [rule] = [
+        v["expression"] for v in policy["spec"]["validations"] if "capabilities.add.all" in v["expression"]
+    ]
+    allowed = rule.split("a in [", 1)[1].split("]", 1)[0]
+    assert [name.strip().strip("'") for name in allowed.split(",")] == SSHD_CAPABILITIES

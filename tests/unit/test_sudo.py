@@ -106,13 +106,19 @@ def test_admission_refuses_privilege_escalation_to_a_user_not_allowed_sudo_whate
     with pytest.raises(ApiError) as unset:
         bob.merge_patch("StatefulSet", "train", "user-bob", {"spec": escalating["spec"]})
     assert unset.value.code == 403
-    # Taking the operator's word back: re-running user add without --sudo.
+    # Re-running user add (to change a quota, say) keeps the operator's word; --no-sudo takes it back.
     admin = kube.connect(cluster.kubeconfig(tmp_path / "admin.kubeconfig"))
-    users.add(admin, "alice", 2, tmp_path / "alice.kubeconfig", None, None, overwrite=True)
+    users.add(admin, "alice", 3, tmp_path / "alice.kubeconfig", None, None, overwrite=True)
+    namespace = cluster.get("Namespace", "user-alice")
+    assert namespace is not None and namespace["metadata"]["labels"]["toolkit.dev/sudo"] == "true"
+    users.add(admin, "alice", 3, tmp_path / "alice.kubeconfig", None, None, overwrite=True, sudo=False)
     namespace = cluster.get("Namespace", "user-alice")
     assert namespace is not None and namespace["metadata"]["labels"]["toolkit.dev/sudo"] == "false"
     with pytest.raises(BadInputError, match="--sudo"):
         create(alice, request("alice", "again", sudo=True), lambda _: None)
+    # Its shell made with sudo can still be paused, by its owner and by the reaper, and extended.
+    assert shells.pause(alice, "alice", "train").status == "paused"
+    shells.extend(alice, "alice", "train", 1)
 
 
 def test_a_site_that_allows_sudo_gives_it_to_every_user(tmp_path: Path) -> None:

@@ -79,13 +79,15 @@ def add(
     ] = "",
     github_url: GithubUrlOption = "https://github.com",
     sudo: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--sudo/--no-sudo",
             help="Let their shells have passwordless sudo (shell create --sudo), where the site "
-            "does not allow it to everyone (shells_platform_allow_sudo).",
+            "does not allow it to everyone (shells_platform_allow_sudo); --no-sudo takes it back "
+            "(shells made with it then start only once made again without).",
+            show_default="as it was; none for a new user",
         ),
-    ] = False,
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
