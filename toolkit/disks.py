@@ -132,8 +132,7 @@ def _disk(claim: dict[str, Any], mounts: dict[tuple[str, str], list[str]]) -> Di
         released_at=_released_at(metadata),
         used_by=tuple(mounts.get((namespace, metadata["name"]), [])),
         shared=metadata["name"] == manifests.SHARED_CLAIM and labels.get(manifests.COMPONENT) == "shared",
-        datasets=metadata["name"] == manifests.DATASETS_CLAIM
-        and labels.get(manifests.COMPONENT) == "datasets",
+        datasets=manifests.is_sites_datasets(claim, user),
     )
 
 

@@ -67,6 +67,10 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
     if request.disk is not None:
         disk = kube.get("PersistentVolumeClaim", request.disk, namespace)
         disk_users = tuple(_mounting(kube, namespace, request.disk)) if disk else ()
+    datasets = settings.datasets_volume is not None and request.disk != manifests.DATASETS_CLAIM
+    if datasets:
+        claim = kube.get("PersistentVolumeClaim", manifests.DATASETS_CLAIM, namespace)
+        datasets = claim is not None and manifests.is_sites_datasets(claim, request.user)
     return ClusterFacts(
         settings=settings,
         nodes=tuple(NodeCapacity.from_node(n) for n in kube.list("Node")["items"]),
@@ -79,6 +83,7 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
         disk=disk,
         disk_users=disk_users,
         sudo_allowed_to_user=request.sudo and users.sudo_allowed(kube, request.user),
+        datasets=datasets,
     )
 
 

@@ -12,6 +12,8 @@ sshd needs is dropped, it is never privileged, and sessions run as the user
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +57,7 @@ SHARED_CLAIM = "shared"  # each user's one shared area, mounted at /shared in al
 SHARED_PATH = "/shared"
 DATASETS_CLAIM = "datasets"  # the site's read-only datasets, in each user's namespace (user add)
 DATASETS_PATH = "/datasets"
+DATASETS_VOLUME_PREFIX = "toolkit-datasets-"  # then the user and a digest of the source
 # When a disk was last released by a shell (`shell delete` keeps it), for `disk list`.
 RELEASED_AT = "toolkit.dev/released-at"
 # Shell names become Service names (DNS-1035: a letter first) and prefix the PVC and Secret
@@ -195,7 +198,7 @@ def datasets_volumes(user: str, namespace: str, source: dict[str, Any], size: st
     """The site's datasets for one user: a PersistentVolume of the site's source, read-only
     whatever the source says, reserved for the user's claim, and that claim. The claim asks for
     1Mi, so the user's storage quota barely counts what the site holds."""
-    name = datasets_volume_name(user)
+    name = datasets_volume_name(user, source)
     kind, settings = next(iter(source.items()))
     labels = {MANAGED_BY: "toolkit", COMPONENT: "datasets", USER_LABEL: user}
     return [
@@ -226,8 +229,24 @@ def datasets_volumes(user: str, namespace: str, source: dict[str, Any], size: st
     ]
 
 
-def datasets_volume_name(user: str) -> str:
-    return f"toolkit-datasets-{user}"
+def datasets_volume_name(user: str, source: dict[str, Any]) -> str:
+    """Named after the user and the source, so a changed source is a new volume (a PV's source
+    can't change) while the old one is still going away."""
+    digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{DATASETS_VOLUME_PREFIX}{user}-{digest}"
+
+
+def is_sites_datasets(claim: Manifest, user: str) -> bool:
+    """Whether the claim is the one `user add` made for the site's datasets: named so, on a volume
+    of the user's datasets. Users can't name a claim's volume (toolkit-user-claims), so only an
+    operator's claim can be that."""
+    volume = str((claim.get("spec") or {}).get("volumeName") or "")
+    prefix = f"{DATASETS_VOLUME_PREFIX}{user}-"
+    return (
+        claim.get("metadata", {}).get("name") == DATASETS_CLAIM
+        and volume.startswith(prefix)
+        and re.fullmatch("[0-9a-f]{8}", volume[len(prefix) :]) is not None
+    )
 
 
 def shared_claim(namespace: str, user: str, storage_class: str, access_mode: str, size: str) -> Manifest:

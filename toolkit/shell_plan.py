@@ -72,6 +72,7 @@ class ClusterFacts:
     disk: dict[str, Any] | None = None
     disk_users: tuple[str, ...] = ()
     sudo_allowed_to_user: bool = False  # `user add --sudo` (read only when sudo is asked for)
+    datasets: bool = False  # the user has the site's datasets (`user add` gave them), and the site still does
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def plan_create(
         home_claim=request.disk or "",
         access_mode=settings.access_mode,
         shared_storage=settings.shared_storage,
-        datasets=settings.datasets_volume is not None,
+        datasets=facts.datasets,
         forward_agent=request.forward_agent,
         sudo=request.sudo,
     )
@@ -318,8 +319,11 @@ def _disk_refusals(request: CreateRequest, facts: ClusterFacts) -> list[str]:
     """A disk mounts as a home only when it exists, is no one's home now, and is not the shared area."""
     if facts.disk is None:
         return [f"--disk {request.disk}: {request.user} has no volume of that name ('toolkit disk list')"]
-    if request.disk == manifests.DATASETS_CLAIM and facts.settings.datasets_volume is not None:
-        return [f"--disk {request.disk}: that is the site's datasets, read-only at /datasets in every shell"]
+    if request.disk == manifests.DATASETS_CLAIM:
+        return [
+            f"--disk {request.disk}: the name is kept for the site's datasets, read-only at /datasets "
+            "in every shell"
+        ]
     if request.disk == manifests.SHARED_CLAIM and facts.settings.shared_storage:
         return [
             f"--disk {request.disk}: that is {request.user}'s shared area, mounted at /shared in every shell"

@@ -155,9 +155,9 @@ class Platform:
 
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany")
-# The PersistentVolume sources the site's datasets may come from: a CSI driver's volume (WekaFS's
-# dir/v1 handles) or an NFS export; never a node's own paths.
-DATASETS_SOURCES = ("csi", "nfs")
+# The PersistentVolume sources the site's datasets may come from, with what each must name: a CSI
+# driver's volume (WekaFS's dir/v1 handles) or an NFS export; never a node's own paths.
+DATASETS_SOURCES = {"csi": ("driver", "volumeHandle"), "nfs": ("server", "path")}
 
 
 def datasets_volume(text: str) -> dict[str, Any] | None:
@@ -168,13 +168,15 @@ def datasets_volume(text: str) -> dict[str, Any] | None:
         source = json.loads(text)
     except ValueError:
         source = None
-    if not (isinstance(source, dict) and len(source) == 1 and next(iter(source)) in DATASETS_SOURCES
-            and isinstance(next(iter(source.values())), dict)):  # fmt: skip
+    ((kind, settings),) = source.items() if isinstance(source, dict) and len(source) == 1 else (("", None),)
+    needed = DATASETS_SOURCES.get(kind, ())
+    if not (needed and isinstance(settings, dict)
+            and all(isinstance(settings.get(key), str) and settings[key] for key in needed)):  # fmt: skip
         raise ToolkitError(
-            f"{SYSTEM_NAMESPACE} ConfigMap key datasetsVolume is not one PersistentVolume source of "
-            f"{', '.join(DATASETS_SOURCES)} as JSON: {text[:80]!r}"
+            f"{SYSTEM_NAMESPACE} ConfigMap key datasetsVolume is not one PersistentVolume source as "
+            f"JSON, csi with driver and volumeHandle or nfs with server and path: {text[:80]!r}"
         )
-    return source
+    return {kind: settings}
 
 
 def access_mode(text: str) -> str:

@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from toolkit import gpu_queue, quantity, shells, sshkeys
+from toolkit import datasets, gpu_queue, quantity, shells, sshkeys
 from toolkit.addresses import is_ip_address
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
@@ -35,11 +35,8 @@ from toolkit.lifecycle import TENANT_ROLE as LIFECYCLE_TENANT_ROLE
 from toolkit.paths import reserve_private_file
 from toolkit.shell_manifests import (
     ACTIVITY_PORT,
-    DATASETS_CLAIM,
     SSH_PORT,
     WEB_PORT,
-    datasets_volume_name,
-    datasets_volumes,
     shared_claim,
 )
 from toolkit.shell_settings import SYSTEM_NAMESPACE, Platform, platform
@@ -139,6 +136,7 @@ class User:
     github: str = ""
     # Each quota'd resource, as the ResourceQuota names it: (used, hard).
     quota: dict[str, tuple[str, str]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # from `user add`: what it kept as it was, and why
 
 
 def _binding_subject(user: str) -> list[dict[str, str]]:
@@ -390,26 +388,14 @@ def _wait_for_token(kube: Kube, namespace: str, timeout: float = 30) -> dict[str
     raise ToolkitError(f"the API server did not issue a token for {namespace}/{ACCOUNT} in {timeout:.0f}s")
 
 
-def _make_volumes(kube: Kube, user: str, settings: Platform) -> None:
-    """The user's shared area and the site's datasets, where the site gives them."""
-    namespace = namespace_of(user)
+def _make_volumes(kube: Kube, user: str, settings: Platform) -> list[str]:
+    """The user's shared area and the site's datasets, where the site gives them; warnings."""
     if settings.shared_storage:
-        kube.create_if_missing(
-            shared_claim(
-                namespace, user, settings.storage_class, settings.access_mode, settings.shared_storage
-            )
+        shared = shared_claim(
+            namespace_of(user), user, settings.storage_class, settings.access_mode, settings.shared_storage
         )
-    if settings.datasets_volume is not None:
-        volume, claim = datasets_volumes(user, namespace, settings.datasets_volume, settings.datasets_size)
-        existing = kube.get("PersistentVolume", volume["metadata"]["name"])
-        if existing is None:
-            kube.create(volume)
-        elif kube.get("PersistentVolumeClaim", DATASETS_CLAIM, namespace) is None:
-            # Its claim was deleted: the volume, kept (Retain), is reserved for the next claim of
-            # the name again, as it was made.
-            kube.merge_patch("PersistentVolume", volume["metadata"]["name"], None,
-                             {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}})  # fmt: skip
-        kube.create_if_missing(claim)
+        datasets.create_within_quota(kube, shared)
+    return datasets.give(kube, user, settings)
 
 
 def sudo_allowed(kube: Kube, user: str) -> bool:
@@ -533,12 +519,15 @@ def add(
         objects = manifests(
             user, max_gpus, cpu_quota, memory_quota, github, limits, settings, node_addresses(listed), sudo
         )
+        # In a new namespace before its quota, which admission can't judge until its usage is
+        # counted; in an existing one after, whose limits may have been raised for them. Made
+        # once, never re-applied: a claim's size and access mode are fixed once bound.
+        volumes_after = "ResourceQuota" if existed else "Namespace"
+        warnings: list[str] = []
         for manifest in objects:
             kube.apply(manifest)
-            if manifest["kind"] == "Namespace":
-                # Before the quota, which admission can't judge until its usage is counted; made
-                # once, never re-applied: a claim's size and access mode are fixed once bound.
-                _make_volumes(kube, user, settings)
+            if manifest["kind"] == volumes_after:
+                warnings = _make_volumes(kube, user, settings)
         token = _wait_for_token(kube, namespace)
     except (ToolkitError, KeyboardInterrupt):
         if reserved:
@@ -549,7 +538,7 @@ def add(
         raise
     document = kubeconfig_for(user, kube.server, token["token"], token.get("ca.crt", ""))
     write_kubeconfig(kubeconfig_path, document)
-    return User(user, namespace, max_gpus, 0, "", True, github)
+    return User(user, namespace, max_gpus, 0, "", True, github, warnings=tuple(warnings))
 
 
 def list_users(kube: Kube) -> list[User]:
@@ -599,13 +588,13 @@ def remove(kube: Kube, user: str, purge: bool) -> list[str]:
     )
     if kube.delete("RoleBinding", f"{CONFIG_READER}-{user}", SYSTEM_NAMESPACE):
         removed.append(f"RoleBinding/{CONFIG_READER}-{user}")
-    if kube.delete("PersistentVolume", datasets_volume_name(user)):  # the site's data stays
-        removed.append(f"PersistentVolume/{datasets_volume_name(user)}")
     if purge:
+        removed += datasets.take_back(kube, user, claim_too=False)  # the namespace takes the claim
         kube.delete("Namespace", namespace)
         return [*removed, f"Namespace/{namespace} (with every shell and home volume in it)"]
     for shell in shells.list_shells(kube, user):
         removed += shells.delete(kube, user, shell.name, purge=False)
+    removed += datasets.take_back(kube, user, claim_too=True)
     for kind, name in (
         ("ConfigMap", PROFILE),
         ("Secret", TOKEN_SECRET),

@@ -136,10 +136,15 @@ def test_pod_security_refuses_a_pod_that_reaches_the_node(
     security["capabilities"] = {**security.get("capabilities", {}), "drop": ["ALL"]}
     container["securityContext"] = security
     template_spec = {**spec, "containers": [container], "securityContext": RUNTIME_DEFAULT}
-    if "add" in security["capabilities"]:
-        # A capability no shell's root has is refused before any pod, by toolkit-user-workloads.
+    # A capability no shell's root has, or a volume that is no claim, is refused before any pod,
+    # by toolkit-user-workloads.
+    refused_first = {
+        "sys-admin": "may add back only CHOWN",
+        "host-path": "may mount only persistentVolumeClaim",
+    }
+    if escape in refused_first:
         added = kubectl("alice", "create", manifest=shell_like(escape, template_spec))
-        assert added.returncode == 1 and "may add back only CHOWN" in added.stderr, added.stderr
+        assert added.returncode == 1 and refused_first[escape] in added.stderr, added.stderr
         return
     assert kubectl("alice", "create", manifest=shell_like(escape, template_spec)).returncode == 0
     messages = failed_creates(kubectl)
@@ -215,6 +220,38 @@ def test_storage_beyond_the_quota_is_refused(kubectl: Any, cluster: FakeApiServe
     one_more = kubectl("alice", "create", manifest=claim("one-more", "1Gi"))
     assert one_more.returncode == 1
     assert "exceeded quota: shells" in one_more.stderr and "persistentvolumeclaims=9" in one_more.stderr
+
+
+@pytest.mark.parametrize("verb", ["create", "name-later"])
+def test_a_user_may_not_name_the_volume_their_claim_binds_to(
+    kubectl: Any, cluster: FakeApiServer, verb: str
+) -> None:
+    """A volume reserved for a claim of a name binds to any claim of that name that names it, and
+    the PV controller checks nothing else: bob's datasets volume, free again, would be alice's."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "grab", "namespace": "user-alice"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    }  # fmt: skip
+    if verb == "create":
+        claim["spec"]["volumeName"] = "toolkit-datasets-bob-0a1b2c3d"
+        refused = kubectl("alice", "create", manifest=claim)
+    else:
+        cluster.behaviour.provisioner_stuck = True  # still unbound, so its volumeName may be set once
+        assert kubectl("alice", "create", manifest=claim).returncode == 0
+        refused = kubectl(
+            "alice", "patch", "pvc", "grab", "-n", "user-alice", "--type=merge",
+            "-p", '{"spec":{"volumeName":"toolkit-datasets-bob-0a1b2c3d"}}',
+        )  # fmt: skip
+    assert refused.returncode == 1
+    assert (
+        "ValidatingAdmissionPolicy 'toolkit-user-claims' with binding 'toolkit-user-claims' denied "
+        "request: claims in users' namespaces may not name a PersistentVolume" in refused.stderr
+    ), refused.stderr
+    stored = cluster.get("PersistentVolumeClaim", "grab", "user-alice")
+    assert stored is None or not stored["spec"].get("volumeName")
 
 
 def test_node_ports_and_load_balancers_beyond_the_quota_are_refused(kubectl: Any) -> None:
@@ -389,6 +426,8 @@ PLACED_BY_THE_SCHEDULER = (
 )
 DROP_ALL = "every container in a user's namespace must drop ALL capabilities"
 NO_SECCOMP = "pods in users' namespaces must run under a seccomp profile"
+ONLY_CLAIMS = "pods in users' namespaces may mount only persistentVolumeClaim, secret, configMap"
+NAMES_A_VOLUME = "claims made for pods in users' namespaces may not name a PersistentVolume"
 
 
 def unlabelled(sts: dict[str, Any]) -> None:
@@ -457,6 +496,41 @@ def no_seccomp(sts: dict[str, Any]) -> None:
     del sts["spec"]["template"]["spec"]["securityContext"]
 
 
+def writes_the_datasets(sts: dict[str, Any]) -> None:
+    spec = sts["spec"]["template"]["spec"]
+    spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}}]
+    spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+
+
+def mounts_the_export_itself(sts: dict[str, Any]) -> None:
+    # Baseline admits an inline NFS volume; users can read the datasets' export in the shells ConfigMap.
+    spec = sts["spec"]["template"]["spec"]
+    spec["volumes"] = [{"name": "data", "nfs": {"server": "nas.example.org", "path": "/datasets"}}]
+    spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+
+
+def mounts_a_csi_volume_inline(sts: dict[str, Any]) -> None:
+    sts["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "data", "csi": {"driver": "csi.weka.io", "volumeAttributes": {"path": "/"}}}
+    ]
+
+
+def ephemeral_claim_names_a_volume(sts: dict[str, Any]) -> None:
+    template = {"spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "toolkit-datasets-bob-0a1b2c3d",
+                         "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
+    sts["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "data", "ephemeral": {"volumeClaimTemplate": template}}
+    ]
+
+
+def claim_template_names_a_volume(sts: dict[str, Any]) -> None:
+    sts["spec"]["volumeClaimTemplates"] = [
+        {"metadata": {"name": "data"},
+         "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "toolkit-datasets-bob-0a1b2c3d",
+                  "resources": {"requests": {"storage": "1Gi"}}}}
+    ]  # fmt: skip
+
+
 WORKLOADS = {
     "unlabelled": (unlabelled, "toolkit-user-workloads", NOT_ONE_SHELL),
     "someone-elses": (someone_elses, "toolkit-user-workloads", NOT_ONE_SHELL),
@@ -489,6 +563,23 @@ WORKLOADS = {
         escalates_without_sudo,
         "toolkit-user-sudo",
         "sudo is not allowed to this user",
+    ),
+    "writes-the-datasets": (
+        writes_the_datasets,
+        "toolkit-user-workloads",
+        "the site's datasets (claim datasets) are mounted read-only",
+    ),
+    "mounts-the-export-itself": (mounts_the_export_itself, "toolkit-user-workloads", ONLY_CLAIMS),
+    "mounts-a-csi-volume-inline": (mounts_a_csi_volume_inline, "toolkit-user-workloads", ONLY_CLAIMS),
+    "ephemeral-claim-names-a-volume": (
+        ephemeral_claim_names_a_volume,
+        "toolkit-user-workloads",
+        NAMES_A_VOLUME,
+    ),
+    "claim-template-names-a-volume": (
+        claim_template_names_a_volume,
+        "toolkit-user-workloads",
+        NAMES_A_VOLUME,
     ),
 }
 

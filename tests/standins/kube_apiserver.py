@@ -40,8 +40,9 @@ What it models:
   scale up and down), a scheduler (node selector, cordons, allocatable minus the requests of
   scheduled pods for every resource, `Insufficient nvidia.com/gpu`), a kubelet that marks pods
   Running and Ready, a PVC binder (Bound when the StorageClass exists; a claim naming its
-  PersistentVolume binds to it as the PV controller's syncUnboundClaim does: reserved for it,
-  large enough, same class, access modes and volume mode), and Events for each.
+  PersistentVolume binds to it as the PV controller's syncUnboundClaim does: one reserved for it
+  at once, a free one when large enough, of the same class, access modes and volume mode), and
+  Events for each.
 
 Switches (`server.behaviour`) simulate what goes wrong on a cluster: `unschedulable` (a
 FailedScheduling event and PodScheduled=False), `image_pull_backoff` (ErrImagePull, then
@@ -58,8 +59,10 @@ ResourceFlavor, and the visibility API's pending workloads) and runs tests/stand
 model of Kueue's webhooks and controllers; without, those groups answer 404 as on a cluster
 without Kueue.
 
-It does not model: client certificates, admission webhooks (but Kueue's), CRDs, finalizers,
-the Priority plugin, init containers in quota, PersistentVolume objects, field-ownership
+It does not model: client certificates, admission webhooks (but Kueue's), CRDs, finalizers
+(so neither PV nor PVC protection: a deleted volume or claim goes at once), the Priority
+plugin, init containers in quota, dynamically provisioned PersistentVolume objects (a bound
+claim names a volume that is not stored), the Released phase, field-ownership
 conflicts in server-side apply (it merges; the toolkit always applies with force), strategic
 merge directives (`$patch`, `$retainKeys`; lists of objects with a `name` are merged by name,
 other lists replaced), Table output, protobuf, graceful pod deletion, exec/logs/port-forward
@@ -1822,32 +1825,36 @@ class FakeApiServer:
 
     def _bind_to_named_volume(self, pvc: Obj) -> None:
         """A claim that names its volume (static provisioning), as the PV controller binds it
-        (pkg/controller/volume/persistentvolume: syncUnboundClaim with spec.volumeName, and
-        checkVolumeSatisfyClaim): the PV exists, is free or reserved for this claim (claimRef's
-        namespace, name and uid when set), has at least the storage asked, the same class (""
-        for none), every access mode asked and the same volume mode. Otherwise the claim stays
-        Pending, as upstream leaves it."""
+        (pkg/controller/volume/persistentvolume/pv_controller.go, syncUnboundClaim with
+        spec.volumeName): a free volume (no claimRef) binds only when checkVolumeSatisfyClaim
+        passes (at least the storage asked, the same class, "" for none, every access mode asked,
+        the same volume mode), else a VolumeMismatch event; a volume reserved for this claim
+        (IsVolumeBoundToClaim: claimRef's namespace and name, and uid when set) binds with no
+        check at all, "finishing the binding"; one claimed by another claim, or missing, leaves
+        the claim Pending."""
         volumes = BY_KIND[("v1", "PersistentVolume")]
         key = self._key(volumes, "", pvc["spec"]["volumeName"])
         pv = self.objects.get(key)
         if pv is None:
             return
         meta, claim_spec, pv_spec = pvc["metadata"], pvc["spec"], pv.get("spec") or {}
-        reserved = pv_spec.get("claimRef") or {}
-        for part, mine in (("namespace", meta["namespace"]), ("name", meta["name"]), ("uid", meta["uid"])):
-            if reserved.get(part) not in (None, "", mine):
+        reserved = pv_spec.get("claimRef")
+        if reserved:
+            mine = (reserved.get("namespace"), reserved.get("name")) == (meta["namespace"], meta["name"])
+            if not mine or reserved.get("uid") not in (None, "", meta["uid"]):
                 return
-        asked = quantity(claim_spec["resources"]["requests"]["storage"])
-        fits = (
-            quantity((pv_spec.get("capacity") or {}).get("storage", "0")) >= asked
-            and (claim_spec.get("storageClassName") or "") == (pv_spec.get("storageClassName") or "")
-            and set(claim_spec.get("accessModes") or []) <= set(pv_spec.get("accessModes") or [])
-            and claim_spec.get("volumeMode", "Filesystem") == pv_spec.get("volumeMode", "Filesystem")
-        )
-        if not fits:
-            why = "Volume's size is smaller than requested or StorageClass or access modes do not match"
-            self._event(pvc, "Warning", "VolumeMismatch", why, "persistentvolume-controller")
-            return
+        else:
+            asked = quantity(claim_spec["resources"]["requests"]["storage"])
+            fits = (
+                quantity((pv_spec.get("capacity") or {}).get("storage", "0")) >= asked
+                and (claim_spec.get("storageClassName") or "") == (pv_spec.get("storageClassName") or "")
+                and set(claim_spec.get("accessModes") or []) <= set(pv_spec.get("accessModes") or [])
+                and claim_spec.get("volumeMode", "Filesystem") == pv_spec.get("volumeMode", "Filesystem")
+            )
+            if not fits:
+                why = "Volume's size is smaller than requested or StorageClass or access modes do not match"
+                self._event(pvc, "Warning", "VolumeMismatch", why, "persistentvolume-controller")
+                return
         pv = copy.deepcopy(pv)
         pv["spec"]["claimRef"] = {"kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
                                   "name": meta["name"], "uid": meta["uid"], "apiVersion": "v1"}  # fmt: skip

@@ -9,14 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.manifests import render
 from tests.standins.kube_apiserver import FakeApiServer
-from tests.support import eventually
 from toolkit import disks, kube, shell_create, shells, users
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
-from toolkit.shell_settings import Platform
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHeQ4q5fKc0V4r5Yb6r9mJ6j5o1wz2jX8s3lRkq9TtSa alice@laptop"
 EARLIER = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
@@ -262,74 +259,3 @@ def test_what_mounts_a_disk_is_read_from_workloads_and_odd_specs_mount_nothing()
         ],
     )  # fmt: skip
     assert mounted == {("user-alice", "data"): ["shell a", "pod loose"]}
-
-
-def bound(server: FakeApiServer, namespace: str) -> bool:
-    claim = server.get("PersistentVolumeClaim", "datasets", namespace) or {}
-    return bool(claim.get("status", {}).get("phase") == "Bound")
-
-
-def test_the_sites_datasets_are_every_users_read_only_and_not_theirs_to_delete(
-    admin: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path
-) -> None:
-    # The role's ConfigMap for a site whose datasets are a WekaFS directory.
-    rendered = render(
-        "shells_platform",
-        "shells.yaml.j2",
-        shells_platform_datasets_volume={
-            "csi": {"driver": "csi.weka.io", "volumeHandle": "dir/v1/default/data"}
-        },
-        shells_platform_datasets_size="20Ti",
-    )
-    fake_cluster.seed("ConfigMap", rendered[1])
-    people = {}
-    for name in ("alice", "bob"):
-        users.add(admin, name, 2, tmp_path / f"{name}.kubeconfig", None, None)
-        people[name] = kube.connect(tmp_path / f"{name}.kubeconfig")
-    for name in ("alice", "bob"):
-        volume = fake_cluster.get("PersistentVolume", f"toolkit-datasets-{name}")
-        assert volume is not None
-        assert volume["spec"]["csi"] == {
-            "driver": "csi.weka.io",
-            "volumeHandle": "dir/v1/default/data",
-            "readOnly": True,
-        }
-        assert volume["spec"]["accessModes"] == ["ReadOnlyMany"]
-        assert eventually(lambda n=name: bound(fake_cluster, f"user-{n}"), timeout=10)
-        quota = fake_cluster.get("ResourceQuota", "shells", f"user-{name}")
-        assert (
-            quota is not None and quota["spec"]["hard"]["persistentvolumeclaims"] == "10"
-        )  # 8 homes, shared, datasets
-    create(people["alice"], request(), lambda _: None)
-    assert volumes(fake_cluster, "train")["/datasets"] == "datasets"
-    sts = fake_cluster.get("StatefulSet", "train", "user-alice")
-    assert sts is not None
-    [mount] = [
-        m for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] == "datasets"
-    ]
-    assert mount["readOnly"] is True
-    [listed] = [d for d in disks.list_disks(people["alice"], "alice") if d.name == "datasets"]
-    assert listed.datasets and listed.kept == "yes (the site's datasets)" and listed.size == "20Ti"
-    with pytest.raises(BadInputError, match="is the site's datasets"):
-        disks.delete_disk(people["bob"], "bob", "datasets")
-    with pytest.raises(BadInputError, match="that is the site's datasets"):
-        create(people["bob"], CreateRequest("train", "bob", (KEY,), disk="datasets"), lambda _: None)
-    # Users can't reach the volumes themselves; a claim its user deleted is given back by user add.
-    with pytest.raises(kube.ApiError) as refused:
-        people["bob"].get("PersistentVolume", "toolkit-datasets-bob")
-    assert refused.value.code == 403
-    people["bob"].delete("PersistentVolumeClaim", "datasets", "user-bob")
-    users.add(admin, "bob", 2, tmp_path / "bob.kubeconfig", None, None, overwrite=True)
-    assert eventually(lambda: bound(fake_cluster, "user-bob"), timeout=10)
-    # Removing the user removes their volume of the datasets, never the datasets themselves.
-    assert "PersistentVolume/toolkit-datasets-bob" in users.remove(admin, "bob", purge=True)
-
-
-@pytest.mark.parametrize(
-    "text",
-    ['{"hostPath": {"path": "/"}}', '{"csi": {}, "nfs": {}}', '{"csi": "dir/v1/x"}', "not json", "[1]"],
-)
-def test_a_datasets_volume_that_is_not_one_csi_or_nfs_source_is_refused(text: str) -> None:
-    config = {"metadata": {"name": "shells"}, "data": {"datasetsVolume": text}}
-    with pytest.raises(ToolkitError, match="datasetsVolume is not one PersistentVolume source of csi, nfs"):
-        Platform.from_config_maps([config])

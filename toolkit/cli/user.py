@@ -117,6 +117,8 @@ def add(
     console.print(
         f"kubeconfig for {added.name}: {target} (0600; it holds their token, hand it over privately)"
     )
+    for warning in added.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @app.command("list")
