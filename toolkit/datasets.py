@@ -11,7 +11,6 @@ Retain, and deleting one leaves what it points at.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from toolkit import disks
 from toolkit.errors import ToolkitError
@@ -57,7 +56,7 @@ def give(kube: Kube, user: str, settings: Platform) -> list[str]:
             f"not given to them until it is gone ('toolkit disk delete {DATASETS_CLAIM}')"
         ]
     if claim is not None and claim["spec"].get("volumeName") != wanted_name:
-        holders = _mounting(kube, namespace)
+        holders = disks.mounting(kube, namespace, DATASETS_CLAIM)
         if holders:
             what = "changed" if wanted else "no longer given"
             return [
@@ -113,12 +112,6 @@ def create_within_quota(kube: Kube, manifest: Manifest) -> None:
             if error.code != 403 or "exceeded quota" not in str(error) or time.monotonic() > deadline:
                 raise
         time.sleep(0.5)
-
-
-def _mounting(kube: Kube, namespace: str) -> list[str]:
-    statefulsets = kube.list("StatefulSet", namespace)["items"]
-    pods: list[dict[str, Any]] = kube.list("Pod", namespace)["items"]
-    return disks.users_of(statefulsets, pods).get((namespace, DATASETS_CLAIM), [])
 
 
 def _wait_gone(kube: Kube, namespace: str) -> None:

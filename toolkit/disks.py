@@ -95,6 +95,12 @@ def users_of(
     return found
 
 
+def mounting(kube: Kube, namespace: str, claim: str) -> list[str]:
+    """What in the namespace mounts the claim (two list calls)."""
+    statefulsets = kube.list("StatefulSet", namespace)["items"]
+    return users_of(statefulsets, kube.list("Pod", namespace)["items"]).get((namespace, claim), [])
+
+
 def _is_shell(sts: dict[str, Any]) -> bool:
     return (sts["metadata"].get("labels") or {}).get(manifests.COMPONENT) == "shell"
 

@@ -66,7 +66,7 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
     disk_users: tuple[str, ...] = ()
     if request.disk is not None:
         disk = kube.get("PersistentVolumeClaim", request.disk, namespace)
-        disk_users = tuple(_mounting(kube, namespace, request.disk)) if disk else ()
+        disk_users = tuple(disks.mounting(kube, namespace, request.disk)) if disk else ()
     datasets = settings.datasets_volume is not None and request.disk != manifests.DATASETS_CLAIM
     if datasets:
         claim = kube.get("PersistentVolumeClaim", manifests.DATASETS_CLAIM, namespace)
@@ -85,12 +85,6 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
         sudo_allowed_to_user=request.sudo and users.sudo_allowed(kube, request.user),
         datasets=datasets,
     )
-
-
-def _mounting(kube: Kube, namespace: str, claim: str) -> list[str]:
-    """What in the namespace mounts the claim (two list calls)."""
-    statefulsets = kube.list("StatefulSet", namespace)["items"]
-    return disks.users_of(statefulsets, kube.list("Pod", namespace)["items"]).get((namespace, claim), [])
 
 
 def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | None = None) -> CreatedShell:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.standins.kube_apiserver import FakeApiServer
-from toolkit import disks, kube, shell_create, shells, users
+from toolkit import disks, kube, shells, users
 from toolkit.errors import BadInputError, ToolkitError
 from toolkit.shell_create import create
 from toolkit.shell_plan import CreateRequest
@@ -179,7 +179,7 @@ def test_of_two_creates_racing_for_one_disk_the_older_shell_keeps_it(
     shells.delete(alice, "alice", "old", purge=False)
     create(alice, request("first", disk="old-home"), lambda _: None)
     # The second create read the disk as free before the first wrote its StatefulSet.
-    monkeypatch.setattr(shell_create, "_mounting", lambda *_: [])
+    monkeypatch.setattr(disks, "mounting", lambda *_: [])
     before = snapshot(fake_cluster)
     with pytest.raises(BadInputError, match="the home old-home is in use by shell first"):
         create(alice, request("second", disk="old-home"), lambda _: None)
