@@ -51,6 +51,15 @@ def add(admin: kube.Kube, tmp_path: Path, name: str = "alice", **limits: Any) ->
     )
 
 
+def alice_on_a_site(
+    admin: kube.Kube, server: FakeApiServer, tmp_path: Path, source: dict[str, Any], **limits: Any
+) -> kube.Kube:
+    """alice, added on a site with these datasets: her connection."""
+    site_gives(server, source)
+    add(admin, tmp_path, **limits)
+    return kube.connect(tmp_path / "alice.kubeconfig")
+
+
 def volumes_of(server: FakeApiServer, user: str = "alice") -> dict[str, dict[str, Any]]:
     return {
         v["metadata"]["name"]: v
@@ -132,9 +141,7 @@ def test_datasets_turned_on_reach_a_user_whose_volumes_are_all_taken(
 ) -> None:
     """The re-run raises the quota before it makes the claim: the other way round, a user with
     every volume in use would be refused it, over quota."""
-    site_gives(fake_cluster, {})
-    add(admin, tmp_path, volumes=1)
-    alice = kube.connect(tmp_path / "alice.kubeconfig")
+    alice = alice_on_a_site(admin, fake_cluster, tmp_path, {}, volumes=1)
     create(alice, request(), lambda _: None)
     assert "/datasets" not in mounts(fake_cluster, "train")
 
@@ -152,9 +159,7 @@ def test_datasets_turned_on_reach_a_user_whose_volumes_are_all_taken(
 def test_a_changed_source_replaces_the_users_volume_once_no_shell_mounts_it(
     admin: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path
 ) -> None:
-    site_gives(fake_cluster, WEKA)
-    add(admin, tmp_path)
-    alice = kube.connect(tmp_path / "alice.kubeconfig")
+    alice = alice_on_a_site(admin, fake_cluster, tmp_path, WEKA)
     (weka,) = volumes_of(fake_cluster)
     create(alice, request(), lambda _: None)
 
@@ -181,9 +186,7 @@ def test_a_changed_source_replaces_the_users_volume_once_no_shell_mounts_it(
 def test_datasets_the_site_no_longer_gives_are_taken_back_and_new_shells_go_without(
     admin: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path
 ) -> None:
-    site_gives(fake_cluster, NAS)
-    add(admin, tmp_path)
-    alice = kube.connect(tmp_path / "alice.kubeconfig")
+    alice = alice_on_a_site(admin, fake_cluster, tmp_path, NAS)
     assert eventually(lambda: bound_to(fake_cluster) is not None, timeout=10)
 
     site_gives(fake_cluster, {})
@@ -198,9 +201,7 @@ def test_datasets_the_site_no_longer_gives_are_taken_back_and_new_shells_go_with
 def test_a_users_own_volume_named_datasets_is_neither_the_sites_nor_replaced(
     admin: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path
 ) -> None:
-    site_gives(fake_cluster, WEKA)
-    add(admin, tmp_path)
-    alice = kube.connect(tmp_path / "alice.kubeconfig")
+    alice = alice_on_a_site(admin, fake_cluster, tmp_path, WEKA)
     alice.delete("PersistentVolumeClaim", "datasets", "user-alice")
     labels = {"app.kubernetes.io/managed-by": "toolkit", "app.kubernetes.io/component": "datasets"}
     alice.create({
@@ -223,9 +224,7 @@ def test_a_users_own_volume_named_datasets_is_neither_the_sites_nor_replaced(
 def test_user_remove_without_purge_takes_the_datasets_back(
     admin: kube.Kube, fake_cluster: FakeApiServer, tmp_path: Path
 ) -> None:
-    site_gives(fake_cluster, WEKA)
-    add(admin, tmp_path)
-    alice = kube.connect(tmp_path / "alice.kubeconfig")
+    alice = alice_on_a_site(admin, fake_cluster, tmp_path, WEKA)
     create(alice, request(), lambda _: None)
     (volume,) = volumes_of(fake_cluster)
 
