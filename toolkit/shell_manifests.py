@@ -7,7 +7,8 @@ mounts their shared area (PVC `shared`, at /shared) where the site gives one. Th
 own NetworkPolicy, which `user add` makes and the user cannot change, admits only SSH and ttyd
 from outside it. The container runs as root only to start sshd: every capability beyond what
 sshd needs is dropped, it is never privileged, and sessions run as the user
-(images/shell/entrypoint.sh).
+(images/shell/entrypoint.sh). A shell of another image (`create --image`) runs the same entrypoint
+from the shell image's toolbox, which an init container copies into the pod (TOOLBOX_PATH).
 """
 
 from __future__ import annotations
@@ -53,6 +54,16 @@ WEB_PORT = 7681
 # The shell agent's activity report (images/shell/shell-agent.py), which the lifecycle reads.
 ACTIVITY_PORT = 7682
 SHELL_UID = 1000
+# Where the shell image keeps its toolbox (images/shell/build-toolbox.sh), and where a shell of
+# another image finds its copy: every program there is bound to this path.
+TOOLBOX_PATH = "/opt/shell-toolbox"
+TOOLBOX_COMMAND = [
+    f"{TOOLBOX_PATH}/bin/tini",
+    "-g",
+    "--",
+    f"{TOOLBOX_PATH}/bin/bash",
+    f"{TOOLBOX_PATH}/entrypoint.sh",
+]
 SHARED_CLAIM = "shared"  # each user's one shared area, mounted at /shared in all their shells
 SHARED_PATH = "/shared"
 DATASETS_CLAIM = "datasets"  # the site's read-only datasets, in each user's namespace (user add)
@@ -121,6 +132,9 @@ class ShellSpec:
     # Passwordless sudo: the entrypoint writes the sudoers line, and setuid sudo needs privilege
     # escalation allowed (toolkit-user-sudo admits that only where the site or operator allows).
     sudo: bool = False
+    # Another image than the site's shell image: that image (toolbox_image, the site's) lends its
+    # toolbox, and the shell runs from it.
+    toolbox_image: str = ""
 
     @property
     def home(self) -> str:
@@ -292,6 +306,7 @@ def statefulset(spec: ShellSpec) -> Manifest:
         {"name": "SHELL_IDLE_MINUTES", "value": str(spec.idle_minutes)},
         {"name": "SHELL_AGENT_FORWARDING", "value": "true" if spec.forward_agent else "false"},
         {"name": "SHELL_SUDO", "value": "true" if spec.sudo else "false"},
+        *([{"name": "SHELL_TOOLBOX", "value": "true"}] if spec.toolbox_image else []),
         *(
             # A queued shell's agent counts its lifetime from its own start, up to the latest.
             [
@@ -329,6 +344,9 @@ def statefulset(spec: ShellSpec) -> Manifest:
         volumes.append(
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": quantity.memory(spec.shm)}}
         )
+    if spec.toolbox_image:
+        mounts.append({"name": "toolbox", "mountPath": TOOLBOX_PATH, "readOnly": True})
+        volumes.append({"name": "toolbox", "emptyDir": {"sizeLimit": "1Gi"}})
     pod_spec: Manifest = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -359,10 +377,16 @@ def statefulset(spec: ShellSpec) -> Manifest:
                     "failureThreshold": 3,
                 },
                 "volumeMounts": mounts,
+                # Why it stopped, for `shell create` to say: the entrypoint's last line (an image
+                # that can't be a shell) when it exits with an error.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                **({"command": TOOLBOX_COMMAND} if spec.toolbox_image else {}),
             }
         ],
         "volumes": volumes,
     }
+    if spec.toolbox_image:
+        pod_spec["initContainers"] = [_toolbox_copier(spec.toolbox_image)]
     if spec.runtime_class:
         pod_spec["runtimeClassName"] = spec.runtime_class
     if spec.node_selector:
@@ -397,6 +421,23 @@ def statefulset(spec: ShellSpec) -> Manifest:
             "selector": {"matchLabels": selector(spec.name, spec.user)},
             "template": {"metadata": {"labels": labels(spec.name, spec.user)}, "spec": pod_spec},
         },
+    }
+
+
+def _toolbox_copier(image: str) -> Manifest:
+    """The init container that copies the shell image's toolbox into the pod, with no privilege."""
+    return {
+        "name": "toolbox",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["cp", "-a", f"{TOOLBOX_PATH}/.", "/toolbox/"],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        },
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "toolbox", "mountPath": "/toolbox"}],
     }
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from toolkit import durations, quantity
+from toolkit import durations, image_refs, quantity
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
@@ -221,6 +221,11 @@ def check_request(request: CreateRequest) -> None:
             )
     if request.idle_minutes is not None and request.idle_minutes < 0:
         reasons.append(f"--idle-minutes must be 0 or more, not {request.idle_minutes}")
+    if request.image is not None:
+        try:
+            image_refs.full_reference(request.image)
+        except BadInputError as error:
+            reasons.append(str(error))
     for option, text in (("--cpu", request.cpu), ("--memory", request.memory), ("--shm", request.shm),
                          ("--storage", request.storage)):  # fmt: skip
         if text is not None:
@@ -272,6 +277,7 @@ def plan_create(
         reasons.append(
             f"{request.user} already has a shell named {request.name!r}: pick another name or delete it"
         )
+    image = _image(request, settings, reasons)
     web_host = _web_host(request, settings, reasons) if request.web else ""
     # A shell more GPUs than the node has is refused already; its share would only say so again.
     sizes = _size(request, node, reasons) if node and request.gpus <= node.gpus else None
@@ -282,7 +288,7 @@ def plan_create(
         name=request.name,
         user=request.user,
         namespace=namespace_of(request.user),
-        image=request.image or settings.image,
+        image=image,
         gpus=request.gpus,
         cpu=cpu,
         memory=memory,
@@ -311,8 +317,25 @@ def plan_create(
         datasets=facts.datasets,
         forward_agent=request.forward_agent,
         sudo=request.sudo,
+        toolbox_image="" if image == settings.image else settings.image,
     )
     return ShellPlan(spec, node, settings.ssh_host)
+
+
+def _image(request: CreateRequest, settings: Platform, reasons: list[str]) -> str:
+    """The shell's image: the site's shell image, or the user's, written out in full and held to
+    the site's allowed registries. Any other image than the site's runs from its toolbox."""
+    if request.image is None:
+        return settings.image
+    image = image_refs.full_reference(request.image)
+    if image == image_refs.full_reference(settings.image):
+        return settings.image
+    if settings.allowed_images and not image_refs.allowed_by(image, settings.allowed_images):
+        reasons.append(
+            f"--image {request.image}: this cluster runs users' images only from "
+            f"{', '.join(settings.allowed_images)} (shells_platform_allowed_images)"
+        )
+    return image
 
 
 def _disk_refusals(request: CreateRequest, facts: ClusterFacts) -> list[str]:

@@ -45,6 +45,9 @@ class Platform:
     datasets_size: str = "1Ti"  # what the datasets' PVs say they hold
     runtime_class: str | None = "nvidia"
     image: str = SHELL_IMAGE
+    # Where users' own images may come from (`shell create --image`): registries or repository
+    # prefixes (image_refs.allowed_by); empty: anywhere. The site's shell image is always allowed.
+    allowed_images: tuple[str, ...] = ()
     default_hours: int = 24
     max_hours: int = 168
     max_lifetime_hours: int = 720  # from creation: no expiry, however extended, is later
@@ -124,6 +127,9 @@ class Platform:
             shared_storage=size("sharedStorage", defaults.shared_storage),
             runtime_class=data.get("runtimeClassName", defaults.runtime_class or "") or None,
             image=data.get("image", defaults.image),
+            allowed_images=tuple(
+                part.strip() for part in data.get("allowedImages", "").split(",") if part.strip()
+            ),
             default_hours=number("defaultHours", defaults.default_hours),
             max_hours=number("maxHours", defaults.max_hours),
             max_lifetime_hours=number("maxLifetimeHours", defaults.max_lifetime_hours),

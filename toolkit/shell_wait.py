@@ -52,13 +52,29 @@ def pod_phase(pod: dict[str, Any]) -> tuple[str, str | None]:
         return "scheduling", None
     if conditions.get("Ready", {}).get("status") == "True":
         return "ready", None
-    for container in status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting")
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        state = container.get("state") or {}
+        waiting, failed = state.get("waiting"), _failed(container)
+        if failed and (state.get("terminated") or (waiting and waiting.get("reason") in FATAL_WAITING)):
+            return "starting", failed
         if waiting and waiting.get("reason") in FATAL_WAITING:
             return "pulling image", f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
-        if (container.get("state") or {}).get("running"):
+        if state.get("running"):
             return "starting", None
     return "pulling image", None
+
+
+def _failed(container: dict[str, Any]) -> str | None:
+    """How a container that exited with an error ended, in one line: its code and its termination
+    message's last line (FallbackToLogsOnError: the log's), e.g. an image that can't be a shell."""
+    ended = (container.get("state") or {}).get("terminated") or (container.get("lastState") or {}).get(
+        "terminated"
+    )
+    if not ended or not ended.get("exitCode"):
+        return None
+    lines = [line.strip() for line in str(ended.get("message") or "").splitlines() if line.strip()]
+    cause = f": {lines[-1]}" if lines else f" ({ended.get('reason') or 'Error'})"
+    return f"container {container.get('name', '?')} exited with code {ended['exitCode']}{cause}"
 
 
 def _insufficient(message: str) -> str:

@@ -3,6 +3,11 @@
 # set up the user and start sshd; every session runs as the user. When sshd, ttyd or the gate dies the
 # container exits, so Kubernetes restarts the pod.
 #
+# It runs in the shell image, and in any other image from the toolbox (build-toolbox.sh) an init
+# container copies to /opt/shell-toolbox: then its programs come from there, and it needs nothing
+# of the image but a /bin/sh for the user's logins. Either way a session gets the image's own
+# environment (its PATH, CUDA and Python) and login shell (bash, else sh).
+#
 # Environment (set by `toolkit shell create`'s StatefulSet):
 #   SHELL_USER (required), SHELL_UID, SHELL_GID     the user, 1000:1000 by default
 #   SHELL_SECRET_DIR   the mounted Secret: authorized_keys, ssh_host_*_key, ttyd-credential
@@ -16,11 +21,27 @@
 #   SHELL_IDLE_MINUTES the idle pause's minutes, for the idle warnings, until the Secret's
 #                      idle-minutes says otherwise (0: never)
 #   SHELL_AGENT_INTERVAL  seconds between shell-agent.py's rounds (keys, banner, warnings): 10
+#   SHELL_TOOLBOX      true: another image's shell, run from the toolbox
 # The user's home, /home/$SHELL_USER, is the persistent workspace volume; /shared, where mounted,
 # is the user's shared area, the same volume in each of their shells.
 set -euo pipefail
 
+toolbox=/opt/shell-toolbox
 fail() { echo "shell-entrypoint: $*" >&2; exit 64; }
+
+# The image's environment, before this script changes any of it: what every session starts with.
+# The toolkit's own settings and what a login sets per user are not part of it.
+image_env=()
+for name in $(compgen -e); do
+  case "$name" in
+    SHELL_*|HOME|USER|LOGNAME|SHELL|MAIL|PWD|OLDPWD|SHLVL|_|HOSTNAME|TERM|LD_PRELOAD) continue ;;
+  esac
+  if [[ "${!name}" != *$'\n'* ]]; then image_env+=("${name}=${!name}"); fi
+done
+if [[ "${SHELL_TOOLBOX:-false}" == true ]]; then
+  export PATH="$toolbox/bin:$PATH" LC_ALL=C
+  unset LD_PRELOAD
+fi
 
 user="${SHELL_USER:-}"
 [[ "$user" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || fail "SHELL_USER '${user}' is not a valid user name"
@@ -32,15 +53,45 @@ gid="${SHELL_GID:-1000}"
 secrets="${SHELL_SECRET_DIR:-/etc/shell/secret}"
 home="/home/${user}"
 
-# The user, whose home is the workspace volume (kept across restarts and pauses).
-getent group "$gid" >/dev/null || groupadd --gid "$gid" "$user"
-if ! id "$user" >/dev/null 2>&1; then
-  useradd --uid "$uid" --gid "$gid" --home-dir "$home" --no-create-home --shell /bin/bash "$user"
+# The user's login shell is the image's: bash where it has one, else sh. An image whose shell can't
+# run here (none at all, or built for another architecture) can't be a shell.
+login_shell=
+for candidate in /bin/bash /bin/sh; do
+  if [[ -x "$candidate" ]]; then login_shell="$candidate"; break; fi
+done
+[[ -n "$login_shell" ]] || fail "the image has no /bin/sh, which a shell's logins need"
+if ! ran="$("$login_shell" -c 'echo ok' 2>&1)" || [[ "$ran" != ok ]]; then
+  fail "the image's ${login_shell} does not run on this node (${ran##*: }): an image for another architecture?"
 fi
-usermod --password '*' "$user"   # no password, but not locked: key logins only
+
+# The user, whose home is the workspace volume (kept across restarts and pauses). The files are
+# written directly, as useradd would, since an image need not have useradd: any other account with
+# the user's name or uid (an image's default user) gives way.
+without() {  # FILE PATTERN: drop the lines matching PATTERN
+  [[ -e "$1" ]] || return 0
+  grep -v -E "$2" "$1" > "$1.toolkit-new" || true
+  cat "$1.toolkit-new" > "$1"
+  rm -f "$1.toolkit-new"
+}
+mkdir -p /etc
+grep -q -E "^[^:]*:[^:]*:${gid}:" /etc/group 2>/dev/null || echo "${user}:x:${gid}:" >> /etc/group
+without /etc/passwd "^(${user}:|[^:]*:[^:]*:${uid}:)"
+echo "${user}:x:${uid}:${gid}:${user}:${home}:${login_shell}" >> /etc/passwd
+if [[ -e /etc/shadow ]]; then
+  without /etc/shadow "^${user}:"
+  echo "${user}:*:19000:0:99999:7:::" >> /etc/shadow   # no password, but not locked: key logins only
+fi
+# sshd's privilege separation needs its own account and directory.
+if ! grep -q '^sshd:' /etc/passwd; then
+  for sshd_uid in $(seq 100 999); do
+    grep -q -E "^[^:]*:[^:]*:${sshd_uid}:" /etc/passwd || break
+  done
+  echo "sshd:x:${sshd_uid}:65534::/run/sshd:/bin/false" >> /etc/passwd
+fi
+mkdir -p /run/sshd /etc/ssh/authorized_keys
 mkdir -p "$home"
 [[ "$(stat -c %u "$home")" == "$uid" ]] || chown "$uid:$gid" "$home"
-[[ -e "$home/.bashrc" ]] || { cp -rT /etc/skel "$home"; chown -R "$uid:$gid" "$home"; }
+if [[ ! -e "$home/.bashrc" && -d /etc/skel ]]; then cp -rT /etc/skel "$home"; chown -R "$uid:$gid" "$home"; fi
 # The user's shared area, mounted in all of their shells: theirs once, when it is new.
 if [[ -d /shared && "$(stat -c %u /shared)" == 0 ]]; then chown "$uid:$gid" /shared; fi
 
@@ -54,6 +105,17 @@ else
   echo "shell-entrypoint: no SSH host keys mounted; generating new ones (clients will see a new host key)" >&2
   ssh-keygen -A >/dev/null
 fi
+
+# Sessions start with the image's environment: sshd passes it on (SetEnv, below), and a login
+# shell's /etc/profile, which resets PATH, is followed by profile.d's copy of the image's.
+sshd_value() { local value="${1//\\/\\\\}"; printf '"%s"' "${value//\"/\\\"}"; }
+for entry in "${image_env[@]}"; do
+  if [[ "$entry" == PATH=* ]]; then
+    value="${entry#PATH=}"
+    mkdir -p /etc/profile.d
+    printf "export PATH='%s'\n" "${value//\'/\'\\\'\'}" > /etc/profile.d/00-shell-image-path.sh
+  fi
+done
 
 agent_forwarding=no
 [[ "${SHELL_AGENT_FORWARDING:-false}" == true ]] && agent_forwarding=yes
@@ -73,9 +135,14 @@ UsePAM no
 PrintMotd yes
 Subsystem sftp internal-sftp
 CONF
+  # One line: sshd takes only the first SetEnv.
+  printf 'SetEnv'
+  for entry in "${image_env[@]}"; do printf ' %s' "$(sshd_value "$entry")"; done
+  echo
 } > /etc/ssh/sshd_config
 
 if [[ "${SHELL_SUDO:-false}" == true ]]; then
+  mkdir -p /etc/sudoers.d
   echo "${user} ALL=(ALL) NOPASSWD:ALL" > "/etc/sudoers.d/${user}"
   chmod 0440 "/etc/sudoers.d/${user}"
 else
@@ -87,11 +154,14 @@ install -d -o root -g root -m 0755 /run/shell
 {
   echo "GPU shell of ${user}."
   if command -v nvidia-smi >/dev/null && gpus="$(nvidia-smi -L 2>/dev/null)"; then echo "$gpus"; else echo "No GPU visible."; fi
+  if [[ "${SHELL_SUDO:-false}" == true && ! -u "$(command -v sudo || echo /nonexistent)" ]]; then
+    echo "sudo is allowed, but this image has no sudo."
+  fi
 } > /run/shell/motd-head
-agent=(python3 /usr/local/lib/shell/shell-agent.py "$user" "$secrets" /run/shell/motd-head)
+agent=(python3 -I -B "$toolbox/shell-agent.py" "$user" "$secrets" /run/shell/motd-head)
 "${agent[@]}" --once
 
-/usr/sbin/sshd -D -e &
+"$(command -v sshd)" -D -e &
 pids=($!)
 "${agent[@]}" &
 pids+=($!)
@@ -102,15 +172,15 @@ if [[ "${SHELL_WEB:-false}" == true ]]; then
   if [[ -n "${SHELL_TLS_CERT:-}" ]]; then tls=("$SHELL_TLS_CERT" "${SHELL_TLS_KEY:?SHELL_TLS_KEY is unset}"); fi
   # ttyd gets no credential (its command line is readable by every process here, and it would
   # log it): it listens on a socket in a directory only root can enter, and trusts the header
-  # the gate sets once the credential matched. -W: writable. The session runs as the user.
+  # the gate sets once the credential matched. -W: writable. The session runs as the user, in the
+  # image's environment, and opens with the login banner (the current expiry), as an SSH login does.
   install -d -o root -g root -m 0700 /run/ttyd
-  # A web session opens with the login banner (the current expiry), as an SSH login does.
   ttyd --interface /run/ttyd/ttyd.sock --auth-header X-WebAuth-User --writable \
        --uid "$uid" --gid "$gid" --cwd "$home" \
-       env HOME="$home" USER="$user" LOGNAME="$user" SHELL=/bin/bash \
-       sh -c 'cat /etc/motd 2>/dev/null; exec bash -l' &
+       "$(command -v env)" -i "${image_env[@]}" HOME="$home" USER="$user" LOGNAME="$user" SHELL="$login_shell" \
+       "$login_shell" -c 'cat /etc/motd 2>/dev/null; exec "$SHELL" -l' &
   pids+=($!)
-  python3 /usr/local/lib/shell/web-gate.py "${SHELL_TTYD_PORT:-7681}" "$secrets/ttyd-credential" \
+  python3 -I -B "$toolbox/web-gate.py" "${SHELL_TTYD_PORT:-7681}" "$secrets/ttyd-credential" \
           /run/ttyd/ttyd.sock "${tls[@]}" &
   pids+=($!)
 fi

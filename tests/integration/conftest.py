@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,80 @@ def shell_image(lab_image: str) -> str:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return SHELL_IMAGE_TAG
+
+
+def podman_image_exists(name: str) -> bool:
+    return subprocess.run(["podman", "image", "exists", name], check=False).returncode == 0
+
+
+def podman_build(tag: str, containerfile: str, files: dict[str, str] | None = None) -> str:
+    """An image built from a Containerfile's text (and files beside it), once per machine."""
+    if not podman_image_exists(tag):
+        with tempfile.TemporaryDirectory(prefix="toolkit-test-image-") as context:
+            (Path(context) / "Containerfile").write_text(containerfile)
+            for name, text in (files or {}).items():
+                (Path(context) / name).write_text(text)
+            built = subprocess.run(
+                ["podman", "build", "--tag", tag, context], capture_output=True, text=True, check=False
+            )
+            assert built.returncode == 0, built.stdout + built.stderr
+    return tag
+
+
+MINIMAL_IMAGE_TAG = "localhost/toolkit-test-minimal:bookworm"
+
+
+@pytest.fixture(scope="session")
+def minimal_image(lab_image: str) -> str:
+    """A user's own image with none of a shell's programs: Debian's minbase and python3-minimal
+    only (no sshd, ttyd, sudo or Python beyond the interpreter), whose PATH puts its own directory
+    first, as NGC's images put theirs: a session must see that PATH and that python3."""
+    base = "localhost/toolkit-test-minbase:bookworm"
+    if not podman_image_exists(base):
+        with tempfile.TemporaryDirectory(prefix="toolkit-test-minbase-") as scratch:
+            tarball = Path(scratch) / "rootfs.tar"
+            made = subprocess.run(
+                ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar",
+                 "--include=python3-minimal", "bookworm", str(tarball),
+                 os.environ.get("TOOLKIT_LAB_MIRROR", "http://deb.debian.org/debian")],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr[-2000:]
+            subprocess.run(["podman", "import", str(tarball), base], capture_output=True, check=True)
+    return podman_build(
+        MINIMAL_IMAGE_TAG,
+        f"FROM {base}\n"
+        "RUN mkdir -p /opt/image-python/bin && ln -s /usr/bin/python3 /opt/image-python/bin/python3\n"
+        "ENV PATH=/opt/image-python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
+        "IMAGE_FLAVOUR=minimal\n",
+    )
+
+
+@pytest.fixture(scope="session")
+def other_architecture_image(minimal_image: str) -> str:
+    """The minimal image with its shells marked as AArch64 binaries (the ELF header's e_machine,
+    183): the kernel refuses to run them, as it refuses an arm64 image's on an x86_64 node."""
+    marked = (
+        "import os\n"
+        "for path in ('/usr/bin/bash', '/usr/bin/dash'):\n"
+        "    data = open(path, 'rb').read()\n"
+        "    with open(path + '.new', 'wb') as out:\n"
+        "        out.write(data[:18] + (183).to_bytes(2, 'little') + data[20:])\n"
+        "    os.chmod(path + '.new', 0o755)\n"
+        "    os.replace(path + '.new', path)\n"
+    )
+    return podman_build(
+        "localhost/toolkit-test-aarch64-shells:bookworm",
+        f"FROM {minimal_image}\nCOPY mark.py /mark.py\nRUN python3 /mark.py\n",
+        {"mark.py": marked},
+    )
+
+
+@pytest.fixture(scope="session")
+def shell_less_image() -> str:
+    """An image with no /bin/sh at all (one file, as a distroless image has no shell)."""
+    return podman_build(
+        "localhost/toolkit-test-no-shell:1",
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+        {"hello.txt": "hi\n"},
+    )

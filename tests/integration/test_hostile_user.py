@@ -903,3 +903,67 @@ def test_no_ingress_is_admitted_where_the_site_opted_out_of_it(
     refused = kubectl("alice", "create", manifest=web_ingress())
     assert refused.returncode == 1
     assert "this cluster serves no web terminal through its ingress" in refused.stderr, refused.stderr
+
+
+ALLOWED_IMAGES = ["nvcr.io/nvidia", "registry.example.org"]
+ONLY_ALLOWED_IMAGES = "this cluster runs users' images only from the registries its operator allows"
+
+
+@pytest.mark.parametrize(
+    ("image", "admitted"),
+    [
+        ("nvcr.io/nvidia/pytorch:24.08-py3", True),
+        ("registry.example.org/ml/train@sha256:" + "0" * 64, True),
+        ("localhost/toolkit-shell:latest", True),  # the site's shell image, always
+        ("docker.io/library/debian:12", False),
+        ("debian:12", False),  # the runtime reads it as docker.io's
+        ("nvcr.io/nvidia-lookalike/x:1", False),
+        ("registry.example.org.evil.example/x:1", False),
+    ],
+)
+def test_admission_holds_every_container_to_the_sites_allowed_images(
+    kubectl: Any, cluster: FakeApiServer, image: str, admitted: bool
+) -> None:
+    [shells_config] = [
+        d
+        for d in render("shells_platform", "shells.yaml.j2", shells_platform_allowed_images=ALLOWED_IMAGES)
+        if d["kind"] == "ConfigMap"
+    ]
+    cluster.put(shells_config)
+    manifest = shell_like("own-image", ADMITTED_POD)
+    # In an init container too, where a shell of another image copies its toolbox.
+    manifest["spec"]["template"]["spec"]["initContainers"] = [
+        {**ADMITTED_POD["containers"][0], "name": "init", "image": image}
+    ]
+    manifest["spec"]["template"]["spec"]["containers"][0]["image"] = (
+        "nvcr.io/nvidia/cuda:12.6.3-base-ubuntu22.04"
+    )
+    created = kubectl("alice", "create", manifest=manifest)
+    if admitted:
+        assert created.returncode == 0, created.stderr
+    else:
+        assert created.returncode == 1
+        assert (
+            "ValidatingAdmissionPolicy 'toolkit-user-images' with binding 'toolkit-user-images' denied "
+            f"request: {ONLY_ALLOWED_IMAGES}" in created.stderr
+        ), created.stderr
+        assert cluster.get("StatefulSet", "own-image", "user-alice") is None
+
+
+def test_the_toolkits_shell_of_an_allowed_image_is_admitted_with_its_toolbox(
+    kubeconfigs: dict[str, Path], cluster: FakeApiServer
+) -> None:
+    [shells_config] = [
+        d
+        for d in render("shells_platform", "shells.yaml.j2", shells_platform_allowed_images=ALLOWED_IMAGES)
+        if d["kind"] == "ConfigMap"
+    ]
+    cluster.put(shells_config)
+    alice = kube.connect(kubeconfigs["alice"])
+    request = CreateRequest(
+        name="train", user="alice", authorized_keys=(KEY,), image="nvcr.io/nvidia/pytorch:24.08-py3"
+    )
+    create(alice, request, lambda _: None)
+    pod = cluster.get("Pod", "train-0", "user-alice")
+    assert pod is not None
+    assert [c["image"] for c in pod["spec"]["initContainers"]] == ["localhost/toolkit-shell:latest"]

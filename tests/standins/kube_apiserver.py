@@ -2255,6 +2255,9 @@ class FakeApiServer:
         if time.monotonic() - started < self.behaviour.pod_start_delay:
             return
         if self.kubelet is not None and not self._container_ready(pod):
+            failed = self.kubelet.failed(pod)
+            if failed:
+                self._crash_looping(pod, failed)
             return
         node_ip = next(
             (
@@ -2295,6 +2298,34 @@ class FakeApiServer:
         self._update(pods, key, pod, "status")
         for container in containers:
             self._event(pod, "Normal", "Started", f"Started container {container['name']}", "kubelet")
+
+    def _crash_looping(self, pod: Obj, failed: Obj) -> None:
+        """A container that exited with an error, as the kubelet reports it between restarts: waiting
+        in CrashLoopBackOff, with how it ended as its last state; the pod Pending while an init
+        container fails, its app containers not yet created."""
+        pods = BY_KIND[("v1", "Pod")]
+        key = self._key(pods, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        name = failed["name"]
+        crashed = {
+            "name": name,
+            "ready": False,
+            "restartCount": 1,
+            "started": False,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": (
+                f"back-off 10s restarting failed container={name} pod={pod['metadata']['name']}_"
+                f"{pod['metadata']['namespace']}({pod['metadata']['uid']})")}},
+            "lastState": {"terminated": {"exitCode": failed["exitCode"], "reason": "Error",
+                                         "message": failed["message"],
+                                         "startedAt": now(), "finishedAt": now()}},
+        }  # fmt: skip
+        status = pod["status"]
+        if failed["init"]:
+            status["initContainerStatuses"] = [crashed]
+        else:
+            status["containerStatuses"] = [crashed]
+        if self.objects[key]["status"] != status:
+            self._update(pods, key, pod, "status")
+            self._event(pod, "Warning", "BackOff", "Back-off restarting failed container", "kubelet")
 
     def _complete(self, pod: Obj) -> None:
         """A run-to-completion pod's container exits: 0 for a command the behaviour knows, else 127."""

@@ -18,12 +18,20 @@ What it does, per pod:
   Service's nodePort, as kube-proxy would forward it; a ClusterIP Service's port, which only the
   cluster reaches, on a free loopback port that `cluster_port` tells the cluster's stand-ins
   (tests/standins/ingress_controller.py);
+- init containers: each runs to its end, in order, before the pod's container starts (with the
+  pod's volumes, so an emptyDir carries what they wrote); one that fails stops the pod there;
+- a container that exited with an error (`failed`): its exit code, and with
+  `terminationMessagePolicy: FallbackToLogsOnError` its log's tail as the message, at most 80
+  lines or 2048 bytes (upstream's API reference for Container, terminationMessagePolicy: "the
+  last chunk of container log output ... limited to 2048 bytes or 80 lines, whichever is
+  smaller"); no termination message file is read;
 - readiness: a `tcpSocket` probe checked against the published port;
 - the pod's address: the container's on podman's network, which the host reaches as a node
   reaches its pods (the lifecycle asks a shell's agent there).
 
-It does not model: resources limits, runtimeClassName (no GPU runtime here), init containers,
-more than one container, restarts after a crash, liveness probes, or logs through the API.
+It does not model: resources limits, runtimeClassName (no GPU runtime here), more than one
+container, restarts after a crash (a failed container stays failed, as in CrashLoopBackOff),
+liveness probes, or logs through the API.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ class PodmanKubelet:
         self.root = Path(root or tempfile.mkdtemp(prefix="standin-kubelet-"))
         self._started: dict[str, str] = {}  # pod uid -> container name
         self._cluster_ports: dict[str, dict[int, int]] = {}  # pod uid -> container port -> loopback port
+        self._init_failures: dict[str, Obj] = {}  # pod uid -> how its failed init container ended
         self._lock = threading.Lock()
 
     def container_name(self, pod: Obj) -> str:
@@ -57,10 +66,49 @@ class PodmanKubelet:
             if uid in self._started:
                 return
             self._started[uid] = self.container_name(pod)
-        args = self._run_args(pod, secrets, claims, services)
-        threading.Thread(
-            target=subprocess.run, args=(args,), kwargs={"capture_output": True}, daemon=True
-        ).start()
+        init_runs = [
+            (container, self._run_args(pod, container, secrets, claims, [], init=True))
+            for container in pod["spec"].get("initContainers") or []
+        ]
+        args = self._run_args(pod, pod["spec"]["containers"][0], secrets, claims, services)
+        threading.Thread(target=self._run, args=(uid, init_runs, args), daemon=True).start()
+
+    def _run(self, uid: str, init_runs: list[tuple[Obj, list[str]]], args: list[str]) -> None:
+        for container, init_args in init_runs:
+            ran = subprocess.run(init_args, capture_output=True, text=True, check=False)
+            if ran.returncode != 0:
+                with self._lock:
+                    self._init_failures[uid] = {
+                        "name": container["name"],
+                        "exitCode": ran.returncode,
+                        "message": _log_tail(ran.stdout + ran.stderr, container),
+                    }
+                return
+        subprocess.run(args, capture_output=True, check=False)
+
+    def failed(self, pod: Obj) -> Obj | None:
+        """How the pod's failed container ended ({"name", "exitCode", "message", "init"}), or None."""
+        with self._lock:
+            init_failure = self._init_failures.get(pod["metadata"]["uid"])
+        if init_failure:
+            return {**init_failure, "init": True}
+        state = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+             self.container_name(pod)],
+            capture_output=True, text=True, check=False,
+        ).stdout.split()  # fmt: skip
+        if len(state) != 2 or state[0] != "exited" or state[1] == "0":
+            return None
+        container = pod["spec"]["containers"][0]
+        logs = subprocess.run(
+            ["podman", "logs", self.container_name(pod)], capture_output=True, text=True, check=False
+        )
+        return {
+            "name": container["name"],
+            "exitCode": int(state[1]),
+            "message": _log_tail(logs.stdout + logs.stderr, container),
+            "init": False,
+        }
 
     def ready(self, pod: Obj, services: list[Obj]) -> bool:
         """The readiness probe: a TCP connect to the published port of the probed container port."""
@@ -94,6 +142,7 @@ class PodmanKubelet:
         with self._lock:
             name = self._started.pop(pod["metadata"]["uid"], None)
             self._cluster_ports.pop(pod["metadata"]["uid"], None)
+            self._init_failures.pop(pod["metadata"]["uid"], None)
         if name:
             subprocess.run(["podman", "rm", "--force", "--time", "0", name], capture_output=True, check=False)
 
@@ -132,11 +181,19 @@ class PodmanKubelet:
         }
 
     def _run_args(
-        self, pod: Obj, secrets: dict[str, Obj], claims: dict[str, Obj], services: list[Obj]
+        self,
+        pod: Obj,
+        container: Obj,
+        secrets: dict[str, Obj],
+        claims: dict[str, Obj],
+        services: list[Obj],
+        init: bool = False,
     ) -> list[str]:
-        container = pod["spec"]["containers"][0]
         security = container.get("securityContext") or {}
-        args = ["podman", "run", "--detach", "--replace", "--name", self.container_name(pod)]
+        if init:
+            args = ["podman", "run", "--rm", "--name", f"{self.container_name(pod)}-{container['name']}"]
+        else:
+            args = ["podman", "run", "--detach", "--replace", "--name", self.container_name(pod)]
         if security.get("privileged"):
             args.append("--privileged")
         capabilities = security.get("capabilities") or {}
@@ -155,8 +212,9 @@ class PodmanKubelet:
         targets = (int(port.get("targetPort", port["port"])) for port in self._selected_ports(pod, services))
         inside_only = {target for target in targets if target not in published}
         cluster_ports = {port: _free_port() for port in sorted(inside_only)}
-        with self._lock:
-            self._cluster_ports[pod["metadata"]["uid"]] = cluster_ports
+        if not init:
+            with self._lock:
+                self._cluster_ports[pod["metadata"]["uid"]] = cluster_ports
         for inside, outside in cluster_ports.items():
             args += ["--publish", f"127.0.0.1:{outside}:{inside}"]
         volumes = {volume["name"]: volume for volume in pod["spec"].get("volumes") or []}
@@ -201,6 +259,15 @@ class PodmanKubelet:
             target = self.root / "empty" / pod["metadata"]["uid"] / volume["name"]
         target.mkdir(parents=True, exist_ok=True)
         return target
+
+
+def _log_tail(log: str, container: Obj) -> str:
+    """The termination message without a message file: the log's last 80 lines, at most 2048
+    bytes, where the container asks for it (FallbackToLogsOnError); else nothing."""
+    if container.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+        return ""
+    tail = "\n".join(log.splitlines()[-80:]).encode()[-2048:]
+    return tail.decode(errors="replace")
 
 
 def _free_port() -> int:

@@ -196,3 +196,30 @@ def test_secret_holds_keys_host_key_and_credential_and_shm_is_memory_backed() ->
     assert data["ttyd-credential"] == f"alice:{rendered.ttyd_password}"
     volumes = shell_manifests.statefulset(rendered)["spec"]["template"]["spec"]["volumes"]
     assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16384Mi"}} in volumes
+
+
+def test_a_shell_of_another_image_runs_the_toolbox_an_init_container_copies_in() -> None:
+    objects = plan(image="nvcr.io/nvidia/pytorch:24.08-py3", web=True).objects(ENDPOINT)
+    validate(objects)
+    [statefulset] = [o for o in objects if o["kind"] == "StatefulSet"]
+    pod = statefulset["spec"]["template"]["spec"]
+    [copier] = pod["initContainers"]
+    [shell] = pod["containers"]
+    assert copier["image"] == FACTS.settings.image and shell["image"] == "nvcr.io/nvidia/pytorch:24.08-py3"
+    assert copier["command"] == ["cp", "-a", "/opt/shell-toolbox/.", "/toolbox/"]
+    assert copier["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert shell["command"][0] == "/opt/shell-toolbox/bin/tini"
+    assert shell["command"][-1] == "/opt/shell-toolbox/entrypoint.sh"
+    assert {"name": "SHELL_TOOLBOX", "value": "true"} in shell["env"]
+    assert {"name": "toolbox", "mountPath": "/opt/shell-toolbox", "readOnly": True} in shell["volumeMounts"]
+    assert {"name": "toolbox", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
+    # Whatever runs it, the shell's container keeps the same few capabilities.
+    assert shell["securityContext"]["capabilities"]["add"] == shell_manifests.SSHD_CAPABILITIES
+
+
+def test_a_shell_of_the_sites_image_runs_its_own_entrypoint() -> None:
+    [statefulset] = [o for o in plan().objects(ENDPOINT) if o["kind"] == "StatefulSet"]
+    pod = statefulset["spec"]["template"]["spec"]
+    assert "initContainers" not in pod and "command" not in pod["containers"][0]
+    assert all(env["name"] != "SHELL_TOOLBOX" for env in pod["containers"][0]["env"])
+    assert pod["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"

@@ -197,3 +197,31 @@ def test_idle_minutes_outside_the_clusters_limits_are_bad_input(
     with pytest.raises(BadInputError) as refused:
         plan_create(request(idle_minutes=asked), facts, NOW)
     assert str(refused.value) == reason
+
+
+def test_the_sites_image_runs_as_is_and_any_other_from_the_toolbox_written_out_in_full() -> None:
+    site_image = FACTS.settings.image
+    assert plan_create(request(), FACTS, NOW).spec.toolbox_image == ""
+    assert plan_create(request(image=site_image), FACTS, NOW).spec.toolbox_image == ""
+    own = plan_create(request(image="pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"), FACTS, NOW).spec
+    assert own.image == "docker.io/pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
+    assert own.toolbox_image == site_image
+
+
+def test_an_image_from_a_registry_the_site_does_not_allow_is_refused_naming_the_allowed() -> None:
+    facts = replace(
+        FACTS, settings=replace(FACTS.settings, allowed_images=("nvcr.io", "registry.example.org/ml"))
+    )
+    assert plan_create(request(image="nvcr.io/nvidia/pytorch:24.08-py3"), facts, NOW).spec.toolbox_image
+    assert plan_create(request(image=FACTS.settings.image), facts, NOW).spec.toolbox_image == ""
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(image="python:3.12"), facts, NOW)
+    assert str(refused.value) == (
+        "--image python:3.12: this cluster runs users' images only from nvcr.io, registry.example.org/ml "
+        "(shells_platform_allowed_images)"
+    )
+
+
+def test_an_image_that_is_no_reference_is_refused_before_the_cluster_is_asked() -> None:
+    with pytest.raises(BadInputError, match="--image 'my image' is not an image reference"):
+        check_request(request(image="my image"))

@@ -101,7 +101,7 @@ def test_the_roles_default_images_are_the_ones_toolkit_images_builds() -> None:
 def test_admission_policies_validate() -> None:
     documents = render("shells_platform", "toolkit-admission.yaml.j2")
     kinds = ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
-    assert [d["kind"] for d in documents] == kinds * 7
+    assert [d["kind"] for d in documents] == kinds * 8
     validate(documents)
 
 

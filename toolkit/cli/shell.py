@@ -85,7 +85,13 @@ def create(
     ] = None,
     shm: Annotated[str | None, typer.Option(help="Size of a memory-backed /dev/shm, e.g. 16Gi.")] = None,
     image: Annotated[
-        str | None, typer.Option(help="Shell image.", show_default="the cluster's, from images/shell")
+        str | None,
+        typer.Option(
+            help="Any image as the shell, e.g. nvcr.io/nvidia/pytorch:24.08-py3: it needs only a /bin/sh "
+            "(x86_64); sshd, the web terminal and the agent come from the cluster's shell image, and "
+            "sessions get the image's own PATH, Python and CUDA. The site may limit registries.",
+            show_default="the cluster's, from images/shell",
+        ),
     ] = None,
     node_selector: Annotated[
         list[str] | None, typer.Option("--node-selector", help="KEY=VALUE a node must have. Repeatable.")
