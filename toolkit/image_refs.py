@@ -22,8 +22,10 @@ _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 REFERENCE = re.compile(
     rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?",
+    re.ASCII,
 )
+DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 DOCKER_HUB = "docker.io"
 
 
@@ -31,7 +33,8 @@ def full_reference(image: str) -> str:
     """The reference with its registry (and Docker Hub's `library/`); a BadInputError if it is none."""
     text = image.strip()
     found = REFERENCE.fullmatch(text)
-    if not found or len(text) > 255:
+    algorithm, _, digest_hex = (found["digest"] or "").partition(":") if found else ("", "", "")
+    if not found or len(text) > 255 or (algorithm and len(digest_hex) != DIGEST_LENGTHS.get(algorithm)):
         raise BadInputError(
             f"--image {image!r} is not an image reference (REGISTRY/REPOSITORY[:TAG][@DIGEST], "
             "e.g. nvcr.io/nvidia/pytorch:24.08-py3)"

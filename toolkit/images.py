@@ -25,17 +25,33 @@ SHELL_IMAGE = "localhost/toolkit-shell:latest"
 TOOLKIT_IMAGE = "localhost/toolkit:latest"
 
 # images/toolkit's Python is Debian 12's CPython 3.11 on x86_64: pip fetches binary wheels for it.
-WHEEL_PLATFORM = (
-    "--only-binary=:all:",
-    "--platform",
-    "manylinux2014_x86_64",
-    "--python-version",
-    "3.11",
-    "--implementation",
-    "cp",
-    "--abi",
-    "cp311",
-)
+TOOLKIT_PYTHON = "3.11"
+# The shell image's JupyterLab goes on the base's own Python: 3.10 on NVIDIA's CUDA image (Ubuntu
+# 22.04), 3.11 on Debian 12; its requirements pin both, and both are fetched.
+SHELL_PYTHONS = ("3.10", "3.11")
+
+
+def wheel_platform(python: str) -> tuple[str, ...]:
+    """pip's options for binary wheels of one CPython on glibc x86_64 (manylinux 2.28 and older:
+    Ubuntu 22.04's and Debian 12's glibc are newer)."""
+    abi = "cp" + python.replace(".", "")
+    platforms = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
+    return (
+        "--only-binary=:all:",
+        *(option for platform in platforms for option in ("--platform", platform)),
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    )
+
+
 # What setuptools reads to build the toolkit's wheel, copied out of the checkout so the build
 # leaves no build/ behind there (nor ships a stale module from one).
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "toolkit")
@@ -122,25 +138,63 @@ def gather_wheels(requirements: Path, source: Path, target: Path) -> None:
         shutil.copy(found, target / found.name)
 
 
-def download_wheels(requirements: Path, target: Path, log: Path) -> None:
-    """Download the pinned wheels into `target`; pip checks each one against its sha256."""
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--require-hashes",
-            "--no-deps",
-            *WHEEL_PLATFORM,
-            "--dest",
-            str(target),
-            "--requirement",
-            str(requirements),
-        ],
-        log,
-        "downloading the pinned wheels",
-    )
+def download_wheels(requirements: Path, target: Path, log: Path, python: str = TOOLKIT_PYTHON) -> None:
+    """Download the pinned wheels for one CPython into `target`; pip checks each one against its
+    sha256. pip evaluates markers for the Python it runs on, whatever --python-version says, so
+    the pins are first chosen for `python` (for_python)."""
+    with tempfile.TemporaryDirectory(prefix="toolkit-requirements-") as scratch:
+        chosen = Path(scratch) / "requirements.txt"
+        chosen.write_text(for_python(requirements, python))
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--require-hashes",
+                "--no-deps",
+                *wheel_platform(python),
+                "--dest",
+                str(target),
+                "--requirement",
+                str(chosen),
+            ],
+            log,
+            f"downloading the pinned wheels for Python {python}",
+        )
+
+
+_PYTHON_MARKER = re.compile(r"""python_version\s*(<|<=|==|>=|>|!=)\s*["'](\d+)\.(\d+)["']""")
+_COMPARE = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "!=": lambda a, b: a != b,
+}
+
+
+def for_python(requirements: Path, python: str) -> str:
+    """The requirements for one CPython: each pin whose marker (only `python_version OP "X.Y"`)
+    holds for it, without the marker."""
+    version = tuple(int(part) for part in python.split("."))
+    chosen = []
+    for line in requirements.read_text().replace("\\\n", " ").splitlines():
+        requirement, _, marker = line.split("#", 1)[0].partition(";")
+        if not requirement.strip():
+            continue
+        hashes = " ".join(re.findall(r"--hash=\S+", marker)) if marker else ""
+        condition = marker.split("--hash", 1)[0].strip() if marker else ""
+        if condition:
+            found = _PYTHON_MARKER.fullmatch(condition)
+            if not found:
+                raise ToolkitError(f'{requirements}: marker {condition!r} is not python_version OP "X.Y"')
+            wanted = (int(found[2]), int(found[3]))
+            if not _COMPARE[found[1]](version, wanted):
+                continue
+        chosen.append(f"{requirement.strip()} {hashes}".strip())
+    return "\n".join(chosen) + "\n"
 
 
 def build_own_wheel(project: Path, target: Path, log: Path) -> None:
@@ -193,11 +247,10 @@ def build(
     log: Path,
 ) -> None:
     """Build images/<image> as `tag`. For the shell, a local ttyd must match the sha256 the
-    Dockerfile pins; for the toolkit, `wheels` holds the pinned wheels (else they are downloaded)."""
+    Dockerfile pins; `wheels` holds the pinned wheels (the toolkit's, or the shell's JupyterLab),
+    else they are downloaded."""
     if image is Image.toolkit and ttyd is not None:
         raise BadInputError("--ttyd is for the shell image: the toolkit image has no ttyd")
-    if image is Image.shell and wheels is not None:
-        raise BadInputError("--wheels is for the toolkit image: the shell image installs no wheels")
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     if image is Image.toolkit:
@@ -215,6 +268,15 @@ def build(
             if digest != expected:
                 raise BadInputError(f"--ttyd {ttyd} has sha256 {digest}, not the pinned {expected}")
             shutil.copy(ttyd, context / "vendor" / "ttyd.x86_64")
+        requirements, target = recipe / "jupyter-requirements.txt", context / "vendor" / "wheels"
+        target.mkdir()
+        if wheels is None:
+            for python in SHELL_PYTHONS:
+                report(f"downloading JupyterLab's pinned wheels for Python {python}")
+                download_wheels(requirements, target, log, python)
+        else:
+            report(f"taking JupyterLab's pinned wheels from {wheels}")
+            gather_wheels(requirements, wheels, target)
         _build_context(context, report, base=base, tag=tag, builder=builder, log=log)
 
 

@@ -49,6 +49,8 @@ class CreatedShell:
     web_url: str | None = None
     web_credential: str | None = None
     web_is_plain_http: bool = False
+    jupyter_url: str | None = None
+    jupyter_token: str | None = None  # shown once
     gpus: int = 0
     status: str = "ready"  # or, with --no-wait: "queued" or "starting"
     position: int | None = None  # in the cluster's queue, 1 next
@@ -200,6 +202,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         web_url=plan.web_url(endpoint),
         web_credential=f"{spec.user}:{spec.ttyd_password}" if spec.web else None,
         web_is_plain_http=plan.web_is_plain_http,
+        jupyter_url=plan.jupyter_url(endpoint),
+        jupyter_token=spec.jupyter_token or None,
     )
 
 

@@ -54,14 +54,20 @@ WEB_PORT = 7681
 # The shell agent's activity report (images/shell/shell-agent.py), which the lifecycle reads.
 ACTIVITY_PORT = 7682
 SHELL_UID = 1000
+JUPYTER_PORT = 8888  # JupyterLab's, on the shell's loopback: the web gate's and `ssh -L`'s way in
+JUPYTER_PATH = "/jupyter/lab"  # where JupyterLab answers (its base_url, /jupyter/, then lab)
+JUPYTER_TOKEN_KEY = "jupyter-token"
+JUPYTER_TUNNEL = f"{JUPYTER_PORT}:127.0.0.1:{JUPYTER_PORT}"  # ssh -L's forward to it
 # Where the shell image keeps its toolbox (images/shell/build-toolbox.sh), and where a shell of
 # another image finds its copy: every program there is bound to this path.
 TOOLBOX_PATH = "/opt/shell-toolbox"
+# bash -p: the image's BASH_ENV, ENV and exported functions never reach the root entrypoint.
 TOOLBOX_COMMAND = [
     f"{TOOLBOX_PATH}/bin/tini",
     "-g",
     "--",
     f"{TOOLBOX_PATH}/bin/bash",
+    "-p",
     f"{TOOLBOX_PATH}/entrypoint.sh",
 ]
 SHARED_CLAIM = "shared"  # each user's one shared area, mounted at /shared in all their shells
@@ -135,6 +141,9 @@ class ShellSpec:
     # Another image than the site's shell image: that image (toolbox_image, the site's) lends its
     # toolbox, and the shell runs from it.
     toolbox_image: str = ""
+    # JupyterLab beside the web terminal, behind the same gate at /jupyter/, with its own token.
+    jupyter: bool = False
+    jupyter_token: str = ""
 
     @property
     def home(self) -> str:
@@ -187,6 +196,7 @@ def secret(spec: ShellSpec) -> Manifest:
             # A queued shell counts its lifetime from its own start until one is written here.
             EXPIRES_AT_KEY: "" if spec.lifetime_seconds else timestamp(spec.expires_at),
             IDLE_MINUTES_KEY: str(spec.idle_minutes),
+            **({JUPYTER_TOKEN_KEY: spec.jupyter_token} if spec.jupyter else {}),
         },
     }
 
@@ -308,6 +318,14 @@ def statefulset(spec: ShellSpec) -> Manifest:
         {"name": "SHELL_SUDO", "value": "true" if spec.sudo else "false"},
         *([{"name": "SHELL_TOOLBOX", "value": "true"}] if spec.toolbox_image else []),
         *(
+            [
+                {"name": "SHELL_JUPYTER", "value": "true"},
+                {"name": "SHELL_JUPYTER_PORT", "value": str(JUPYTER_PORT)},
+            ]
+            if spec.jupyter
+            else []
+        ),
+        *(
             # A queued shell's agent counts its lifetime from its own start, up to the latest.
             [
                 {"name": "SHELL_LIFETIME_SECONDS", "value": str(spec.lifetime_seconds)},
@@ -364,6 +382,8 @@ def statefulset(spec: ShellSpec) -> Manifest:
                     "privileged": False,
                     "allowPrivilegeEscalation": spec.sudo,
                     "capabilities": {"drop": ["ALL"], "add": SSHD_CAPABILITIES},
+                    # The entrypoint starts as root whatever USER another image names (jovyan...).
+                    **({"runAsUser": 0, "runAsGroup": 0} if spec.toolbox_image else {}),
                 },
                 "readinessProbe": {
                     "tcpSocket": {"port": SSH_PORT},

@@ -39,6 +39,7 @@ class CreateRequest:
     image: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
     web: bool = False
+    jupyter: bool = False  # JupyterLab, served beside the web terminal (so it implies web)
     hours: Fraction | None = None  # the shell's lifetime; None: the cluster's default
     idle_minutes: int | None = None  # paused after this long idle (0: never); None: the cluster's
     storage: str | None = None  # a new home's size; None: DEFAULT_STORAGE
@@ -163,6 +164,11 @@ class ShellPlan:
         """The site opted out of the ingress: the web terminal is plain HTTP on a node port."""
         return self.spec.web and not self.spec.web_host
 
+    def jupyter_url(self, endpoint: Endpoint) -> str | None:
+        """JupyterLab's address (without its token)."""
+        web = self.web_url(endpoint)
+        return f"{web.rstrip('/')}{manifests.JUPYTER_PATH}" if self.spec.jupyter and web else None
+
     def web_url(self, endpoint: Endpoint) -> str | None:
         if self.spec.web_host:
             return f"https://{self.spec.web_host}/"
@@ -278,7 +284,8 @@ def plan_create(
             f"{request.user} already has a shell named {request.name!r}: pick another name or delete it"
         )
     image = _image(request, settings, reasons)
-    web_host = _web_host(request, settings, reasons) if request.web else ""
+    web = request.web or request.jupyter
+    web_host = _web_host(request, settings, reasons) if web else ""
     # A shell more GPUs than the node has is refused already; its share would only say so again.
     sizes = _size(request, node, reasons) if node and request.gpus <= node.gpus else None
     _refuse(reasons)
@@ -299,7 +306,7 @@ def plan_create(
         host_key=host_key or generate_key_pair(),
         ttyd_password=ttyd_password or secrets.token_urlsafe(18),
         ssh_endpoint="",
-        web=request.web,
+        web=web,
         shm=quantity.parse(request.shm, "--shm") if request.shm else None,
         runtime_class=facts.runtime_class,
         node_selector=dict(request.node_selector),
@@ -318,6 +325,8 @@ def plan_create(
         forward_agent=request.forward_agent,
         sudo=request.sudo,
         toolbox_image="" if image == settings.image else settings.image,
+        jupyter=request.jupyter,
+        jupyter_token=secrets.token_urlsafe(24) if request.jupyter else "",
     )
     return ShellPlan(spec, node, settings.ssh_host)
 
@@ -387,18 +396,21 @@ def _web_host(request: CreateRequest, settings: Platform, reasons: list[str]) ->
     toolkit-user-ingresses policy holds every Ingress to it)."""
     if settings.web_expose != "ingress":
         return ""
+    option = "--web" if request.web else "--jupyter"
     if not settings.web_domain:
         reasons.append(
-            "--web: this cluster serves web terminals through its ingress but has no web domain "
+            f"{option}: this cluster serves web terminals through its ingress but has no web domain "
             "(an operator sets shells_platform_web_domain)"
         )
         return ""
     label = f"{request.name}--{request.user}"
     if "--" in request.name:
-        reasons.append(f"--web: a shell with a web terminal can't have '--' in its name ({request.name!r})")
+        reasons.append(
+            f"{option}: a shell with a web terminal can't have '--' in its name ({request.name!r})"
+        )
     elif len(label) > DNS_LABEL_MAX:
         reasons.append(
-            f"--web: the web terminal's host name {label!r} is {len(label)} characters, "
+            f"{option}: the web terminal's host name {label!r} is {len(label)} characters, "
             f"more than a DNS label's {DNS_LABEL_MAX}: pick a shorter shell name"
         )
     return f"{label}.{settings.web_domain}"

@@ -22,6 +22,7 @@ from toolkit.kube import ApiError, Kube
 # Container waiting reasons that will not fix themselves: the create fails with the reason.
 FATAL_WAITING = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
                  "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}  # fmt: skip
+CANNOT_WORK = 64  # the entrypoint's exit for what no restart mends: a bad image, a bad setting
 # How long to wait for the pod to appear before asking whether its creation was refused.
 POD_CREATE_CHECK_SECONDS = 5
 # How often a queued shell's place is read again.
@@ -55,7 +56,10 @@ def pod_phase(pod: dict[str, Any]) -> tuple[str, str | None]:
     for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
         state = container.get("state") or {}
         waiting, failed = state.get("waiting"), _failed(container)
-        if failed and (state.get("terminated") or (waiting and waiting.get("reason") in FATAL_WAITING)):
+        # A shell's container that can't work exits 64 (images/shell/entrypoint.sh): no restart
+        # will mend it. Any other exit gets the kubelet's restarts, until it backs off.
+        cannot_work = (state.get("terminated") or {}).get("exitCode") == CANNOT_WORK
+        if failed and (cannot_work or (waiting and waiting.get("reason") in FATAL_WAITING)):
             return "starting", failed
         if waiting and waiting.get("reason") in FATAL_WAITING:
             return "pulling image", f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
@@ -72,7 +76,9 @@ def _failed(container: dict[str, Any]) -> str | None:
     )
     if not ended or not ended.get("exitCode"):
         return None
-    lines = [line.strip() for line in str(ended.get("message") or "").splitlines() if line.strip()]
+    # The image writes the log: what reaches the terminal is printable text only.
+    printable = re.sub(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", "", str(ended.get("message") or ""))
+    lines = [line.strip() for line in printable.splitlines() if line.strip()]
     cause = f": {lines[-1]}" if lines else f" ({ended.get('reason') or 'Error'})"
     return f"container {container.get('name', '?')} exited with code {ended['exitCode']}{cause}"
 

@@ -59,6 +59,7 @@ class Shell:
     home: str = ""  # the PVC mounted as its home: NAME-home, or a disk given at creation
     forward_agent: bool = False  # its sshd lets the owner forward their ssh agent
     sudo: bool = False  # its user has passwordless sudo
+    jupyter: bool = False  # JupyterLab beside the web terminal
 
     @property
     def expiry_starts_when_running(self) -> bool:
@@ -131,6 +132,7 @@ class Shell:
             home=_home_claim(sts) or manifests.claim_name(metadata["name"]),
             forward_agent=_env(sts, "SHELL_AGENT_FORWARDING") == "true",
             sudo=_env(sts, "SHELL_SUDO") == "true",
+            jupyter=_env(sts, "SHELL_JUPYTER") == "true",
         )
 
     @property
@@ -164,7 +166,18 @@ class Shell:
             "home": self.home,
             "forward_agent": self.forward_agent,
             "sudo": self.sudo,
+            "jupyter": self.jupyter_url,
         }
+
+    @property
+    def jupyter_url(self) -> str | None:
+        """JupyterLab's address, without its token (which only the create shows): HTTPS where the
+        web endpoint is the ingress's, else plain HTTP at the node port."""
+        if not (self.jupyter and self.web_endpoint):
+            return None
+        host, _, port = self.web_endpoint.rpartition(":")
+        base = f"https://{host}" if port == "443" else f"http://{self.web_endpoint}"
+        return f"{base}{manifests.JUPYTER_PATH}"
 
 
 def mounted_claims(spec: Any) -> set[str]:

@@ -17,9 +17,11 @@ set -euo pipefail
 dest="${1:?usage: build-toolbox.sh DEST}"
 # What entrypoint.sh, the agent and the gate run, found on this image's PATH.
 programs=(bash sshd ssh-keygen python3 env cat cp mkdir chmod chown install stat rm grep id sleep
-          basename readlink mv head seq)
-# Loaded at run time rather than linked: name lookups (sshd, id) through /etc/passwd and /etc/group.
-dlopened=(libnss_files.so.2)
+          basename readlink mv head seq setpriv ls tr)
+# Loaded at run time rather than linked: name lookups (sshd, id) through /etc/passwd and /etc/group,
+# as an image's nsswitch.conf names them (older images say `compat`). The toolbox's copies come
+# first (the programs' RPATH), never an image's, built for another glibc.
+dlopened=(libnss_files.so.2 libnss_compat.so.2)
 
 [[ "$dest" == /* ]] || { echo "build-toolbox.sh: DEST must be an absolute path" >&2; exit 2; }
 rm -rf "$dest"
@@ -40,12 +42,14 @@ for program in "${programs[@]}"; do
   cp -L "$found" "$dest/bin/$program"
   copy_libraries "$found"
 done
+ldconfig -p > "$dest/ld.so.cache.txt"  # read whole: awk leaving a pipe early would kill ldconfig
 for library in "${dlopened[@]}"; do
-  found="$(ldconfig -p | awk -v name="$library" '$1 == name && /x86-64/ { print $NF; exit }')"
+  found="$(awk -v name="$library" '$1 == name && /x86-64/ { print $NF; exit }' "$dest/ld.so.cache.txt")"
   [[ -n "$found" ]] || { echo "build-toolbox.sh: $library not found" >&2; exit 1; }
   cp -L "$found" "$dest/lib/$library"
   copy_libraries "$found"
 done
+rm "$dest/ld.so.cache.txt"
 
 # Python's standard library, where python3 looks for it: lib/pythonX.Y beside bin/. Its extension
 # modules' libraries (ssl, ffi, zlib...) go to lib/ as well.
@@ -59,7 +63,19 @@ find "$dest/lib/$version/lib-dynload" -name '*.so' | while read -r module; do co
 for program in "$dest"/bin/*; do
   patchelf --set-interpreter "$dest/lib/ld-linux-x86-64.so.2" --force-rpath --set-rpath "$dest/lib" "$program"
 done
+# Compiled now, as the toolbox's python3 will look for them: the copy in a pod is read-only.
+"$dest/bin/python3" -I -m compileall -q -j 0 "$dest/lib/$version" >/dev/null
 chmod -R go-w "$dest"
-"$dest/bin/python3" -I -S -B -c 'import ssl, json, http.server, asyncio, hmac' \
-  || { echo "build-toolbox.sh: the toolbox's python3 does not run" >&2; exit 1; }
+# Each program runs from the toolbox alone, and Python finds its library there, not the image's.
+"$dest/bin/python3" -I -S -B -c "import sys, ssl, json, http.server, asyncio, hmac; assert sys.prefix == '$dest', sys.prefix" \
+  || { echo "build-toolbox.sh: the toolbox's python3 does not run from $dest" >&2; exit 1; }
+for check in "bash -c :" "grep --version" "env true" "setpriv --version" "ssh-keygen -y -f /dev/null" "sshd -V"; do
+  read -r program arguments <<< "$check"
+  # shellcheck disable=SC2086
+  output="$("$dest/bin/$program" $arguments 2>&1 || true)"
+  if [[ "$output" == *"error while loading shared libraries"* ]]; then
+    echo "build-toolbox.sh: the toolbox's $program does not load its libraries" >&2
+    exit 1
+  fi
+done
 echo "build-toolbox.sh: $(du -sh "$dest" | cut -f1) in $dest"

@@ -22,6 +22,9 @@
 #                      idle-minutes says otherwise (0: never)
 #   SHELL_AGENT_INTERVAL  seconds between shell-agent.py's rounds (keys, banner, warnings): 10
 #   SHELL_TOOLBOX      true: another image's shell, run from the toolbox
+#   SHELL_JUPYTER      true (with SHELL_WEB) starts the image's jupyter-lab as the user on
+#                      127.0.0.1:SHELL_JUPYTER_PORT (8888), under /jupyter/, with the Secret's
+#                      jupyter-token; web-gate.py passes /jupyter/ to it
 # The user's home, /home/$SHELL_USER, is the persistent workspace volume; /shared, where mounted,
 # is the user's shared area, the same volume in each of their shells.
 set -euo pipefail
@@ -34,14 +37,15 @@ fail() { echo "shell-entrypoint: $*" >&2; exit 64; }
 image_env=()
 for name in $(compgen -e); do
   case "$name" in
-    SHELL_*|HOME|USER|LOGNAME|SHELL|MAIL|PWD|OLDPWD|SHLVL|_|HOSTNAME|TERM|LD_PRELOAD) continue ;;
+    SHELL_*|HOME|USER|LOGNAME|SHELL|MAIL|PWD|OLDPWD|SHLVL|_|HOSTNAME|TERM) continue ;;
   esac
   if [[ "${!name}" != *$'\n'* ]]; then image_env+=("${name}=${!name}"); fi
 done
+# What the image's environment must not do to the root processes here (its sessions keep it).
 if [[ "${SHELL_TOOLBOX:-false}" == true ]]; then
   export PATH="$toolbox/bin:$PATH" LC_ALL=C
-  unset LD_PRELOAD
 fi
+unset LD_PRELOAD LD_AUDIT BASH_ENV ENV
 
 user="${SHELL_USER:-}"
 [[ "$user" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || fail "SHELL_USER '${user}' is not a valid user name"
@@ -60,9 +64,12 @@ for candidate in /bin/bash /bin/sh; do
   if [[ -x "$candidate" ]]; then login_shell="$candidate"; break; fi
 done
 [[ -n "$login_shell" ]] || fail "the image has no /bin/sh, which a shell's logins need"
-if ! ran="$("$login_shell" -c 'echo ok' 2>&1)" || [[ "$ran" != ok ]]; then
-  fail "the image's ${login_shell} does not run on this node (${ran##*: }): an image for another architecture?"
+mkdir -p /run
+if ! ran="$(env -i PATH=/usr/bin:/bin "$login_shell" -c 'echo ok' 2>/run/shell-check.err)" || [[ "$ran" != ok ]]; then
+  why="$(head -c 300 /run/shell-check.err 2>/dev/null | tr -d '\000-\037')"
+  fail "the image's ${login_shell} does not run on this node (${why##*: }): an image for another architecture?"
 fi
+rm -f /run/shell-check.err
 
 # The user, whose home is the workspace volume (kept across restarts and pauses). The files are
 # written directly, as useradd would, since an image need not have useradd: any other account with
@@ -91,16 +98,23 @@ fi
 mkdir -p /run/sshd /etc/ssh/authorized_keys
 mkdir -p "$home"
 [[ "$(stat -c %u "$home")" == "$uid" ]] || chown "$uid:$gid" "$home"
-if [[ ! -e "$home/.bashrc" && -d /etc/skel ]]; then cp -rT /etc/skel "$home"; chown -R "$uid:$gid" "$home"; fi
+# A new home (nothing in it but a filesystem's lost+found) starts from the image's skeleton; a used
+# one is never touched again, however large.
+if [[ -d /etc/skel && -z "$(ls -A "$home" | grep -v '^lost+found$' || true)" ]]; then
+  cp -rT /etc/skel "$home"
+  chown -R "$uid:$gid" "$home"
+fi
 # The user's shared area, mounted in all of their shells: theirs once, when it is new.
 if [[ -d /shared && "$(stat -c %u /shared)" == 0 ]]; then chown "$uid:$gid" /shared; fi
 
 # Keys come from the Secret; root owns the copies, so a session cannot change who may log in.
 # shell-agent.py installs them, and again whenever the Secret changes.
 [[ -s "$secrets/authorized_keys" ]] || fail "no authorized_keys in $secrets"
+# An image's own host keys were made when it was built: anyone who pulls it has them. Never served.
+rm -f /etc/ssh/ssh_host_*
 host_keys=("$secrets"/ssh_host_*_key)
 if [[ -e "${host_keys[0]}" ]]; then
-  for key in "${host_keys[@]}"; do install -o root -g root -m 0600 "$key" "/etc/ssh/$(basename "$key")"; done
+  for key in "${host_keys[@]}"; do install -o 0 -g 0 -m 0600 "$key" "/etc/ssh/$(basename "$key")"; done
 else
   echo "shell-entrypoint: no SSH host keys mounted; generating new ones (clients will see a new host key)" >&2
   ssh-keygen -A >/dev/null
@@ -109,11 +123,12 @@ fi
 # Sessions start with the image's environment: sshd passes it on (SetEnv, below), and a login
 # shell's /etc/profile, which resets PATH, is followed by profile.d's copy of the image's.
 sshd_value() { local value="${1//\\/\\\\}"; printf '"%s"' "${value//\"/\\\"}"; }
+image_path=/usr/local/bin:/usr/bin:/bin
 for entry in "${image_env[@]}"; do
   if [[ "$entry" == PATH=* ]]; then
-    value="${entry#PATH=}"
+    image_path="${entry#PATH=}"
     mkdir -p /etc/profile.d
-    printf "export PATH='%s'\n" "${value//\'/\'\\\'\'}" > /etc/profile.d/00-shell-image-path.sh
+    printf "export PATH='%s'\n" "${image_path//\'/\'\\\'\'}" > /etc/profile.d/00-shell-image-path.sh
   fi
 done
 
@@ -150,7 +165,7 @@ else
 fi
 
 # The login banner's head; shell-agent.py adds the expiry, and keeps it current.
-install -d -o root -g root -m 0755 /run/shell
+install -d -o 0 -g 0 -m 0755 /run/shell
 {
   echo "GPU shell of ${user}."
   if command -v nvidia-smi >/dev/null && gpus="$(nvidia-smi -L 2>/dev/null)"; then echo "$gpus"; else echo "No GPU visible."; fi
@@ -174,15 +189,35 @@ if [[ "${SHELL_WEB:-false}" == true ]]; then
   # log it): it listens on a socket in a directory only root can enter, and trusts the header
   # the gate sets once the credential matched. -W: writable. The session runs as the user, in the
   # image's environment, and opens with the login banner (the current expiry), as an SSH login does.
-  install -d -o root -g root -m 0700 /run/ttyd
+  install -d -o 0 -g 0 -m 0700 /run/ttyd
   ttyd --interface /run/ttyd/ttyd.sock --auth-header X-WebAuth-User --writable \
        --uid "$uid" --gid "$gid" --cwd "$home" \
        "$(command -v env)" -i "${image_env[@]}" HOME="$home" USER="$user" LOGNAME="$user" SHELL="$login_shell" \
        "$login_shell" -c 'cat /etc/motd 2>/dev/null; exec "$SHELL" -l' &
   pids+=($!)
-  python3 -I -B "$toolbox/web-gate.py" "${SHELL_TTYD_PORT:-7681}" "$secrets/ttyd-credential" \
-          /run/ttyd/ttyd.sock "${tls[@]}" &
+  gate_options=()
+  if [[ "${SHELL_JUPYTER:-false}" == true ]]; then
+    [[ -s "$secrets/jupyter-token" ]] || fail "SHELL_JUPYTER is true but $secrets/jupyter-token is missing"
+    jupyter_lab="$(PATH="$image_path" type -P jupyter-lab || true)"
+    [[ -n "$jupyter_lab" ]] || fail "--jupyter: the image has no jupyter-lab on its PATH ($image_path)"
+    jupyter_port="${SHELL_JUPYTER_PORT:-8888}"
+    # As the user, in the image's environment, on loopback only: the gate and `ssh -L` reach it.
+    # The token is the Secret's, in a file only the user reads (JUPYTER_TOKEN_FILE), never on a
+    # command line; an image's own JUPYTER_TOKEN, which would come first, is emptied.
+    install -o "$uid" -g "$gid" -m 0400 "$secrets/jupyter-token" /run/shell/jupyter-token
+    (cd "$home" && exec setpriv --reuid "$uid" --regid "$gid" --init-groups \
+       "$(command -v env)" -i "${image_env[@]}" HOME="$home" USER="$user" LOGNAME="$user" \
+       SHELL="$login_shell" JUPYTER_TOKEN= JUPYTER_TOKEN_FILE=/run/shell/jupyter-token \
+       "$jupyter_lab" --no-browser --ip=127.0.0.1 --port="$jupyter_port" --ServerApp.port_retries=0 \
+       --ServerApp.base_url=/jupyter/ --ServerApp.allow_remote_access=True --ServerApp.root_dir="$home") &
+    pids+=($!)
+    gate_options=(--jupyter "$jupyter_port")
+  fi
+  python3 -I -B "$toolbox/web-gate.py" "${gate_options[@]}" "${SHELL_TTYD_PORT:-7681}" \
+          "$secrets/ttyd-credential" /run/ttyd/ttyd.sock "${tls[@]}" &
   pids+=($!)
+elif [[ "${SHELL_JUPYTER:-false}" == true ]]; then
+  fail "SHELL_JUPYTER needs SHELL_WEB: JupyterLab is served through the web gate"
 fi
 
 # Either process ending ends the container.

@@ -10,7 +10,10 @@ host, as ttyd's --check-origin does. Of a plain request only its head and its bo
 marked `Connection: close`: nothing the client sends after it on that connection does, so no
 request can follow an authorised one unchecked. With a certificate it serves HTTPS.
 
-Usage: web-gate.py PORT CREDENTIAL_FILE TTYD_SOCKET [CERT KEY]
+With --jupyter PORT, requests under /jupyter/ go to JupyterLab on that loopback port instead,
+without the terminal's credential: JupyterLab checks its own token (and a WebSocket's Origin).
+
+Usage: web-gate.py [--jupyter PORT] PORT CREDENTIAL_FILE TTYD_SOCKET [CERT KEY]
 The credential file holds `user:password` and stays readable by root only.
 """
 
@@ -28,6 +31,9 @@ from urllib.parse import urlsplit
 AUTH_HEADER = "X-WebAuth-User"
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024 * 1024
+# JupyterLab uploads a file of up to 15 MB in one request (larger ones in chunks of 1 MiB), as JSON.
+MAX_JUPYTER_BODY = 32 * 1024 * 1024
+JUPYTER_PREFIX = "/jupyter"
 
 
 def parse_head(head: bytes) -> tuple[str, list[tuple[str, str]]] | None:
@@ -71,14 +77,22 @@ def verdict(headers: list[tuple[str, str]], credential: bytes) -> tuple[int, str
     return 0, credential.split(b":", 1)[0].decode()
 
 
-def forwarded_head(request_line: str, headers: list[tuple[str, str]], user: str) -> bytes:
+def forwarded_head(request_line: str, headers: list[tuple[str, str]], user: str | None) -> bytes:
+    """The head passed on: the client's auth header dropped, the gate's set (for ttyd; JupyterLab
+    gets none), and a plain request marked as the connection's last."""
     websocket = (header(headers, "Upgrade") or "").lower() == "websocket"
     kept = [(k, v) for k, v in headers if k.lower() != AUTH_HEADER.lower()]
     if not websocket:
         kept = [(k, v) for k, v in kept if k.lower() not in ("connection", "keep-alive")]
         kept.append(("Connection", "close"))
-    kept.append((AUTH_HEADER, user))
+    if user is not None:
+        kept.append((AUTH_HEADER, user))
     return (request_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in kept) + "\r\n").encode("latin-1")
+
+
+def for_jupyter(request_line: str) -> bool:
+    path = request_line.split(" ")[1]
+    return path == JUPYTER_PREFIX or path.startswith((f"{JUPYTER_PREFIX}/", f"{JUPYTER_PREFIX}?"))
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -104,7 +118,7 @@ async def refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> None
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def handler(credential: bytes, socket_path: str) -> Handler:
+def handler(credential: bytes, socket_path: str, jupyter_port: int | None = None) -> Handler:
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(client_reader.readuntil(b"\r\n\r\n"), timeout=30)
@@ -116,21 +130,28 @@ def handler(credential: bytes, socket_path: str) -> Handler:
             await refuse(client_writer, 400, "Bad Request")
             return
         request_line, headers = parsed
-        status, detail = verdict(headers, credential)
-        if status:
-            await refuse(client_writer, status, detail)
-            return
+        jupyter = jupyter_port is not None and for_jupyter(request_line)
+        user: str | None = None
+        if not jupyter:
+            status, user = verdict(headers, credential)
+            if status:
+                await refuse(client_writer, status, user)
+                return
         try:
-            ttyd_reader, ttyd_writer = await asyncio.open_unix_connection(socket_path)
+            if jupyter:
+                ttyd_reader, ttyd_writer = await asyncio.open_connection("127.0.0.1", jupyter_port)
+            else:
+                ttyd_reader, ttyd_writer = await asyncio.open_unix_connection(socket_path)
         except OSError:
             await refuse(client_writer, 502, "Bad Gateway")
             return
-        ttyd_writer.write(forwarded_head(request_line, headers, detail))
+        ttyd_writer.write(forwarded_head(request_line, headers, user))
         if (header(headers, "Upgrade") or "").lower() == "websocket":
             await asyncio.gather(pipe(client_reader, ttyd_writer), pipe(ttyd_reader, client_writer))
             return
         length = header(headers, "Content-Length") or "0"
-        if header(headers, "Transfer-Encoding") or not length.isdigit() or int(length) > MAX_BODY:
+        most = MAX_JUPYTER_BODY if jupyter else MAX_BODY
+        if header(headers, "Transfer-Encoding") or not length.isdigit() or int(length) > most:
             ttyd_writer.close()
             await refuse(client_writer, 400, "Bad Request")
             return
@@ -148,13 +169,20 @@ def handler(credential: bytes, socket_path: str) -> Handler:
     return handle
 
 
-async def serve(port: int, credential: bytes, socket_path: str, tls: ssl.SSLContext | None) -> None:
-    server = await asyncio.start_server(handler(credential, socket_path), port=port, ssl=tls, limit=MAX_HEAD)
+async def serve(
+    port: int, credential: bytes, socket_path: str, tls: ssl.SSLContext | None, jupyter_port: int | None
+) -> None:
+    server = await asyncio.start_server(
+        handler(credential, socket_path, jupyter_port), port=port, ssl=tls, limit=MAX_HEAD
+    )
     async with server:
         await server.serve_forever()
 
 
 def main(argv: list[str]) -> int:
+    jupyter_port = None
+    if len(argv) > 2 and argv[1] == "--jupyter" and argv[2].isdigit():
+        jupyter_port, argv = int(argv[2]), [argv[0], *argv[3:]]
     if len(argv) not in (4, 6):
         print(__doc__.split("Usage: ")[1].splitlines()[0], file=sys.stderr)
         return 64
@@ -167,7 +195,7 @@ def main(argv: list[str]) -> int:
     if len(argv) == 6:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(argv[4], argv[5])
-    asyncio.run(serve(port, credential, socket_path, tls))
+    asyncio.run(serve(port, credential, socket_path, tls, jupyter_port))
     return 0
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -70,8 +71,11 @@ def podman_image_exists(name: str) -> bool:
     return subprocess.run(["podman", "image", "exists", name], check=False).returncode == 0
 
 
-def podman_build(tag: str, containerfile: str, files: dict[str, str] | None = None) -> str:
-    """An image built from a Containerfile's text (and files beside it), once per machine."""
+def podman_build(repository: str, containerfile: str, files: dict[str, str] | None = None) -> str:
+    """An image built from a Containerfile's text (and files beside it), once per machine: its tag
+    is a digest of them, so a changed recipe builds anew."""
+    recipe = json.dumps([containerfile, files or {}], sort_keys=True).encode()
+    tag = f"{repository}:{hashlib.sha256(recipe).hexdigest()[:12]}"
     if not podman_image_exists(tag):
         with tempfile.TemporaryDirectory(prefix="toolkit-test-image-") as context:
             (Path(context) / "Containerfile").write_text(containerfile)
@@ -84,14 +88,13 @@ def podman_build(tag: str, containerfile: str, files: dict[str, str] | None = No
     return tag
 
 
-MINIMAL_IMAGE_TAG = "localhost/toolkit-test-minimal:bookworm"
-
-
 @pytest.fixture(scope="session")
 def minimal_image(lab_image: str) -> str:
     """A user's own image with none of a shell's programs: Debian's minbase and python3-minimal
     only (no sshd, ttyd, sudo or Python beyond the interpreter), whose PATH puts its own directory
-    first, as NGC's images put theirs: a session must see that PATH and that python3."""
+    first, as NGC's images put theirs (a session must see that PATH and that python3), whose
+    USER is not root, as Jupyter's docker-stacks images run as jovyan, and whose BASH_ENV writes
+    /tmp/bash-env-sourced-by-UID wherever bash sources it."""
     base = "localhost/toolkit-test-minbase:bookworm"
     if not podman_image_exists(base):
         with tempfile.TemporaryDirectory(prefix="toolkit-test-minbase-") as scratch:
@@ -105,11 +108,15 @@ def minimal_image(lab_image: str) -> str:
             assert made.returncode == 0, made.stderr[-2000:]
             subprocess.run(["podman", "import", str(tarball), base], capture_output=True, check=True)
     return podman_build(
-        MINIMAL_IMAGE_TAG,
+        "localhost/toolkit-test-minimal",
         f"FROM {base}\n"
         "RUN mkdir -p /opt/image-python/bin && ln -s /usr/bin/python3 /opt/image-python/bin/python3\n"
+        "COPY bash-env.sh /etc/image-bash-env.sh\n"
         "ENV PATH=/opt/image-python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
-        "IMAGE_FLAVOUR=minimal\n",
+        "IMAGE_FLAVOUR=minimal BASH_ENV=/etc/image-bash-env.sh\n"
+        "USER 65534:65534\n",
+        # As micromamba's images do: every non-interactive bash sources it, the user's; never root's.
+        {"bash-env.sh": 'touch "/tmp/bash-env-sourced-by-$(id -u)"; echo "the image\'s BASH_ENV ran" >&2\n'},
     )
 
 
@@ -127,8 +134,8 @@ def other_architecture_image(minimal_image: str) -> str:
         "    os.replace(path + '.new', path)\n"
     )
     return podman_build(
-        "localhost/toolkit-test-aarch64-shells:bookworm",
-        f"FROM {minimal_image}\nCOPY mark.py /mark.py\nRUN python3 /mark.py\n",
+        "localhost/toolkit-test-aarch64-shells",
+        f"FROM {minimal_image}\nUSER root\nCOPY mark.py /mark.py\nRUN python3 /mark.py\n",
         {"mark.py": marked},
     )
 
@@ -137,7 +144,7 @@ def other_architecture_image(minimal_image: str) -> str:
 def shell_less_image() -> str:
     """An image with no /bin/sh at all (one file, as a distroless image has no shell)."""
     return podman_build(
-        "localhost/toolkit-test-no-shell:1",
+        "localhost/toolkit-test-no-shell",
         "FROM scratch\nCOPY hello.txt /hello.txt\n",
         {"hello.txt": "hi\n"},
     )

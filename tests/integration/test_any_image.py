@@ -95,6 +95,10 @@ def test_a_minimal_image_without_sshd_becomes_a_shell_with_its_own_environment(
     assert toolbox.returncode == 0 and " ro," in toolbox.stdout, toolbox.stdout + toolbox.stderr
     written = ssh(*login, "touch /opt/shell-toolbox/bin/sshd")
     assert written.returncode != 0, written.stdout
+    # The image's USER (nobody) did not stop the entrypoint, which ran as root without sourcing
+    # the image's BASH_ENV; the user's own scripts do source it.
+    sourced = ssh(*login, "bash -c true; ls /tmp | grep bash-env-sourced-by-")
+    assert sourced.stdout.split() == ["bash-env-sourced-by-1000"], sourced.stdout + sourced.stderr
     # The home is the user's persistent volume.
     wrote = ssh(*login, "echo kept > ~/notes && stat -c %U ~/notes")
     assert wrote.stdout.strip() == "alice", wrote.stdout + wrote.stderr

@@ -86,6 +86,12 @@ SHELL_CASES = [
         )
     ),
     case("create train --ssh-key {pub} --storage lots", "--storage 'lots' is not a Kubernetes quantity"),
+    *(
+        case(
+            f"create train --ssh-key {{pub}} --image {image}", f"--image {image!r} is not an image reference"
+        )
+        for image in ("nvcr.io/x;rm", "UPPER:Case:x", "img@sha256:abc", "a/../b", "$(id)", "python:tagé")
+    ),
     case("create train --ssh-key {pub} --storage -1Gi", "--storage '-1Gi' is not a Kubernetes quantity"),
     *(
         case(f"create train --ssh-key {{pub}} --hours {hours}", message)

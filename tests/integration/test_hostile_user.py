@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -967,3 +968,21 @@ def test_the_toolkits_shell_of_an_allowed_image_is_admitted_with_its_toolbox(
     pod = cluster.get("Pod", "train-0", "user-alice")
     assert pod is not None
     assert [c["image"] for c in pod["spec"]["initContainers"]] == ["localhost/toolkit-shell:latest"]
+
+
+def test_a_shell_made_before_the_site_narrowed_its_images_can_still_be_paused_and_extended(
+    kubeconfigs: dict[str, Path], cluster: FakeApiServer
+) -> None:
+    alice = kube.connect(kubeconfigs["alice"])
+    request = CreateRequest(name="train", user="alice", authorized_keys=(KEY,), image="debian:12")
+    create(alice, request, lambda _: None)
+    [narrowed] = [
+        d
+        for d in render("shells_platform", "shells.yaml.j2", shells_platform_allowed_images=ALLOWED_IMAGES)
+        if d["kind"] == "ConfigMap"
+    ]
+    cluster.put(narrowed)
+    shells.extend(alice, "alice", "train", Fraction(2))
+    shells.pause(alice, "alice", "train")
+    statefulset = cluster.get("StatefulSet", "train", "user-alice")
+    assert statefulset is not None and statefulset["spec"]["replicas"] == 0

@@ -91,10 +91,11 @@ def site_certificate(directory: Path) -> tuple[Path, Path, Path]:
 def https_status(url: str, port: int, ca: Path, credential: str | None = None) -> int:
     """GET `url` through the ingress on loopback `port`: the certificate must be valid for the
     URL's host and signed by `ca`, as a browser would require."""
-    host = urlsplit(url).hostname or ""
+    parts = urlsplit(url)
+    host, target = parts.hostname or "", (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     context = ssl.create_default_context(cafile=str(ca))
     auth = f"Authorization: Basic {base64.b64encode(credential.encode()).decode()}\r\n" if credential else ""
-    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n".encode()
+    request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n".encode()
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
         context.wrap_socket(raw, server_hostname=host) as tls,
@@ -128,6 +129,18 @@ def cluster(tmp_path: Path, shell_image: str) -> Iterator[tuple[FakeApiServer, P
         server.stop()
 
 
+def alice_with_a_key(admin: Path, tmp_path: Path, gpus: int = 1) -> tuple[Path, Path]:
+    """`user add alice`, and an SSH key of hers: her kubeconfig and the private key."""
+    kubeconfig = tmp_path / "alice.kubeconfig"
+    added = toolkit(
+        "user", "add", "alice", "--max-gpus", str(gpus), "-o", str(kubeconfig), "--kubeconfig", str(admin)
+    )
+    assert added.returncode == 0, added.stderr
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return kubeconfig, key
+
+
 def ssh(
     config: str, alias: str, command: str, stdin: str | None = None, options: list[str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -143,13 +156,7 @@ def test_create_login_pause_resume_delete_on_a_real_container(
 ) -> None:
     server, admin = cluster
     env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "config")}
-    user_kubeconfig = tmp_path / "alice.kubeconfig"
-    added = toolkit(
-        "user", "add", "alice", "--max-gpus", "1", "-o", str(user_kubeconfig), "--kubeconfig", str(admin)
-    )
-    assert added.returncode == 0, added.stderr
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    user_kubeconfig, key = alice_with_a_key(admin, tmp_path)
     user = ["--kubeconfig", str(user_kubeconfig)]
     keys = ["--ssh-key", f"{key}.pub", "--identity-file", str(key)]
     created = toolkit("shell", "create", "train", "--web", *keys, "--timeout", "120", *user, env=env)
@@ -254,13 +261,7 @@ def test_disks_and_the_shared_area_follow_the_user_from_shell_to_shell(
 ) -> None:
     server, admin = cluster
     env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "config")}
-    user_kubeconfig = tmp_path / "alice.kubeconfig"
-    added = toolkit(
-        "user", "add", "alice", "--max-gpus", "2", "-o", str(user_kubeconfig), "--kubeconfig", str(admin)
-    )
-    assert added.returncode == 0, added.stderr
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    user_kubeconfig, key = alice_with_a_key(admin, tmp_path, gpus=2)
     user = ["--kubeconfig", str(user_kubeconfig)]
     keys = ["--ssh-key", f"{key}.pub", "--identity-file", str(key), "--timeout", "120"]
     logins: dict[str, tuple[str, str]] = {}
@@ -356,6 +357,65 @@ def test_sudo_where_the_operator_allows_it_and_nowhere_else(
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert refused.stderr.count("\n") == 1 and "bob is not one of them" in refused.stderr, refused.stderr
     assert {key for key in server.objects if key[1] == "user-bob" and key[0] != "events"} == before
+
+
+def test_jupyterlab_answers_over_https_only_with_its_token_and_through_ssh(
+    cluster: tuple[FakeApiServer, Path], tmp_path: Path
+) -> None:
+    server, admin = cluster
+    env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "config")}
+    alice, key = alice_with_a_key(admin, tmp_path)
+    created = toolkit(
+        "shell", "create", "lab", "--jupyter", "--ssh-key", f"{key}.pub", "--identity-file", str(key),
+        "--timeout", "120", "--kubeconfig", str(alice), env=env,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    jupyter = re.search(
+        r"JupyterLab: (https://lab--alice\.shells\.test/jupyter/lab)\?token=(\S+)", created.stdout
+    )
+    tunnel = re.search(
+        r"or through SSH: (ssh -F \S+ -L 8888:127\.0\.0\.1:8888 toolkit-alice-lab)", created.stdout
+    )
+    assert jupyter and tunnel and "token is shown only now" in created.stdout, created.stdout
+    url, token = jupyter.groups()
+    status = url.replace("/jupyter/lab", "/jupyter/api/status")
+    ca, certificate, site_key = site_certificate(tmp_path)
+    with IngressController(server, server.kubelet, certificate, site_key) as ingress:
+        assert eventually(lambda: https_status(f"{status}?token={token}", ingress.port, ca) == 200)
+        assert https_status(status, ingress.port, ca) == 403
+        assert https_status(f"{status}?token=wrong{token}", ingress.port, ca) == 403
+        assert https_status(f"{url}?token={token}", ingress.port, ca) == 200
+    # shell show gives the address and the tunnel, never the token.
+    shown = toolkit("shell", "show", "lab", "--kubeconfig", str(alice), env=env)
+    details = json.loads(shown.stdout)
+    assert details["jupyter"] == url and token not in shown.stdout
+    assert details["jupyter_through_ssh"] == tunnel.group(1)
+    # Through SSH: the forward reaches JupyterLab on the shell's loopback, over plain HTTP.
+    local = free_port()
+    forward = subprocess.Popen(
+        ["ssh", *details["jupyter_through_ssh"].split()[1:3], "-o", "BatchMode=yes", "-N",
+         "-L", f"{local}:127.0.0.1:8888", "toolkit-alice-lab"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def through_ssh(with_token: bool) -> int:
+            query = f"?token={token}" if with_token else ""
+            try:
+                return requests.get(
+                    f"http://127.0.0.1:{local}/jupyter/api/status{query}", timeout=5
+                ).status_code
+            except requests.ConnectionError:
+                return 0
+
+        assert eventually(lambda: through_ssh(True) == 200)
+        assert through_ssh(False) == 403
+    finally:
+        forward.terminate()
+    # JupyterLab runs as the user, and the token is on no command line in the shell.
+    ps = ssh(details["ssh"].split()[2], "toolkit-alice-lab", "ps -eo user:12,args")
+    assert re.search(r"^alice +\S*python3 \S*jupyter-lab ", ps.stdout, re.MULTILINE), ps.stdout
+    assert token not in ps.stdout
 
 
 def test_a_site_that_opts_out_of_the_ingress_serves_plain_http_on_a_node_port_and_says_so(

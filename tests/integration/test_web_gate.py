@@ -23,12 +23,13 @@ CREDENTIAL = "alice:web-secret-77aa"
 
 
 class Ttyd:
-    """A unix socket that answers every request 200 and keeps the heads it got."""
+    """A unix socket that answers every request 200 and keeps the heads it got (or, given a TCP
+    port, the same on loopback: JupyterLab's stand-in)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None, port: int | None = None) -> None:
         self.heads: list[str] = []
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(str(path))
+        self.server = socket.socket(socket.AF_UNIX) if path else socket.socket()
+        self.server.bind(str(path) if path else ("127.0.0.1", port))
         self.server.listen()
         threading.Thread(target=self.serve, daemon=True).start()
 
@@ -55,12 +56,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_gate(tmp_path: Path, *tls: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_gate(
+    tmp_path: Path, *tls: str, options: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], int]:
     credential = tmp_path / "ttyd-credential"
     credential.write_text(CREDENTIAL + "\n")
     port = free_port()
     gate = subprocess.Popen(
-        [sys.executable, str(GATE), str(port), str(credential), str(tmp_path / "ttyd.sock"), *tls]
+        [sys.executable, str(GATE), *options, str(port), str(credential), str(tmp_path / "ttyd.sock"), *tls]
     )
     for _ in range(100):
         try:
@@ -171,3 +174,32 @@ def test_with_a_certificate_it_serves_https(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_with_jupyter_its_paths_go_to_it_without_the_terminals_credential_and_nothing_else_does(
+    tmp_path: Path,
+) -> None:
+    ttyd = Ttyd(tmp_path / "ttyd.sock")
+    jupyter_port = free_port()
+    jupyter = Ttyd(None, jupyter_port)
+    process, port = start_gate(tmp_path, options=("--jupyter", str(jupyter_port)))
+    try:
+        # JupyterLab checks its own token: the gate passes its paths on, marked as the last request,
+        # without the terminal's header (a forged one dropped).
+        answer = get(port, "X-WebAuth-User: alice\r\n", path="/jupyter/api/status?token=t")
+        assert answer.startswith("HTTP/1.1 200 OK"), answer
+        (head,) = jupyter.heads
+        assert head.startswith("GET /jupyter/api/status?token=t HTTP/1.1\r\n")
+        assert "X-WebAuth-User" not in head and "Connection: close" in head.split("\r\n")
+        # Everything else is still the terminal's, behind its credential.
+        for path in ("/", "/jupyterx", "/ws", "/token?/jupyter/"):
+            assert get(port, path=path).startswith("HTTP/1.1 401 Unauthorized"), path
+        assert ttyd.heads == [] and len(jupyter.heads) == 1
+    finally:
+        process.kill()
+
+
+def test_without_jupyter_its_paths_are_the_terminals(gate: tuple[int, Ttyd]) -> None:
+    port, ttyd = gate
+    assert get(port, path="/jupyter/api/status").startswith("HTTP/1.1 401 Unauthorized")
+    assert ttyd.heads == []

@@ -9,7 +9,7 @@ and volume).
 What it does, per pod:
 - the container's image, command, args and env;
 - its securityContext: `capabilities.drop`/`add`, `allowPrivilegeEscalation: false` as
-  no-new-privileges, `privileged`;
+  no-new-privileges, `privileged`, `runAsUser` and `runAsGroup` (over the image's USER);
 - volumes: a Secret's keys as files (defaultMode honoured), rewritten in place when the Secret
   changes, as the kubelet's atomic writer does (it does so within its sync period, about a
   minute; this does it at once), a PVC as a directory kept per claim (so data outlives pods),
@@ -201,6 +201,9 @@ class PodmanKubelet:
         args += [arg for cap in capabilities.get("add") or [] for arg in ("--cap-add", cap)]
         if security.get("allowPrivilegeEscalation") is False:
             args += ["--security-opt", "no-new-privileges"]
+        if "runAsUser" in security:
+            group = f":{security['runAsGroup']}" if "runAsGroup" in security else ""
+            args += ["--user", f"{security['runAsUser']}{group}"]
         args += [
             arg
             for env in container.get("env") or []

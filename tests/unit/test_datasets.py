@@ -46,9 +46,7 @@ def admin(admin_kubeconfig: Path) -> kube.Kube:
 
 
 def add(admin: kube.Kube, tmp_path: Path, name: str = "alice", **limits: Any) -> users.User:
-    return users.add(
-        admin, name, 2, tmp_path / f"{name}.kubeconfig", None, None, overwrite=True, **limits
-    )
+    return users.add(admin, name, 2, tmp_path / f"{name}.kubeconfig", None, None, overwrite=True, **limits)
 
 
 def alice_on_a_site(

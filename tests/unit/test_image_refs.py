@@ -29,7 +29,18 @@ def test_a_reference_is_written_out_as_the_runtime_reads_it(written: str, full: 
 
 @pytest.mark.parametrize(
     "written",
-    ["", "two words", "Upper/Case:tag:more", "img:tag with space", "img@sha256:short", "-img", "a" * 300],
+    [
+        "",
+        "two words",
+        "Upper/Case:tag:more",
+        "img:tag with space",
+        "img@sha256:short",
+        "-img",
+        "a" * 300,
+        "python:tagé",
+        f"img@sha256:{'a' * 32}",
+        f"img@sha512:{'a' * 64}",
+    ],
 )
 def test_what_is_no_reference_is_bad_input_in_one_line(written: str) -> None:
     with pytest.raises(BadInputError) as refused:

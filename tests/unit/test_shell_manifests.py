@@ -223,3 +223,21 @@ def test_a_shell_of_the_sites_image_runs_its_own_entrypoint() -> None:
     assert "initContainers" not in pod and "command" not in pod["containers"][0]
     assert all(env["name"] != "SHELL_TOOLBOX" for env in pod["containers"][0]["env"])
     assert pod["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_jupyter_implies_the_web_terminal_and_its_token_is_the_secrets_alone() -> None:
+    jupyter = plan(jupyter=True)
+    objects = jupyter.objects(ENDPOINT)
+    validate(objects)
+    assert jupyter.spec.web and jupyter.spec.web_host == "train--alice.shells.example.org"
+    [secret] = [o for o in objects if o["kind"] == "Secret"]
+    token = secret["stringData"]["jupyter-token"]
+    assert len(token) >= 32 and token == jupyter.spec.jupyter_token
+    [statefulset] = [o for o in objects if o["kind"] == "StatefulSet"]
+    env = statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "SHELL_JUPYTER", "value": "true"} in env and {"name": "SHELL_WEB", "value": "true"} in env
+    assert token not in str(statefulset)
+    assert jupyter.jupyter_url(ENDPOINT) == "https://train--alice.shells.example.org/jupyter/lab"
+    assert plan(jupyter=True).spec.jupyter_token != token  # a new one for each shell
+    without = plan(web=True)
+    assert "jupyter-token" not in without.secret["stringData"] and without.jupyter_url(ENDPOINT) is None

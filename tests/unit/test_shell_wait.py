@@ -43,7 +43,11 @@ def test_a_failed_init_container_is_the_cause_even_before_the_shells_container_e
 
 
 def test_an_exit_without_a_message_gives_the_kubelets_reason_and_a_finished_init_container_none() -> None:
-    silent = {"name": "shell", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+    silent = {
+        "name": "shell",
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+    }
     assert pod_phase(pod(containerStatuses=[silent]))[1] == "container shell exited with code 137 (OOMKilled)"
     copied = {"name": "toolbox", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
     running = {"name": "shell", "state": {"running": {"startedAt": "2026-12-04T10:00:00Z"}}}
@@ -56,3 +60,22 @@ def test_an_image_that_cannot_be_pulled_still_says_so() -> None:
         "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
     }
     assert pod_phase(pod(containerStatuses=[pulling]))[1] == "ImagePullBackOff: Back-off pulling image"
+
+
+def test_an_exit_a_restart_may_mend_waits_for_the_back_off_and_64_fails_at_once() -> None:
+    crashed = {
+        "name": "shell",
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "oops"}},
+    }
+    assert pod_phase(pod(containerStatuses=[crashed])) == ("pulling image", None)
+    cannot = {
+        "name": "shell",
+        "state": {"terminated": {"exitCode": 64, "reason": "Error", "message": "bad image"}},
+    }
+    assert pod_phase(pod(containerStatuses=[cannot]))[1] == "container shell exited with code 64: bad image"
+
+
+def test_the_images_log_reaches_the_terminal_as_printable_text_only() -> None:
+    log = "shell-entrypoint: \x1b]0;pwned\x07no /bin/sh\x1b[2J\n"
+    _, cause = pod_phase(pod(containerStatuses=[crash_looping("shell", 64, log)]))
+    assert cause == "container shell exited with code 64: shell-entrypoint: ]0;pwnedno /bin/sh[2J"

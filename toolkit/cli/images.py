@@ -46,8 +46,9 @@ def build(
     wheels: Annotated[
         Path | None,
         typer.Option(
-            help="Toolkit image: a directory holding the wheels images/toolkit/requirements.txt pins "
-            "(air-gapped builds; default: download them)."
+            help="A directory holding the pinned wheels (air-gapped builds; default: download them): "
+            "images/toolkit/requirements.txt's for the toolkit image, "
+            "images/shell/jupyter-requirements.txt's (for Python 3.10 and 3.11) for the shell's JupyterLab."
         ),
     ] = None,
     builder: Annotated[

@@ -110,6 +110,15 @@ def create(
             "(plain HTTP on a node port where the site opted for it).",
         ),
     ] = False,
+    jupyter: Annotated[
+        bool,
+        typer.Option(
+            "--jupyter",
+            help="Also start JupyterLab (the shell image has it; another image needs its own "
+            "jupyter-lab), at the web terminal's address under /jupyter/lab with a token of its own, "
+            "shown once; implies --web. Through SSH too: ssh -L 8888:127.0.0.1:8888.",
+        ),
+    ] = False,
     hours: HoursOption = None,
     for_: ForOption = None,
     idle_minutes: Annotated[
@@ -194,7 +203,7 @@ def create(
     leaves the queue and removes the shell; --no-wait returns and keeps its place.
     """
     from toolkit import shell_create, sshconfig, users
-    from toolkit.shell_manifests import check_shell_name
+    from toolkit import shell_manifests as manifests
     from toolkit.shell_plan import CreateRequest
 
     selector: dict[str, str] = {}
@@ -205,7 +214,7 @@ def create(
         selector[key] = value
     if gpu_type:
         selector["nvidia.com/gpu.product"] = gpu_type
-    check_shell_name(name)
+    manifests.check_shell_name(name)
     if identity_file is not None:
         sshconfig.check_path(identity_file.expanduser().resolve())
     sshconfig.check_path(sshconfig.config_dir(), included=True)
@@ -222,6 +231,7 @@ def create(
         image=image,
         node_selector=selector,
         web=web,
+        jupyter=jupyter,
         hours=lifetime(hours, for_),
         idle_minutes=idle_minutes,
         storage=storage,
@@ -267,6 +277,21 @@ def create(
                 "(shells_platform_web_expose: nodeport): the credential and the session cross the "
                 "network unencrypted[/]"
             )
+    if created.jupyter_token:
+        token = f"?token={created.jupyter_token}"
+        console.print(
+            f"  JupyterLab: {created.jupyter_url or '(address pending)'}{token}", markup=False, soft_wrap=True
+        )
+        tunnel = (
+            f"ssh -F {shlex.quote(str(sshconfig.config_dir() / 'ssh_config'))} -L {manifests.JUPYTER_TUNNEL} "
+        )
+        console.print(
+            f"  or through SSH: {tunnel}{sshconfig.alias(created.user, created.name)}, then "
+            f"http://127.0.0.1:{manifests.JUPYTER_PORT}{manifests.JUPYTER_PATH}{token}",
+            markup=False,
+            soft_wrap=True,
+        )
+        console.print("  [yellow]JupyterLab's token is shown only now[/]")
 
 
 def _print_not_yet_ready(console: Console, created: CreatedShell) -> None:
@@ -390,8 +415,11 @@ def show(
     """Everything about one shell as JSON, with the ssh command and a VS Code link.
 
     "ssh" logs in with the toolkit's ssh config; "vscode" opens the home in VS Code's Remote-SSH
-    once 'toolkit shell ssh-config enable' has made the shells' names known to ssh.
+    once 'toolkit shell ssh-config enable' has made the shells' names known to ssh. A shell with
+    JupyterLab has its address ("jupyter"; the token was shown once, at create) and the ssh
+    command that forwards it to http://127.0.0.1:8888/jupyter/lab ("jupyter_through_ssh").
     """
+    from toolkit import shell_manifests as manifests
     from toolkit import shells, sshconfig
 
     connection, who = _connect(kubeconfig, context, user)
@@ -402,6 +430,10 @@ def show(
         "ssh": f"ssh -F {shlex.quote(str(ssh_config))} {alias}",
         "vscode": f"vscode://vscode-remote/ssh-remote+{alias}/home/{who}",
     }
+    if shell.jupyter:
+        ways_in["jupyter_through_ssh"] = (
+            f"ssh -F {shlex.quote(str(ssh_config))} -L {manifests.JUPYTER_TUNNEL} {alias}"
+        )
     typer.echo(json.dumps(shell.as_dict() | ways_in, indent=2))
 
 
