@@ -97,7 +97,7 @@ def pinned_ttyd_sha256(dockerfile: Path) -> str:
 def pinned_wheels(requirements: Path) -> list[Pin]:
     """The pins of a requirements file written for `pip install --require-hashes`."""
     pins = []
-    for line in requirements.read_text().replace("\\\n", " ").splitlines():
+    for line in _requirement_lines(requirements):
         requirement = line.split("#", 1)[0].strip()
         if not requirement:
             continue
@@ -107,6 +107,13 @@ def pinned_wheels(requirements: Path) -> list[Pin]:
             raise ToolkitError(f"{requirements}: {requirement!r} is not an exact version with its sha256")
         pins.append(Pin(pinned[1], pinned[2], hashes))
     return pins
+
+
+def _requirement_lines(requirements: Path) -> list[str]:
+    """The requirements one per line: comment lines dropped first (pip joins no line to one), then
+    each continued line joined to the next."""
+    kept = [line for line in requirements.read_text().splitlines() if not line.lstrip().startswith("#")]
+    return "\n".join(kept).replace("\\\n", " ").splitlines()
 
 
 def _project_name(name: str) -> str:
@@ -126,16 +133,17 @@ def gather_wheels(requirements: Path, source: Path, target: Path) -> None:
     wheels = sorted(source.glob("*.whl"))
     for pin in pinned_wheels(requirements):
         candidates = (wheel for wheel in wheels if _release(wheel) == (_project_name(pin.name), pin.version))
-        found = next(
-            (wheel for wheel in candidates if hashlib.sha256(wheel.read_bytes()).hexdigest() in pin.hashes),
-            None,
-        )
-        if found is None:
+        # A pin may name several wheels (one per Python): each of them is copied.
+        found = [
+            wheel for wheel in candidates if hashlib.sha256(wheel.read_bytes()).hexdigest() in pin.hashes
+        ]
+        if not found:
             raise BadInputError(
                 f"--wheels {source} has no wheel of {pin.name}=={pin.version} with the sha256 "
-                f"{requirements} pins"
+                f"{requirements} pins (it needs every pinned wheel, for each Python the file names)"
             )
-        shutil.copy(found, target / found.name)
+        for wheel in found:
+            shutil.copy(wheel, target / wheel.name)
 
 
 def download_wheels(requirements: Path, target: Path, log: Path, python: str = TOOLKIT_PYTHON) -> None:
@@ -180,7 +188,7 @@ def for_python(requirements: Path, python: str) -> str:
     holds for it, without the marker."""
     version = tuple(int(part) for part in python.split("."))
     chosen = []
-    for line in requirements.read_text().replace("\\\n", " ").splitlines():
+    for line in _requirement_lines(requirements):
         requirement, _, marker = line.split("#", 1)[0].partition(";")
         if not requirement.strip():
             continue

@@ -166,18 +166,18 @@ class Shell:
             "home": self.home,
             "forward_agent": self.forward_agent,
             "sudo": self.sudo,
-            "jupyter": self.jupyter_url,
+            "jupyter": self.jupyter,
         }
 
-    @property
-    def jupyter_url(self) -> str | None:
-        """JupyterLab's address, without its token (which only the create shows): HTTPS where the
-        web endpoint is the ingress's, else plain HTTP at the node port."""
-        if not (self.jupyter and self.web_endpoint):
+    def jupyter_url(self, settings: Platform) -> str | None:
+        """JupyterLab's address, without its token (which only the create shows): at the shell's own
+        host behind the cluster's ingress, else plain HTTP at the node port its owner may rewrite
+        (so only where the site serves web terminals so)."""
+        if not self.jupyter:
             return None
-        host, _, port = self.web_endpoint.rpartition(":")
-        base = f"https://{host}" if port == "443" else f"http://{self.web_endpoint}"
-        return f"{base}{manifests.JUPYTER_PATH}"
+        if settings.web_expose == "ingress" and settings.web_domain:
+            return f"https://{self.name}--{self.user}.{settings.web_domain}{manifests.JUPYTER_PATH}"
+        return f"http://{self.web_endpoint}{manifests.JUPYTER_PATH}" if self.web_endpoint else None
 
 
 def mounted_claims(spec: Any) -> set[str]:

@@ -201,16 +201,25 @@ if [[ "${SHELL_WEB:-false}" == true ]]; then
     jupyter_lab="$(PATH="$image_path" type -P jupyter-lab || true)"
     [[ -n "$jupyter_lab" ]] || fail "--jupyter: the image has no jupyter-lab on its PATH ($image_path)"
     jupyter_port="${SHELL_JUPYTER_PORT:-8888}"
-    # As the user, in the image's environment, on loopback only: the gate and `ssh -L` reach it.
-    # The token is the Secret's, in a file only the user reads (JUPYTER_TOKEN_FILE), never on a
-    # command line; an image's own JUPYTER_TOKEN, which would come first, is emptied.
+    # As the user, in the image's environment, on loopback only: the gate (behind the shell's
+    # credential) and `ssh -L` reach it. The token is the Secret's, in a file only the user reads
+    # (JUPYTER_TOKEN_FILE), never on a command line; an image's own JUPYTER_TOKEN, which would come
+    # first, is emptied. JupyterLab shut down from its menu, or crashed, starts again: it never
+    # takes the shell's sessions with it.
     install -o "$uid" -g "$gid" -m 0400 "$secrets/jupyter-token" /run/shell/jupyter-token
-    (cd "$home" && exec setpriv --reuid "$uid" --regid "$gid" --init-groups \
-       "$(command -v env)" -i "${image_env[@]}" HOME="$home" USER="$user" LOGNAME="$user" \
-       SHELL="$login_shell" JUPYTER_TOKEN= JUPYTER_TOKEN_FILE=/run/shell/jupyter-token \
-       "$jupyter_lab" --no-browser --ip=127.0.0.1 --port="$jupyter_port" --ServerApp.port_retries=0 \
-       --ServerApp.base_url=/jupyter/ --ServerApp.allow_remote_access=True --ServerApp.root_dir="$home") &
-    pids+=($!)
+    (
+      cd "$home"
+      while true; do
+        setpriv --reuid "$uid" --regid "$gid" --init-groups \
+          "$(command -v env)" -i "${image_env[@]}" HOME="$home" USER="$user" LOGNAME="$user" \
+          SHELL="$login_shell" JUPYTER_TOKEN= JUPYTER_TOKEN_FILE=/run/shell/jupyter-token \
+          "$jupyter_lab" --no-browser --ip=127.0.0.1 --port="$jupyter_port" --ServerApp.port_retries=0 \
+          --ServerApp.base_url=/jupyter/ --ServerApp.allow_remote_access=True \
+          --ServerApp.root_dir="$home" --ServerApp.quit_button=False || true
+        echo "shell-entrypoint: JupyterLab stopped; starting it again in 5 seconds" >&2
+        sleep 5
+      done
+    ) &
     gate_options=(--jupyter "$jupyter_port")
   fi
   python3 -I -B "$toolbox/web-gate.py" "${gate_options[@]}" "${SHELL_TTYD_PORT:-7681}" \

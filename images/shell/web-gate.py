@@ -10,8 +10,9 @@ host, as ttyd's --check-origin does. Of a plain request only its head and its bo
 marked `Connection: close`: nothing the client sends after it on that connection does, so no
 request can follow an authorised one unchecked. With a certificate it serves HTTPS.
 
-With --jupyter PORT, requests under /jupyter/ go to JupyterLab on that loopback port instead,
-without the terminal's credential: JupyterLab checks its own token (and a WebSocket's Origin).
+With --jupyter PORT, requests under /jupyter/ go to JupyterLab on that loopback port instead, with
+the same credential checked (JupyterLab checks its own token on top), and without the gate's header.
+A WebSocket is piped both ways only once its backend answered 101.
 
 Usage: web-gate.py [--jupyter PORT] PORT CREDENTIAL_FILE TTYD_SOCKET [CERT KEY]
 The credential file holds `user:password` and stays readable by root only.
@@ -130,43 +131,82 @@ def handler(credential: bytes, socket_path: str, jupyter_port: int | None = None
             await refuse(client_writer, 400, "Bad Request")
             return
         request_line, headers = parsed
+        # Every path needs the shell's credential, JupyterLab's too: an image's or the user's own
+        # Jupyter config can turn its token off, and the site's domain serves nothing unauthenticated.
+        status, user = verdict(headers, credential)
+        if status:
+            await refuse(client_writer, status, user)
+            return
         jupyter = jupyter_port is not None and for_jupyter(request_line)
-        user: str | None = None
-        if not jupyter:
-            status, user = verdict(headers, credential)
-            if status:
-                await refuse(client_writer, status, user)
-                return
+        length = header(headers, "Content-Length") or "0"
+        most = MAX_JUPYTER_BODY if jupyter else MAX_BODY
+        if (
+            header(headers, "Transfer-Encoding")
+            or not (length.isascii() and length.isdigit())
+            or int(length) > most
+        ):
+            await refuse(client_writer, 400, "Bad Request")
+            return
         try:
             if jupyter:
-                ttyd_reader, ttyd_writer = await asyncio.open_connection("127.0.0.1", jupyter_port)
+                backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", jupyter_port)
             else:
-                ttyd_reader, ttyd_writer = await asyncio.open_unix_connection(socket_path)
+                backend_reader, backend_writer = await asyncio.open_unix_connection(socket_path)
         except OSError:
             await refuse(client_writer, 502, "Bad Gateway")
             return
-        ttyd_writer.write(forwarded_head(request_line, headers, user))
+        backend_writer.write(forwarded_head(request_line, headers, None if jupyter else user))
         if (header(headers, "Upgrade") or "").lower() == "websocket":
-            await asyncio.gather(pipe(client_reader, ttyd_writer), pipe(ttyd_reader, client_writer))
-            return
-        length = header(headers, "Content-Length") or "0"
-        most = MAX_JUPYTER_BODY if jupyter else MAX_BODY
-        if header(headers, "Transfer-Encoding") or not length.isdigit() or int(length) > most:
-            ttyd_writer.close()
-            await refuse(client_writer, 400, "Bad Request")
+            await upgrade(client_reader, client_writer, backend_reader, backend_writer)
             return
         if int(length):
             try:
-                ttyd_writer.write(await client_reader.readexactly(int(length)))
-            except asyncio.IncompleteReadError:
-                ttyd_writer.close()
+                body = await asyncio.wait_for(client_reader.readexactly(int(length)), timeout=60)
+                backend_writer.write(body)
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                backend_writer.close()
                 client_writer.close()
                 return
-        await ttyd_writer.drain()
-        await pipe(ttyd_reader, client_writer)
-        ttyd_writer.close()
+        await backend_writer.drain()
+        await pipe(backend_reader, client_writer)
+        backend_writer.close()
 
     return handle
+
+
+async def upgrade(
+    client_reader: asyncio.StreamReader,
+    client_writer: asyncio.StreamWriter,
+    backend_reader: asyncio.StreamReader,
+    backend_writer: asyncio.StreamWriter,
+) -> None:
+    """A WebSocket: both ways only once the backend switched protocols (101). Any other answer is
+    passed on and ends the connection, so no later request on it reaches the backend unchecked."""
+    try:
+        await backend_writer.drain()
+        answer = await asyncio.wait_for(backend_reader.readuntil(b"\r\n\r\n"), timeout=30)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+        backend_writer.close()
+        await refuse(client_writer, 502, "Bad Gateway")
+        return
+    client_writer.write(answer)
+    if answer.split(b" ", 2)[1:2] == [b"101"]:
+        await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))
+        return
+    lines = answer[:-4].decode("latin-1").split("\r\n")[1:]
+    fields = [(name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines)]
+    length = header(fields, "Content-Length") or "0"
+    if length.isascii() and length.isdigit() and 0 < int(length) <= MAX_BODY:
+        try:
+            client_writer.write(await asyncio.wait_for(backend_reader.readexactly(int(length)), timeout=30))
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+            pass
+    backend_writer.close()
+    try:
+        await client_writer.drain()
+    except ConnectionError:
+        pass
+    client_writer.close()
 
 
 async def serve(

@@ -370,25 +370,34 @@ def test_jupyterlab_answers_over_https_only_with_its_token_and_through_ssh(
         "--timeout", "120", "--kubeconfig", str(alice), env=env,
     )  # fmt: skip
     assert created.returncode == 0, created.stdout + created.stderr
-    jupyter = re.search(
-        r"JupyterLab: (https://lab--alice\.shells\.test/jupyter/lab)\?token=(\S+)", created.stdout
-    )
+    web = re.search(r"web terminal: https://lab--alice\.shells\.test/\s+user:password (\S+)", created.stdout)
+    jupyter = re.search(r"JupyterLab: (https://lab--alice\.shells\.test/jupyter/lab)\n", created.stdout)
+    token = re.search(r"JupyterLab's token: (\S+)", created.stdout)
     tunnel = re.search(
-        r"or through SSH: (ssh -F \S+ -L 8888:127\.0\.0\.1:8888 toolkit-alice-lab)", created.stdout
+        r"or through SSH: (ssh -F \S+ -L 8888:127\.0\.0\.1:8888 toolkit-alice-lab), then "
+        r"http://127\.0\.0\.1:8888/jupyter/lab\n",
+        created.stdout,
     )
-    assert jupyter and tunnel and "token is shown only now" in created.stdout, created.stdout
-    url, token = jupyter.groups()
+    assert web and jupyter and token and tunnel and "token is shown only now" in created.stdout, (
+        created.stdout
+    )
+    credential, url, token = web.group(1), jupyter.group(1), token.group(1)
+    assert f"token={token}" not in created.stdout  # never in a URL: proxies and browsers log those
     status = url.replace("/jupyter/lab", "/jupyter/api/status")
     ca, certificate, site_key = site_certificate(tmp_path)
     with IngressController(server, server.kubelet, certificate, site_key) as ingress:
-        assert eventually(lambda: https_status(f"{status}?token={token}", ingress.port, ca) == 200)
-        assert https_status(status, ingress.port, ca) == 403
-        assert https_status(f"{status}?token=wrong{token}", ingress.port, ca) == 403
-        assert https_status(f"{url}?token={token}", ingress.port, ca) == 200
+        # The shell's credential first, whatever Jupyter's own config says; then Jupyter's token.
+        assert eventually(
+            lambda: https_status(f"{status}?token={token}", ingress.port, ca, credential) == 200
+        )
+        assert https_status(f"{status}?token={token}", ingress.port, ca) == 401
+        assert https_status(status, ingress.port, ca, credential) == 403
+        assert https_status(f"{status}?token=wrong{token}", ingress.port, ca, credential) == 403
+        assert https_status(f"{url}?token={token}", ingress.port, ca, credential) == 200
     # shell show gives the address and the tunnel, never the token.
     shown = toolkit("shell", "show", "lab", "--kubeconfig", str(alice), env=env)
     details = json.loads(shown.stdout)
-    assert details["jupyter"] == url and token not in shown.stdout
+    assert details["jupyter"] is True and details["jupyter_url"] == url and token not in shown.stdout
     assert details["jupyter_through_ssh"] == tunnel.group(1)
     # Through SSH: the forward reaches JupyterLab on the shell's loopback, over plain HTTP.
     local = free_port()
@@ -416,6 +425,17 @@ def test_jupyterlab_answers_over_https_only_with_its_token_and_through_ssh(
     ps = ssh(details["ssh"].split()[2], "toolkit-alice-lab", "ps -eo user:12,args")
     assert re.search(r"^alice +\S*python3 \S*jupyter-lab ", ps.stdout, re.MULTILINE), ps.stdout
     assert token not in ps.stdout
+    # JupyterLab shut down (its menu, a crash) starts again; the shell and its sessions stay.
+    probe = (
+        "import urllib.request; urllib.request.urlopen("
+        f"'http://127.0.0.1:8888/jupyter/api/status?token={token}', timeout=2)"
+    )
+    again = ssh(
+        details["ssh"].split()[2], "toolkit-alice-lab",
+        f'pkill -f "[j]upyter-lab"; sleep 1; for i in $(seq 40); do python3 -c "{probe}" 2>/dev/null '
+        "&& echo back && break; sleep 0.5; done",
+    )  # fmt: skip
+    assert again.stdout.strip() == "back", again.stdout + again.stderr
 
 
 def test_a_site_that_opts_out_of_the_ingress_serves_plain_http_on_a_node_port_and_says_so(

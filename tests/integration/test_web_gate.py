@@ -176,7 +176,7 @@ def test_with_a_certificate_it_serves_https(tmp_path: Path) -> None:
         process.wait()
 
 
-def test_with_jupyter_its_paths_go_to_it_without_the_terminals_credential_and_nothing_else_does(
+def test_with_jupyter_its_paths_go_to_it_behind_the_same_credential_without_the_gates_header(
     tmp_path: Path,
 ) -> None:
     ttyd = Ttyd(tmp_path / "ttyd.sock")
@@ -184,19 +184,37 @@ def test_with_jupyter_its_paths_go_to_it_without_the_terminals_credential_and_no
     jupyter = Ttyd(None, jupyter_port)
     process, port = start_gate(tmp_path, options=("--jupyter", str(jupyter_port)))
     try:
-        # JupyterLab checks its own token: the gate passes its paths on, marked as the last request,
-        # without the terminal's header (a forged one dropped).
-        answer = get(port, "X-WebAuth-User: alice\r\n", path="/jupyter/api/status?token=t")
+        # An image's or the user's own Jupyter config may turn the token off: the gate still asks.
+        for extra in ("", basic("alice:wrong"), "X-WebAuth-User: alice\r\n"):
+            answer = get(port, extra, path="/jupyter/api/status")
+            assert answer.startswith("HTTP/1.1 401 Unauthorized"), answer
+        assert jupyter.heads == []
+        answer = get(
+            port, basic(CREDENTIAL) + "X-WebAuth-User: mallory\r\n", path="/jupyter/api/status?token=t"
+        )
         assert answer.startswith("HTTP/1.1 200 OK"), answer
         (head,) = jupyter.heads
         assert head.startswith("GET /jupyter/api/status?token=t HTTP/1.1\r\n")
         assert "X-WebAuth-User" not in head and "Connection: close" in head.split("\r\n")
-        # Everything else is still the terminal's, behind its credential.
-        for path in ("/", "/jupyterx", "/ws", "/token?/jupyter/"):
-            assert get(port, path=path).startswith("HTTP/1.1 401 Unauthorized"), path
-        assert ttyd.heads == [] and len(jupyter.heads) == 1
+        # Everything else is still the terminal's.
+        for path in ("/", "/jupyterx", "/token?/jupyter/"):
+            assert get(port, basic(CREDENTIAL), path=path).startswith("HTTP/1.1 200 OK"), path
+        assert len(ttyd.heads) == 3 and len(jupyter.heads) == 1
     finally:
         process.kill()
+
+
+def test_a_websocket_its_backend_refuses_ends_the_connection_there(gate: tuple[int, Ttyd]) -> None:
+    port, ttyd = gate
+    upgrade = (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\n{basic(CREDENTIAL)}\r\n"
+    )
+    smuggled = "GET /after HTTP/1.1\r\nHost: x\r\nX-WebAuth-User: alice\r\n\r\n"
+    # The stand-in answers 200, not 101: the answer is passed on, and nothing after it.
+    answer = exchange(port, upgrade + smuggled)
+    assert answer.startswith("HTTP/1.1 200 OK") and answer.endswith("ok"), answer
+    assert len(ttyd.heads) == 1 and "/after" not in ttyd.heads[0]
 
 
 def test_without_jupyter_its_paths_are_the_terminals(gate: tuple[int, Ttyd]) -> None:

@@ -55,14 +55,15 @@ def test_missing_local_ttyd_is_bad_input(tmp_path: Path) -> None:
         )
 
 
-def make_wheel(directory: Path, name: str, version: str) -> Path:
+def make_wheel(directory: Path, name: str, version: str, tag: str = "py3-none-any") -> Path:
     """A minimal pure-Python wheel, enough for pip to download and for the pins to name."""
-    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    wheel = directory / f"{name}-{version}-{tag}.whl"
     info = f"{name}-{version}.dist-info"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(f"{name}/__init__.py", "")
         archive.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n")
+        archive.writestr(f"{name}/tag.txt", tag)  # each tag's wheel its own bytes
         archive.writestr(f"{info}/RECORD", "")
     return wheel
 
@@ -119,7 +120,7 @@ def test_a_wheels_dir_with_a_changed_wheel_is_one_line_naming_it(
     house, requirements = wheelhouse
     (house / "beta-2.3-py3-none-any.whl").write_bytes(b"changed")
     with pytest.raises(
-        BadInputError, match=r"^--wheels .* has no wheel of beta==2\.3 with the sha256 .* pins$"
+        BadInputError, match=r"^--wheels .* has no wheel of beta==2\.3 with the sha256 .* pins \(it needs"
     ):
         images.gather_wheels(requirements, house, tmp_path)
 
@@ -192,3 +193,27 @@ def test_the_toolkits_own_wheel_is_built_without_touching_the_checkout(tmp_path:
         assert "toolkit = toolkit.cli.main:run" in archive.read(entry_points).decode()
     assert "toolkit/kube.py" in names and not any("__pycache__" in n for n in names)
     assert not (PROJECT / "build").exists()
+
+
+def test_a_pin_of_several_pythons_wheels_gathers_each_and_markers_choose_per_python(tmp_path: Path) -> None:
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    for_310 = make_wheel(house, "yaml_lib", "6.0", tag="cp310-cp310-manylinux_2_17_x86_64")
+    for_311 = make_wheel(house, "yaml_lib", "6.0", tag="cp311-cp311-manylinux_2_17_x86_64")
+    new, old = make_wheel(house, "shell_kit", "9.0"), make_wheel(house, "shell_kit", "8.0")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        "# a comment line that ends as a continued line would \\\n"
+        f"yaml-lib==6.0 --hash=sha256:{digest(for_310)} --hash=sha256:{digest(for_311)}\n"
+        f'shell-kit==9.0 ; python_version >= "3.11" --hash=sha256:{digest(new)}\n'
+        f'shell-kit==8.0 ; python_version < "3.11" --hash=sha256:{digest(old)}\n'
+    )
+    target = tmp_path / "gathered"
+    target.mkdir()
+    images.gather_wheels(requirements, house, target)
+    assert sorted(p.name for p in target.iterdir()) == sorted(w.name for w in (for_310, for_311, new, old))
+    assert images.for_python(requirements, "3.10").split() == [
+        "yaml-lib==6.0", f"--hash=sha256:{digest(for_310)}", f"--hash=sha256:{digest(for_311)}",
+        "shell-kit==8.0", f"--hash=sha256:{digest(old)}",
+    ]  # fmt: skip
+    assert "shell-kit==9.0" in images.for_python(requirements, "3.11")

@@ -277,21 +277,27 @@ def create(
                 "(shells_platform_web_expose: nodeport): the credential and the session cross the "
                 "network unencrypted[/]"
             )
-    if created.jupyter_token:
-        token = f"?token={created.jupyter_token}"
-        console.print(
-            f"  JupyterLab: {created.jupyter_url or '(address pending)'}{token}", markup=False, soft_wrap=True
-        )
-        tunnel = (
-            f"ssh -F {shlex.quote(str(sshconfig.config_dir() / 'ssh_config'))} -L {manifests.JUPYTER_TUNNEL} "
-        )
-        console.print(
-            f"  or through SSH: {tunnel}{sshconfig.alias(created.user, created.name)}, then "
-            f"http://127.0.0.1:{manifests.JUPYTER_PORT}{manifests.JUPYTER_PATH}{token}",
-            markup=False,
-            soft_wrap=True,
-        )
-        console.print("  [yellow]JupyterLab's token is shown only now[/]")
+    _print_jupyter(console, created)
+
+
+def _print_jupyter(console: Console, created: CreatedShell) -> None:
+    """JupyterLab's address (behind the web terminal's credential), the SSH way to it, and its token,
+    shown this once: apart from the address, so it stays out of proxies' logs and browser history."""
+    from toolkit import shell_manifests as manifests
+    from toolkit import sshconfig
+
+    if not created.jupyter_token:
+        return
+    console.print(f"  JupyterLab: {created.jupyter_url or '(address pending)'}", markup=False, soft_wrap=True)
+    tunnel = f"ssh -F {shlex.quote(str(sshconfig.config_dir() / 'ssh_config'))} -L {manifests.JUPYTER_TUNNEL}"
+    console.print(
+        f"  or through SSH: {tunnel} {sshconfig.alias(created.user, created.name)}, then "
+        f"http://127.0.0.1:{manifests.JUPYTER_PORT}{manifests.JUPYTER_PATH}",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(f"  JupyterLab's token: {created.jupyter_token}", markup=False, soft_wrap=True)
+    console.print("  [yellow]JupyterLab's token is shown only now[/]")
 
 
 def _print_not_yet_ready(console: Console, created: CreatedShell) -> None:
@@ -311,6 +317,7 @@ def _print_not_yet_ready(console: Console, created: CreatedShell) -> None:
     if created.web_credential:
         console.print(f"  web terminal: user:password {created.web_credential}")
         console.print("  [yellow]the web credential is shown only now[/]")
+    _print_jupyter(console, created)
 
 
 WATCH_SECONDS = 5  # between redraws of `shell list --watch`
@@ -416,21 +423,23 @@ def show(
 
     "ssh" logs in with the toolkit's ssh config; "vscode" opens the home in VS Code's Remote-SSH
     once 'toolkit shell ssh-config enable' has made the shells' names known to ssh. A shell with
-    JupyterLab has its address ("jupyter"; the token was shown once, at create) and the ssh
+    JupyterLab has its address ("jupyter_url"; the token was shown once, at create) and the ssh
     command that forwards it to http://127.0.0.1:8888/jupyter/lab ("jupyter_through_ssh").
     """
     from toolkit import shell_manifests as manifests
     from toolkit import shells, sshconfig
+    from toolkit.shell_settings import platform
 
     connection, who = _connect(kubeconfig, context, user)
     shell = shells.with_places(connection, [shells.get_shell(connection, who, name)])[0]
     alias = sshconfig.alias(who, name)
     ssh_config = sshconfig.config_dir() / "ssh_config"
-    ways_in = {
+    ways_in: dict[str, str | None] = {
         "ssh": f"ssh -F {shlex.quote(str(ssh_config))} {alias}",
         "vscode": f"vscode://vscode-remote/ssh-remote+{alias}/home/{who}",
     }
     if shell.jupyter:
+        ways_in["jupyter_url"] = shell.jupyter_url(platform(connection))
         ways_in["jupyter_through_ssh"] = (
             f"ssh -F {shlex.quote(str(ssh_config))} -L {manifests.JUPYTER_TUNNEL} {alias}"
         )
