@@ -2,17 +2,18 @@
 
 Nodes (readiness, roles, k3s and NVIDIA driver versions, GPUs allocatable and held), the shells
 running on it, the shells waiting in the cluster's queue (toolkit.gpu_queue: two more requests
-where it has one), and the lifecycle's last run (toolkit.lifecycle). The driver version comes from
-GPU feature discovery's node label when it is deployed; without it the API has no driver version
-and the status says so.
+where it has one), the lifecycle's last run (toolkit.lifecycle), and what the GPUs are doing: each
+node's and each shell's utilisation and memory from dcgm-exporter (toolkit.gpu_metrics, one proxied
+request per GPU node), and who holds GPUs while leaving them idle. The driver version comes from
+GPU feature discovery's node label, else from dcgm-exporter's; without either the status says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from toolkit import capacity, gpu_queue, lifecycle, shells
+from toolkit import capacity, gpu_metrics, gpu_queue, lifecycle, shells
 from toolkit.kube import ApiError, Kube
 from toolkit.shell_manifests import timestamp
 from toolkit.shell_settings import platform
@@ -33,6 +34,14 @@ class NodeStatus:
     gpu_product: str | None
     gpus: int
     gpus_used: int
+    gpu_use: gpu_metrics.Use | None = None  # None: no exporter figures for this node
+
+
+@dataclass(frozen=True)
+class ShellGpuUse:
+    user: str
+    shell: str
+    use: gpu_metrics.Use
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,13 @@ class ClusterStatus:
     lifecycle_trouble: str | None = None  # why its pod does not run, when it has stopped recording
     queue: list[gpu_queue.Waiting] | None = None  # in admission order; None: no queue
     queue_error: str = ""  # why the queue could not be read, where the cluster has one
+    shell_gpu_use: list[ShellGpuUse] = field(default_factory=list)  # running shells the exporters saw
+    gpu_use_unavailable: str = ""  # why no GPU figures were read; "" when they were
+
+    @property
+    def idle_holders(self) -> list[ShellGpuUse]:
+        """Running shells whose every GPU is at 0%: held, and left idle."""
+        return [found for found in self.shell_gpu_use if found.use.idle]
 
     @property
     def gpus(self) -> int:
@@ -71,14 +87,20 @@ class ClusterStatus:
                 "finished": timestamp(self.lifecycle.finished) if self.lifecycle.finished else None,
             },
             "lifecycle_trouble": self.lifecycle_trouble,
+            "gpu_use": {
+                "unavailable": self.gpu_use_unavailable or None,
+                "shells": [asdict(found) for found in self.shell_gpu_use],
+                "idle_holders": [f"{found.user}/{found.shell}" for found in self.idle_holders],
+            },
         }
 
 
-def _node_status(node: dict[str, Any], used: int) -> NodeStatus:
+def _node_status(node: dict[str, Any], used: int, reading: gpu_metrics.Reading) -> NodeStatus:
     node_capacity = capacity.NodeCapacity.from_node(node)
     labels = node_capacity.labels
     info = (node.get("status") or {}).get("nodeInfo") or {}
     driver = next((labels[label] for label in DRIVER_LABELS if labels.get(label)), None)
+    driver = driver or reading.drivers().get(node_capacity.name)
     return NodeStatus(
         name=node_capacity.name,
         ready=node_capacity.ready,
@@ -89,13 +111,16 @@ def _node_status(node: dict[str, Any], used: int) -> NodeStatus:
         gpu_product=labels.get(PRODUCT_LABEL),
         gpus=node_capacity.gpus,
         gpus_used=used,
+        gpu_use=reading.by_node(node_capacity.name),
     )
 
 
 def collect(kube: Kube) -> ClusterStatus:
     nodes = kube.list("Node")["items"]
     used = capacity.gpus_held(kube).per_node
-    statuses = [_node_status(node, used.get(node["metadata"]["name"], 0)) for node in nodes]
+    reading = gpu_metrics.read(kube)
+    statuses = [_node_status(node, used.get(node["metadata"]["name"], 0), reading) for node in nodes]
+    all_shells = shells.list_shells(kube, None)
     settings = platform(kube)
     record = lifecycle.last_run(kube)
     queue, queue_error = None, ""
@@ -106,9 +131,22 @@ def collect(kube: Kube) -> ClusterStatus:
             queue_error = str(error)
     return ClusterStatus(
         nodes=sorted(statuses, key=lambda n: (n.role != "server", n.name)),
-        shells=shells.list_shells(kube, None),
+        shells=all_shells,
         lifecycle=record,
         lifecycle_trouble=lifecycle.diagnosis(kube, record, lifecycle.now_utc()),
         queue=queue,
         queue_error=queue_error,
+        shell_gpu_use=_shell_gpu_use(all_shells, reading),
+        gpu_use_unavailable=reading.unavailable
+        or (f"no answer from dcgm-exporter on {', '.join(reading.unanswered)}" if reading.unanswered else ""),
     )
+
+
+def _shell_gpu_use(found: list[shells.Shell], reading: gpu_metrics.Reading) -> list[ShellGpuUse]:
+    """Each running shell's GPUs as the exporters saw them: its pod is NAME-0 in its namespace."""
+    uses = []
+    for shell in found:
+        use = reading.by_pod(shell.namespace, f"{shell.name}-0") if shell.status != "paused" else None
+        if use is not None:
+            uses.append(ShellGpuUse(shell.user, shell.name, use))
+    return uses

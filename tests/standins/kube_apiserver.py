@@ -66,7 +66,9 @@ claim names a volume that is not stored), the Released phase, field-ownership
 conflicts in server-side apply (it merges; the toolkit always applies with force), strategic
 merge directives (`$patch`, `$retainKeys`; lists of objects with a `name` are merged by name,
 other lists replaced), Table output, protobuf, graceful pod deletion, exec/logs/port-forward
-(`pods/log` returns a fixed line), CronJobs' runs (they are stored, never scheduled), or any
+(`pods/log` returns a fixed line), proxies but GET through `pods/NAME:PORT/proxy` to what a test
+registers in `proxied` (RBAC's get on pods/proxy; 503 when the pod does not run), CronJobs' runs
+(they are stored, never scheduled), or any
 resource not listed in RESOURCES.
 """
 
@@ -123,7 +125,7 @@ class Resource:
 RESOURCES = [
     Resource("", "v1", "Namespace", "namespaces", False, ("ns",), ("status",)),
     Resource("", "v1", "Node", "nodes", False, ("no",), ("status",)),
-    Resource("", "v1", "Pod", "pods", True, ("po",), ("status", "log")),
+    Resource("", "v1", "Pod", "pods", True, ("po",), ("status", "log", "proxy")),
     Resource("", "v1", "Service", "services", True, ("svc",), ("status",)),
     Resource("", "v1", "Secret", "secrets", True),
     Resource("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
@@ -176,6 +178,8 @@ RESOURCES = [
     ),
 ]
 KUEUE_GROUPS = (kueue.GROUP, kueue.VISIBILITY_GROUP)
+# The API server's proxy to a pod's port: GET /api/v1/namespaces/NS/pods/NAME[:PORT]/proxy[/PATH].
+PODS_PROXY = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/:]+)(?::(\d+))?/proxy/?(.*)")
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 QUOTA_KINDS = ("Pod", "PersistentVolumeClaim", "Service", "Secret", "StatefulSet", "Ingress")
 BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
@@ -574,6 +578,9 @@ class FakeApiServer:
         )
         self.behaviour = Behaviour()
         self.kubelet = kubelet
+        # What answers at a pod's port through the pods proxy: (namespace, pod, port) -> PATH -> text
+        # (a stand-in exporter's page, tests/standins/dcgm_exporter.py).
+        self.proxied: dict[tuple[str, str, int], Callable[[str], str]] = {}
         self.kueue = kueue
         self.kueue_excluded_prefixes = tuple(
             ((kueue_config or {}).get("resources") or {}).get("excludeResourcePrefixes") or ()
@@ -2492,6 +2499,10 @@ class _Handler(BaseHTTPRequestHandler):
             if static is not None:
                 self._send(200, static)
                 return
+            proxied = PODS_PROXY.fullmatch(url.path)
+            if proxied:
+                self._send_proxied(user, *proxied.groups())
+                return
             request = self._route(method, url.path, query, body, user)
             if request.subresource == "log":
                 self._send_log(request)
@@ -2575,6 +2586,28 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         content_type = self.headers.get("Content-Type") or "application/json"
         return Request(method, resource, namespace, name, subresource, query, content_type, body, user)
+
+    def _send_proxied(self, user: str, namespace: str, name: str, port: str, path: str) -> None:
+        """GET pods/NAME:PORT/proxy/PATH: RBAC's get on pods/proxy, then the pod's answer as it is;
+        503 when the pod does not run or nothing answers there, as the API server's proxy says."""
+        state = self.server_state
+        pods = BY_KIND[("v1", "Pod")]
+        state.authorize(user, "get", pods, "proxy", namespace, name)
+        pod = state.get("Pod", name, namespace)
+        if pod is None:
+            raise not_found(pods, name)
+        answer = state.proxied.get((namespace, name, int(port or 80)))
+        if (pod.get("status") or {}).get("phase") != "Running" or answer is None:
+            raise ApiError(
+                503, "ServiceUnavailable",
+                f"error trying to reach service: dial tcp {name}:{port}: connect: connection refused",
+            )  # fmt: skip
+        payload = answer(f"/{path}").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _send_log(self, request: Request) -> None:
         pod = self.server_state.get("Pod", request.name or "", request.namespace or "")

@@ -89,3 +89,31 @@ def test_gpus_reach_pods_only_through_the_plugins_volume_mounts_unless_the_site_
         {"drop": ["ALL"], "add": ["SYS_ADMIN"]} if only_through_plugin else {"drop": ["ALL"]}
     )
     validate([config_map, daemonset])
+
+
+@pytest.mark.parametrize("use_runtimeclass", [True, False])
+def test_dcgm_exporter_validates_and_is_what_the_toolkit_reads(use_runtimeclass: bool) -> None:
+    from toolkit import gpu_metrics
+
+    documents = render(
+        "dcgm-exporter.yaml.j2",
+        nvidia_device_plugin_use_runtimeclass=use_runtimeclass,
+        nvidia_device_plugin_dcgm_exporter_registry="registry.example.internal:5000",
+    )
+    validate(documents)
+    namespace, daemonset = documents
+    assert (
+        namespace["metadata"]["name"] == daemonset["metadata"]["namespace"] == gpu_metrics.EXPORTER_NAMESPACE
+    )
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    pod = daemonset["spec"]["template"]
+    key, value = gpu_metrics.EXPORTER_SELECTOR.split("=")
+    assert pod["metadata"]["labels"][key] == value
+    [container] = pod["spec"]["containers"]
+    assert (
+        container["image"] == "registry.example.internal:5000/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless"
+    )
+    assert container["ports"] == [{"name": "metrics", "containerPort": gpu_metrics.EXPORTER_PORT}]
+    assert ("runtimeClassName" in pod["spec"]) is use_runtimeclass
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"} in container["env"]

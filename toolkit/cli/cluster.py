@@ -194,7 +194,9 @@ def status(
     context: ContextOption = None,
 ) -> None:
     """The cluster from its Kubernetes API (with the admin kubeconfig from `toolkit cluster kubeconfig`):
-    nodes, versions, GPUs allocatable and used, shells."""
+    nodes, versions, GPUs allocatable and used, shells, and what the GPUs are doing (utilisation and
+    memory per node and per shell, and who holds GPUs at 0%) from NVIDIA's dcgm-exporter in
+    namespace toolkit-monitoring, read through the API server's pods proxy; "n/a" without it."""
     from rich.console import Console
     from rich.table import Table
 
@@ -205,23 +207,36 @@ def status(
         typer.echo(json.dumps(found.as_dict(), indent=2))
         return
     console = Console(highlight=False)
-    nodes = Table("node", "role", "state", "k3s", "driver", "gpu", "gpus", "used")
+    nodes = Table("node", "role", "state", "k3s", "driver", "gpu", "gpus", "used", "gpu use")
     for node in found.nodes:
         state = ("ready" if node.schedulable else "cordoned") if node.ready else "[bold red]not ready[/]"
         nodes.add_row(
             node.name, node.role, state, node.k3s_version, node.driver_version or "unknown",
             node.gpu_product or "-", str(node.gpus), str(node.gpus_used),
+            node.gpu_use.describe() if node.gpu_use else "n/a" if node.gpus else "-",
         )  # fmt: skip
     console.print(nodes)
     console.print(f"GPUs: {found.gpus_used} of {found.gpus} in use")
     if any(node.gpus and not node.driver_version for node in found.nodes):
-        console.print("driver unknown: the API shows it only with GPU feature discovery's node labels")
-    shells = Table("shell", "user", "gpus", "status", "endpoint")
+        console.print(
+            "driver unknown: the API shows it only with GPU feature discovery's node labels or dcgm-exporter"
+        )
+    if found.gpu_use_unavailable:
+        console.print(f"gpu use: n/a, {found.gpu_use_unavailable}", markup=False)
+    idle = found.idle_holders
+    if idle:
+        held = ", ".join(
+            f"{f.user}/{f.shell} ({f.use.gpus} GPU{'s' if f.use.gpus != 1 else ''})" for f in idle
+        )
+        console.print(f"[yellow]holding GPUs at 0%:[/] {held}")
+    uses = {(f.user, f.shell): f.use.describe() for f in found.shell_gpu_use}
+    shells = Table("shell", "user", "gpus", "status", "gpu use", "endpoint")
     waiting = {(w.user, w.shell): w.position for w in found.queue or []}
     for shell in found.shells:
         position = waiting.get((shell.user, shell.name))
         status = f"queued ({position})" if position and shell.status != "paused" else shell.status
-        shells.add_row(shell.name, shell.user, str(shell.gpus), status, shell.endpoint)
+        use = uses.get((shell.user, shell.name), "n/a" if shell.gpus and shell.status != "paused" else "-")
+        shells.add_row(shell.name, shell.user, str(shell.gpus), status, use, shell.endpoint)
     running = sum(1 for shell in found.shells if shell.status != "paused")
     console.print(f"shells: {running} running, {len(found.shells) - running} paused")
     if found.shells:
