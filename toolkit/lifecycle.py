@@ -10,7 +10,9 @@ as ServiceAccount toolkit-lifecycle. Each run:
   to this namespace only). The agent runs in the user's container, so its report is the user's
   to forge: a forged one only keeps that shell running until its expiry, which the cluster
   enforces. Where the agent measures no GPU (no nvidia-smi), a shell is judged on terminal
-  input and CPU use alone, and the run says so;
+  input and CPU use alone, and the run says so. The cluster's own measure comes on top: a shell
+  whose GPUs dcgm-exporter sees at work (toolkit.gpu_metrics, read through the pods proxy) is
+  kept, whatever its agent says;
 - records what it did in ConfigMap toolkit-lifecycle/lifecycle, which users cannot read (it
   names other tenants' shells), for `toolkit shell reap --status` and `toolkit cluster status`.
 
@@ -29,8 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from toolkit import gpu_metrics, shells
 from toolkit import shell_manifests as manifests
-from toolkit import shells
 from toolkit.errors import ToolkitError
 from toolkit.kube import ApiError, Kube
 from toolkit.shell_settings import MOST_IDLE_MINUTES, SHORTEST_IDLE_MINUTES, Platform, platform
@@ -175,6 +177,7 @@ def pause_idle(
         for pod in kube.list("Pod", labels=shells.SHELLS_SELECTOR)["items"]
     }
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.pod_cidrs]
+    measured = gpu_metrics.read(kube)
 
     def check(shell: shells.Shell, limit: int) -> IdleCheck:
         try:
@@ -188,7 +191,8 @@ def pause_idle(
         # maximum since) is waited for, so no shell is paused unwarned. Forging it is no worse
         # than forging activity, which its owner can always do.
         limit = max(limit, activity.idle_minutes)
-        if activity.idle_seconds < limit * 60:
+        gpus = measured.by_pod(shell.namespace, f"{shell.name}-0")
+        if activity.idle_seconds < limit * 60 or (gpus is not None and gpus.utilisation):
             return IdleCheck(shell, limit, activity, "")
         try:
             if not dry_run:

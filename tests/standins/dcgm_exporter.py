@@ -23,6 +23,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 H100_HGX = (
     Path(__file__).resolve().parents[1]
@@ -90,3 +91,24 @@ class DcgmExporter:
                     f'namespace="{namespace}",pod="{pod}"}} {value}'
                 )
         return "\n".join(lines) + "\n"
+
+
+def serve_exporters(server: Any, *nodes: str) -> dict[str, DcgmExporter]:
+    """A dcgm-exporter pod on each node of a stand-in API server, as the nvidia_device_plugin role's
+    DaemonSet makes them, answering through the server's pods proxy; by node."""
+    namespace, name_label = "toolkit-monitoring", {"app.kubernetes.io/name": "dcgm-exporter"}
+    if server.get("Namespace", namespace) is None:
+        server.seed("Namespace", {"metadata": {"name": namespace}})
+    found = {}
+    for node in nodes:
+        exporter = found[node] = DcgmExporter(node)
+        name = f"dcgm-exporter-{node}"
+        server.seed("Pod", {
+            "metadata": {"name": name, "namespace": namespace, "labels": name_label},
+            "spec": {"nodeName": node, "containers": [{"name": "dcgm-exporter", "image": "dcgm-exporter"}]},
+            "status": {"phase": "Running"},
+        })  # fmt: skip
+        server.proxied[(namespace, name, 9400)] = lambda path, e=exporter: (
+            e.metrics() if path == "/metrics" else ""
+        )
+    return found

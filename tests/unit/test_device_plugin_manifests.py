@@ -101,7 +101,7 @@ def test_dcgm_exporter_validates_and_is_what_the_toolkit_reads(use_runtimeclass:
         nvidia_device_plugin_dcgm_exporter_registry="registry.example.internal:5000",
     )
     validate(documents)
-    namespace, daemonset = documents
+    namespace, daemonset, role, binding = documents
     assert (
         namespace["metadata"]["name"] == daemonset["metadata"]["namespace"] == gpu_metrics.EXPORTER_NAMESPACE
     )
@@ -117,3 +117,11 @@ def test_dcgm_exporter_validates_and_is_what_the_toolkit_reads(use_runtimeclass:
     assert ("runtimeClassName" in pod["spec"]) is use_runtimeclass
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"} in container["env"]
+    # The shells' lifecycle may read the exporters, and nothing more here.
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "toolkit-lifecycle", "namespace": "toolkit-lifecycle"}
+    ]
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]} == {
+        (("pods",), ("list",)),
+        (("pods/proxy",), ("get",)),
+    }

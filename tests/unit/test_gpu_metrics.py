@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.standins.dcgm_exporter import DcgmExporter
+from tests.standins.dcgm_exporter import DcgmExporter, serve_exporters
 from tests.standins.kube_apiserver import FakeApiServer
 from toolkit import cluster_status, gpu_metrics, kube, users
 from toolkit.shell_create import create
@@ -66,25 +66,6 @@ def test_a_page_the_toolkit_reads_nothing_from_gives_no_gpus_and_bad_lines_are_p
     )
 
 
-def exporters(server: FakeApiServer, *nodes: str) -> dict[str, DcgmExporter]:
-    """A dcgm-exporter pod on each node, answering through the pods proxy."""
-    server.seed("Namespace", {"metadata": {"name": gpu_metrics.EXPORTER_NAMESPACE}})
-    found = {}
-    for node in nodes:
-        exporter = found[node] = DcgmExporter(node)
-        name = f"dcgm-exporter-{node}"
-        server.seed("Pod", {
-            "metadata": {"name": name, "namespace": gpu_metrics.EXPORTER_NAMESPACE,
-                         "labels": {"app.kubernetes.io/name": "dcgm-exporter"}},
-            "spec": {"nodeName": node, "containers": [{"name": "exporter", "image": "dcgm-exporter"}]},
-            "status": {"phase": "Running"},
-        })  # fmt: skip
-        server.proxied[(gpu_metrics.EXPORTER_NAMESPACE, name, 9400)] = lambda path, e=exporter: (
-            e.metrics() if path == "/metrics" else ""
-        )
-    return found
-
-
 def test_status_shows_each_node_and_shell_at_work_and_who_holds_gpus_idle(
     fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path
 ) -> None:
@@ -93,7 +74,7 @@ def test_status_shows_each_node_and_shell_at_work_and_who_holds_gpus_idle(
     create(admin, CreateRequest(name="train", user="alice", authorized_keys=(KEY,), gpus=2), lambda _: None)
     create(admin, CreateRequest(name="idle", user="alice", authorized_keys=(KEY,)), lambda _: None)
     on = {s: (admin.get("Pod", f"{s}-0", "user-alice") or {})["spec"]["nodeName"] for s in ("train", "idle")}
-    found = exporters(fake_cluster, "gpu-1", "gpu-2")
+    found = serve_exporters(fake_cluster, "gpu-1", "gpu-2")
     found[on["train"]].hold(0, "user-alice", "train-0", utilisation=80, memory_used=40000)
     found[on["train"]].hold(1, "user-alice", "train-0", utilisation=60, memory_used=20000)
     found[on["idle"]].hold(2, "user-alice", "idle-0", utilisation=0, memory_used=0)
@@ -137,7 +118,7 @@ def test_without_an_exporter_or_its_answer_the_figures_are_na_and_say_why_once(
         capture_output=True, text=True, timeout=60, check=False, env={"COLUMNS": "200", "PATH": "/usr/bin"},
     )  # fmt: skip
     assert shown.stdout.count("gpu use: n/a, no dcgm-exporter runs") == 1, shown.stdout
-    exporters(fake_cluster, "gpu-1", "gpu-2")
+    serve_exporters(fake_cluster, "gpu-1", "gpu-2")
     del fake_cluster.proxied[(gpu_metrics.EXPORTER_NAMESPACE, "dcgm-exporter-gpu-2", 9400)]
     partly = gpu_metrics.read(admin)
     assert partly.unanswered == ("gpu-2",) and {g.node for g in partly.gpus} == {"gpu-1"}
@@ -148,7 +129,7 @@ def test_a_users_kubeconfig_reads_no_one_s_gpu_figures(
     fake_cluster: FakeApiServer, admin_kubeconfig: Path, tmp_path: Path
 ) -> None:
     admin = kube.connect(admin_kubeconfig)
-    exporters(fake_cluster, "gpu-1")
+    serve_exporters(fake_cluster, "gpu-1")
     users.add(admin, "alice", 1, tmp_path / "alice.kubeconfig", None, None)
     alice = kube.connect(tmp_path / "alice.kubeconfig")
     reading = gpu_metrics.read(alice)

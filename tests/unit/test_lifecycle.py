@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.manifests import render
+from tests.standins.dcgm_exporter import serve_exporters
 from tests.standins.kube_apiserver import FakeApiServer
 from tests.support import gpu_cluster, service_account_kube
 from toolkit import kube, lifecycle, shells, users
@@ -46,6 +47,11 @@ def cluster() -> Iterator[FakeApiServer]:
     )
     documents += render("shells_platform", "toolkit-admission.yaml.j2")
     documents += render("shells_platform", "toolkit-lifecycle.yaml.j2")
+    # dcgm-exporter's namespace and the lifecycle's right to read it (the DaemonSet's pods stand in
+    # where a test serves them: tests/standins/dcgm_exporter.py).
+    documents += [
+        d for d in render("nvidia_device_plugin", "dcgm-exporter.yaml.j2") if d["kind"] != "DaemonSet"
+    ]
     for document in documents:
         server.seed(document["kind"], document)
     yield server
@@ -403,3 +409,22 @@ def test_the_lifecycle_deleting_an_expired_shell_keeps_its_home_stamped_and_may_
         with pytest.raises(ApiError) as refused:
             lifecycle_account.merge_patch("PersistentVolumeClaim", "short-home", "user-alice", patch)
         assert refused.value.code in (403, 422), patch
+
+
+def test_a_shell_whose_gpus_the_cluster_sees_at_work_is_kept_whatever_its_agent_says(
+    cluster: FakeApiServer, alice: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    for name in ("training", "stalled"):
+        make_shell(alice, name)
+    nodes = {
+        n: (cluster.get("Pod", f"{n}-0", "user-alice") or {})["spec"]["nodeName"]
+        for n in ("training", "stalled")
+    }
+    exporters = serve_exporters(cluster, "gpu-1", "gpu-2")
+    exporters[nodes["training"]].hold(0, "user-alice", "training-0", utilisation=97, memory_used=70000)
+    exporters[nodes["stalled"]].hold(1, "user-alice", "stalled-0", utilisation=0, memory_used=70000)
+    # Both agents report no input for 31 minutes and, say, no GPU they could measure.
+    quiet = lifecycle.Activity(idle_seconds=31 * 60, terminals=0, gpu_utilization=None)
+    read = reports(cluster, {"training": quiet, "stalled": quiet})
+    checks = lifecycle.pause_idle(lifecycle_account, datetime.now(UTC), read)
+    assert {c.shell.name: c.action for c in checks} == {"training": "", "stalled": "paused"}
