@@ -54,6 +54,7 @@ class ClusterStatus:
     queue_error: str = ""  # why the queue could not be read, where the cluster has one
     shell_gpu_use: list[ShellGpuUse] = field(default_factory=list)  # running shells the exporters saw
     gpu_use_unavailable: str = ""  # why no GPU figures were read; "" when they were
+    gpu_use_unanswered: tuple[str, ...] = ()  # nodes whose exporter did not answer
 
     @property
     def idle_holders(self) -> list[ShellGpuUse]:
@@ -89,6 +90,7 @@ class ClusterStatus:
             "lifecycle_trouble": self.lifecycle_trouble,
             "gpu_use": {
                 "unavailable": self.gpu_use_unavailable or None,
+                "unanswered": list(self.gpu_use_unanswered),
                 "shells": [asdict(found) for found in self.shell_gpu_use],
                 "idle_holders": [f"{found.user}/{found.shell}" for found in self.idle_holders],
             },
@@ -137,8 +139,8 @@ def collect(kube: Kube) -> ClusterStatus:
         queue=queue,
         queue_error=queue_error,
         shell_gpu_use=_shell_gpu_use(all_shells, reading),
-        gpu_use_unavailable=reading.unavailable
-        or (f"no answer from dcgm-exporter on {', '.join(reading.unanswered)}" if reading.unanswered else ""),
+        gpu_use_unavailable=reading.unavailable,
+        gpu_use_unanswered=reading.unanswered,
     )
 
 

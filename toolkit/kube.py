@@ -110,9 +110,9 @@ class Kube:
         data = self._send(method, path, query, body, content_type, timeout).data
         return json.loads(data) if data else {}
 
-    def text(self, path: str, query: dict[str, Any] | None = None) -> str:
+    def text(self, path: str, query: dict[str, Any] | None = None, timeout: float = 30) -> str:
         """A plain-text endpoint, such as a pod's log."""
-        return self._send("GET", path, query, None, None, 30).data.decode(errors="replace")
+        return self._send("GET", path, query, None, None, timeout).data.decode(errors="replace")
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> Manifest | None:
         """The object, or None when it does not exist."""

@@ -14,7 +14,9 @@ as ServiceAccount toolkit-lifecycle. Each run:
   whose GPUs dcgm-exporter sees at work (toolkit.gpu_metrics, read through the pods proxy) is
   kept, whatever its agent says;
 - records what it did in ConfigMap toolkit-lifecycle/lifecycle, which users cannot read (it
-  names other tenants' shells), for `toolkit shell reap --status` and `toolkit cluster status`.
+  names other tenants' shells), for `toolkit shell reap --status` and `toolkit cluster status`;
+- writes each running shell's GPU use, as dcgm-exporter reads it, on its StatefulSet
+  (toolkit.dev/gpu-use), where its owner's `shell list` and `show` read it.
 
 Every function takes the time as an argument, so tests drive it on a fake clock.
 """
@@ -159,9 +161,11 @@ def pause_idle(
     read: ReadActivity = read_activity,
     dry_run: bool = False,
     settings: Platform | None = None,
+    measured: gpu_metrics.Reading | None = None,
 ) -> list[IdleCheck]:
     """Check every running shell that idle pause applies to; pause those idle past their limit.
-    The agents are asked in parallel (a shell that does not answer costs its timeout)."""
+    The agents are asked in parallel (a shell that does not answer costs its timeout); `measured`
+    is the exporters' reading, read here when not given."""
     settings = settings or platform(kube)
     if settings.idle_minutes == 0:
         return []
@@ -177,7 +181,7 @@ def pause_idle(
         for pod in kube.list("Pod", labels=shells.SHELLS_SELECTOR)["items"]
     }
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.pod_cidrs]
-    measured = gpu_metrics.read(kube)
+    measured = measured if measured is not None else gpu_metrics.read(kube)
 
     def check(shell: shells.Shell, limit: int) -> IdleCheck:
         try:
@@ -203,6 +207,37 @@ def pause_idle(
 
     with ThreadPoolExecutor(max_workers=min(16, len(candidates))) as pool:
         return list(pool.map(lambda pair: check(*pair), candidates))
+
+
+def publish_gpu_use(
+    kube: Kube, now: datetime, measured: gpu_metrics.Reading, dry_run: bool = False
+) -> list[str]:
+    """Write each running shell's GPU use, as the exporters read it, on its StatefulSet for its
+    owner's `shell list` and `show` (users may not read the exporters: the proxy shows every
+    tenant). An unchanged figure is written again only every 5 minutes, so StatefulSets do not
+    change every minute. The shells written, as USER/NAME."""
+    written = []
+    for shell in shells.list_shells(kube, None):
+        use = measured.by_pod(shell.namespace, f"{shell.name}-0") if shell.status != "paused" else None
+        text = use.published(now) if use else ""
+        if not text:
+            continue
+        before = gpu_metrics.read_published(shell.gpu_use)
+        unchanged = before is not None and str(shell.gpu_use).split(" ", 1)[1] == text.split(" ", 1)[1]
+        if unchanged and before is not None and now - before[0] < timedelta(minutes=5):
+            continue
+        if not dry_run:
+            try:
+                kube.merge_patch(
+                    "StatefulSet",
+                    shell.name,
+                    shell.namespace,
+                    {"metadata": {"annotations": {manifests.GPU_USE: text}}},
+                )
+            except ApiError:
+                continue  # gone meanwhile, or its namespace refused: the next run writes it
+        written.append(f"{shell.user}/{shell.name}")
+    return written
 
 
 def shell_pod_address(pod: dict[str, Any] | None, shell: shells.Shell, networks: list[Any]) -> str:
@@ -233,6 +268,7 @@ class Run:
     reaped: list[shells.Reaped] = field(default_factory=list)
     idle: list[IdleCheck] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)  # the shells whose GPU use it wrote
     error: str = ""  # why a part of the run stopped short, when one did
 
     # What each part did, counted once here for the record and the command's own output.

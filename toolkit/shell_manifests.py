@@ -45,6 +45,9 @@ REAPED_AT = "toolkit.dev/reaped-at"  # when the reaper paused the shell, expired
 IDLE_MINUTES = "toolkit.dev/idle-minutes"
 IDLE_MINUTES_KEY = "idle-minutes"  # the Secret's copy, for the shell's own idle warnings
 IDLE_PAUSED_AT = "toolkit.dev/idle-paused-at"  # when the lifecycle paused it, idle; for list/show
+# The shell's GPU use as the lifecycle last read it from dcgm-exporter, for its owner's list and
+# show (toolkit.gpu_metrics.PUBLISHED); its owner can write it too, and fool only themselves.
+GPU_USE = "toolkit.dev/gpu-use"
 # A queued shell's lifetime in seconds, which starts when it runs: until then its expires-at is only
 # the latest it could be. Whoever sees it start first (its create, the lifecycle) rebases the expiry
 # on the pod's start and removes this mark.

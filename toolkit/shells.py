@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from toolkit import durations, gpu_queue
+from toolkit import durations, gpu_metrics, gpu_queue
 from toolkit import shell_manifests as manifests
 from toolkit.addresses import is_ip_address
 from toolkit.capacity import NodeCapacity
@@ -60,6 +60,7 @@ class Shell:
     forward_agent: bool = False  # its sshd lets the owner forward their ssh agent
     sudo: bool = False  # its user has passwordless sudo
     jupyter: bool = False  # JupyterLab beside the web terminal
+    gpu_use: str | None = None  # as the lifecycle last published it (gpu_metrics.read_published)
 
     @property
     def expiry_starts_when_running(self) -> bool:
@@ -133,6 +134,7 @@ class Shell:
             forward_agent=_env(sts, "SHELL_AGENT_FORWARDING") == "true",
             sudo=_env(sts, "SHELL_SUDO") == "true",
             jupyter=_env(sts, "SHELL_JUPYTER") == "true",
+            gpu_use=annotations.get(manifests.GPU_USE),
         )
 
     @property
@@ -167,6 +169,20 @@ class Shell:
             "forward_agent": self.forward_agent,
             "sudo": self.sudo,
             "jupyter": self.jupyter,
+            "gpu_use": self._gpu_use_dict(),
+        }
+
+    def _gpu_use_dict(self) -> dict[str, Any] | None:
+        published = gpu_metrics.read_published(self.gpu_use)
+        if published is None:
+            return None
+        at, use = published
+        return {
+            "at": manifests.timestamp(at),
+            "gpus": use.gpus,
+            "utilisation_percent": use.utilisation,
+            "memory_used_mib": use.memory_used,
+            "memory_total_mib": use.memory_total,
         }
 
     def jupyter_url(self, settings: Platform) -> str | None:

@@ -20,6 +20,7 @@ figures are what the test sets).
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +107,18 @@ def serve_exporters(server: Any, *nodes: str) -> dict[str, DcgmExporter]:
         server.seed("Pod", {
             "metadata": {"name": name, "namespace": namespace, "labels": name_label},
             "spec": {"nodeName": node, "containers": [{"name": "dcgm-exporter", "image": "dcgm-exporter"}]},
-            "status": {"phase": "Running"},
         })  # fmt: skip
         server.proxied[(namespace, name, 9400)] = lambda path, e=exporter: (
             e.metrics() if path == "/metrics" else ""
         )
+    # The stand-in's kubelet runs the pods, as it runs any: they are ready once it has.
+    deadline = time.monotonic() + 10
+    while not all(_ready(server.get("Pod", f"dcgm-exporter-{node}", namespace)) for node in nodes):
+        assert time.monotonic() < deadline, "the stand-in exporters' pods did not turn Ready"
+        time.sleep(0.05)
     return found
+
+
+def _ready(pod: dict[str, Any] | None) -> bool:
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.standins.dcgm_exporter import DcgmExporter, serve_exporters
@@ -122,7 +123,13 @@ def test_without_an_exporter_or_its_answer_the_figures_are_na_and_say_why_once(
     del fake_cluster.proxied[(gpu_metrics.EXPORTER_NAMESPACE, "dcgm-exporter-gpu-2", 9400)]
     partly = gpu_metrics.read(admin)
     assert partly.unanswered == ("gpu-2",) and {g.node for g in partly.gpus} == {"gpu-1"}
-    assert "no answer from dcgm-exporter on gpu-2" in cluster_status.collect(admin).gpu_use_unavailable
+    assert cluster_status.collect(admin).gpu_use_unanswered == ("gpu-2",)
+    # An exporter that hangs costs its few seconds, and is named; the others are still read.
+    fake_cluster.proxied[(gpu_metrics.EXPORTER_NAMESPACE, "dcgm-exporter-gpu-2", 9400)] = lambda path: (
+        time.sleep(gpu_metrics.PAGE_TIMEOUT + 2) or ""
+    )
+    hung = gpu_metrics.read(admin)
+    assert hung.unanswered == ("gpu-2",) and {g.node for g in hung.gpus} == {"gpu-1"}
 
 
 def test_a_users_kubeconfig_reads_no_one_s_gpu_figures(
@@ -140,3 +147,20 @@ def test_a_users_kubeconfig_reads_no_one_s_gpu_figures(
         raise AssertionError("alice read the exporter through the proxy")
     except kube.ApiError as error:
         assert error.code == 403 and 'cannot get resource "pods/proxy"' in str(error)
+
+
+def test_mig_instances_of_one_gpu_are_each_their_own_and_a_label_twice_or_a_nan_is_passed_over() -> None:
+    page = (
+        'DCGM_FI_DEV_FB_USED{gpu="0",UUID="GPU-a",GPU_I_PROFILE="3g.40gb",GPU_I_ID="1",'
+        'namespace="user-alice",pod="a-0"} 5000\n'
+        'DCGM_FI_DEV_FB_USED{gpu="0",UUID="GPU-a",GPU_I_PROFILE="3g.40gb",GPU_I_ID="2",'
+        'namespace="user-bob",pod="b-0"} 10\n'
+        'DCGM_FI_DEV_GPU_UTIL{gpu="1",UUID="GPU-b",pod="x-0",UUID="GPU-c"} 90\n'
+        'DCGM_FI_DEV_GPU_UTIL{gpu="2",UUID="GPU-d",pod="y-0",namespace="user-carol"} NaN\n'
+        'DCGM_FI_DEV_GPU_UTIL{gpu="3",UUID="GPU-e",pod="z-0",namespace="user-carol"} 250\n'
+    )
+    reading = gpu_metrics.Reading(gpus=gpu_metrics.parse(page, "gpu-1"))
+    alice, bob = reading.by_pod("user-alice", "a-0"), reading.by_pod("user-bob", "b-0")
+    assert alice is not None and bob is not None
+    assert (alice.memory_used, bob.memory_used) == (5000, 10)
+    assert [g.uuid for g in reading.gpus] == ["GPU-a", "GPU-a"]

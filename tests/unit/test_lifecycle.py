@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from tests.manifests import render
 from tests.standins.dcgm_exporter import serve_exporters
 from tests.standins.kube_apiserver import FakeApiServer
 from tests.support import gpu_cluster, service_account_kube
-from toolkit import kube, lifecycle, shells, users
+from toolkit import gpu_metrics, kube, lifecycle, shells, users
 from toolkit.errors import ToolkitError
 from toolkit.kube import ApiError
 from toolkit.shell_create import create
@@ -428,3 +430,47 @@ def test_a_shell_whose_gpus_the_cluster_sees_at_work_is_kept_whatever_its_agent_
     read = reports(cluster, {"training": quiet, "stalled": quiet})
     checks = lifecycle.pause_idle(lifecycle_account, datetime.now(UTC), read)
     assert {c.shell.name: c.action for c in checks} == {"training": "", "stalled": "paused"}
+
+
+def test_each_running_shells_gpu_use_is_published_for_its_owner_alone_to_read(
+    cluster: FakeApiServer, alice: kube.Kube, lifecycle_account: kube.Kube, tmp_path: Path
+) -> None:
+    for name in ("busy", "asleep"):
+        make_shell(alice, name, gpus=2 if name == "busy" else 1)
+    shells.pause(alice, "alice", "asleep")
+    node = (cluster.get("Pod", "busy-0", "user-alice") or {})["spec"]["nodeName"]
+    exporter = serve_exporters(cluster, "gpu-1", "gpu-2")[node]
+    exporter.hold(0, "user-alice", "busy-0", utilisation=90, memory_used=40000)
+    exporter.hold(1, "user-alice", "busy-0", utilisation=70, memory_used=20000)
+    now = datetime.now(UTC).replace(microsecond=0)
+    measured = gpu_metrics.read(lifecycle_account)
+    # The lifecycle's own account writes it, which admission lets it do, and only that.
+    assert lifecycle.publish_gpu_use(lifecycle_account, now, measured) == ["alice/busy"]
+    busy = shells.get_shell(alice, "alice", "busy")
+    assert busy.gpu_use == f"{now:%Y-%m-%dT%H:%M:%SZ} 80 60000 163118 2"
+    assert busy.as_dict()["gpu_use"]["utilisation_percent"] == 80
+    # Unchanged, it is not written again for 5 minutes; changed, at once.
+    assert lifecycle.publish_gpu_use(lifecycle_account, now + timedelta(minutes=1), measured) == []
+    exporter.hold(1, "user-alice", "busy-0", utilisation=0, memory_used=20000)
+    later = gpu_metrics.read(lifecycle_account)
+    assert lifecycle.publish_gpu_use(lifecycle_account, now + timedelta(minutes=1), later) == ["alice/busy"]
+    # alice's own list shows it: her kubeconfig reads her StatefulSets, not the exporters.
+    kubeconfig = str(tmp_path / "alice.kubeconfig")
+    shown = subprocess.run(
+        [sys.executable, "-m", "toolkit", "shell", "list", "--kubeconfig", kubeconfig],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert re.search(r"busy .* 45% · 59/159 GiB", shown.stdout), shown.stdout
+    assert re.search(r"asleep .* paused \(by hand\) +│ - ", shown.stdout), shown.stdout
+
+
+def test_a_users_own_gpu_use_annotation_is_read_strictly_and_fools_only_them() -> None:
+    for written in ("", "soon 1 2 3 4", "2026-12-04T11:00:00Z 101 1 2 1", "2026-12-04T11:00:00Z 5 3 2 1",
+                    "2026-12-04T11:00:00Z 5 1 2 0", "2026-12-04T11:00:00Z 5 1 2 1 extra"):  # fmt: skip
+        assert gpu_metrics.read_published(written) is None, written
+    at, use = gpu_metrics.read_published("2026-12-04T11:00:00Z 5 1024 81559 1") or (None, None)
+    assert (
+        at == datetime(2026, 12, 4, 11, 0, tzinfo=UTC)
+        and use is not None
+        and use.describe() == "5% · 1/80 GiB"
+    )

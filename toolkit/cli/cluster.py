@@ -223,6 +223,8 @@ def status(
         )
     if found.gpu_use_unavailable:
         console.print(f"gpu use: n/a, {found.gpu_use_unavailable}", markup=False)
+    if found.gpu_use_unanswered:
+        console.print(f"gpu use: no answer from dcgm-exporter on {', '.join(found.gpu_use_unanswered)}")
     idle = found.idle_holders
     if idle:
         held = ", ".join(

@@ -43,6 +43,19 @@ def status(shell: Shell) -> str:
     return shell.status
 
 
+def gpu_use(shell: Shell, now: datetime) -> str:
+    """What its GPUs did, as the lifecycle last published it: "87% · 60/159 GiB"; "-" for a shell
+    with no GPU running; "n/a" without figures from the last 10 minutes."""
+    from toolkit import gpu_metrics
+
+    if not shell.gpus or shell.status != "ready":
+        return "-"
+    published = gpu_metrics.read_published(shell.gpu_use)
+    if published is None or now - published[0] > gpu_metrics.STALE_AFTER:
+        return "n/a"
+    return published[1].describe()
+
+
 def expiry(shell: Shell, now: datetime) -> str:
     """When the shell expires, in yellow under an hour, red once past."""
     if shell.lifetime_from_start is not None:

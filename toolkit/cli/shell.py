@@ -342,7 +342,10 @@ def list_(
     context: ContextOption = None,
     user: UserOption = None,
 ) -> None:
-    """Your shells: name, user, GPUs, status, age, expiry and SSH endpoint.
+    """Your shells: name, user, GPUs, status, GPU use, age, expiry and SSH endpoint.
+
+    GPU use is each running shell's mean GPU utilisation and memory, as the cluster's lifecycle
+    last read it from dcgm-exporter (each minute); "n/a" without figures from the last 10 minutes.
 
     One API call; three while a shell is starting, to tell whether it waits in the cluster's
     queue for GPUs ("queued (2)": second in line) and when its lifetime starts.
@@ -391,18 +394,24 @@ def _shells_view(found: list[Any], now: datetime) -> Any:
     from rich.console import Group
     from rich.table import Table
 
-    table = Table("name", "user", "gpus", "status", "age", "expires", "endpoint")
+    table = Table("name", "user", "gpus", "status", "gpu use", "age", "expires", "endpoint")
     for shell in found:
         table.add_row(
             shell.name,
             shell.user,
             str(shell.gpus),
             present.status(shell),
+            present.gpu_use(shell, now),
             present.age(shell.created, now),
             present.expiry(shell, now),
             shell.endpoint,
         )
     lines: list[Any] = [table if found else "no shells", *present.problem_lines(found)]
+    if any(present.gpu_use(shell, now) == "n/a" for shell in found):
+        lines.append(
+            "gpu use: n/a where the cluster published no figures in the last 10 minutes (its lifecycle "
+            "writes them each minute from dcgm-exporter; a shell just started has none yet)"
+        )
     for shell in found:
         if shell.expires_at and 0 < (shell.expires_at - now).total_seconds() < 3600:
             left = present.remaining((shell.expires_at - now).total_seconds())
@@ -726,7 +735,7 @@ def reap(
     in users' namespaces that no shell owns any more. A shell that cannot be reaped is named, the
     others are still reaped, and the exit code is 1.
     """
-    from toolkit import kube, lifecycle, shells
+    from toolkit import gpu_metrics, kube, lifecycle, shells
 
     if status and (dry_run or idle or record_status or all_users or user):
         raise BadInputError("--status only shows the last run: it takes only --kubeconfig and --context")
@@ -741,10 +750,16 @@ def reap(
         return
     who = None if all_users else user_from_context(connection, user)
     started = lifecycle.now_utc()
+    measured = (
+        gpu_metrics.read(connection) if all_users and (idle or record_status) else gpu_metrics.Reading()
+    )
     parts: dict[str, Callable[[], Any]] = {
         "reaped": lambda: shells.reap(connection, who, now=started, dry_run=dry_run),
         "orphans": lambda: shells.reap_orphans(connection, dry_run=dry_run) if all_users else [],
-        "idle": lambda: lifecycle.pause_idle(connection, started, dry_run=dry_run) if idle else [],
+        "idle": lambda: (
+            lifecycle.pause_idle(connection, started, dry_run=dry_run, measured=measured) if idle else []
+        ),
+        "published": lambda: lifecycle.publish_gpu_use(connection, started, measured, dry_run=dry_run),
     }
     done: dict[str, Any] = {}
     stopped: list[tuple[str, Exception]] = []
