@@ -12,44 +12,36 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import toolkit
-from tests.integration.test_shell_end_to_end import free_port, ssh
+from tests.integration.test_shell_end_to_end import (
+    alice_with_a_key,
+    cluster,  # noqa: F401 (the fixture, found by name)
+    ssh,
+)
 from tests.standins.kube_apiserver import FakeApiServer
-from tests.standins.podman_kubelet import PodmanKubelet
 
 pytestmark = pytest.mark.lab
 
 
+ALLOWED_IMAGES = (
+    "localhost/toolkit-test-minimal,localhost/toolkit-test-aarch64-shells,localhost/toolkit-test-no-shell"
+)
+
+
 @pytest.fixture
-def site(tmp_path: Path, shell_image: str) -> Iterator[tuple[FakeApiServer, Path]]:
-    """A cluster whose shells run the test's shell image, with alice added; her kubeconfig."""
-    server = FakeApiServer(first_node_port=free_port(), kubelet=PodmanKubelet(tmp_path / "kubelet")).start()
-    server.add_gpu_node("gpu-1")
-    server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
-    server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
-    server.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
-    server.seed("ConfigMap", {
-        "metadata": {"name": "shells", "namespace": "toolkit-system",
-                     "labels": {"toolkit.dev/shells-config": "true"}},
-        "data": {"image": shell_image, "sshHost": "127.0.0.1", "webExpose": "nodeport",
-                 "allowedImages": "localhost/toolkit-test-minimal,localhost/toolkit-test-aarch64-shells,"
-                                  "localhost/toolkit-test-no-shell"},
-    })  # fmt: skip
-    try:
-        admin = server.kubeconfig(tmp_path / "admin.kubeconfig")
-        alice = tmp_path / "alice.kubeconfig"
-        added = toolkit(
-            "user", "add", "alice", "--max-gpus", "2", "-o", str(alice), "--kubeconfig", str(admin)
-        )
-        assert added.returncode == 0, added.stderr
-        yield server, alice
-    finally:
-        server.stop()
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[FakeApiServer, Path]:
+    """test_shell_end_to_end's cluster, limited to the test images' registries, with alice added;
+    her kubeconfig."""
+    server, admin = request.getfixturevalue("cluster")
+    shells = server.get("ConfigMap", "shells", "toolkit-system")
+    assert shells is not None
+    server.put({**shells, "data": {**shells["data"], "allowedImages": ALLOWED_IMAGES}})
+    alice, _ = alice_with_a_key(admin, tmp_path, gpus=2)
+    return server, alice
 
 
 def create(tmp_path: Path, kubeconfig: Path, *options: str) -> subprocess.CompletedProcess[str]:
