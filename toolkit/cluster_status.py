@@ -1,4 +1,5 @@
-"""`toolkit cluster status`: the cluster as its Kubernetes API sees it, in three list calls and a get.
+"""`toolkit cluster status`: the cluster as its Kubernetes API sees it, in a few list calls and a get,
+and one proxied request per GPU node.
 
 Nodes (readiness, roles, k3s and NVIDIA driver versions, GPUs allocatable and held), the shells
 running on it, the shells waiting in the cluster's queue (toolkit.gpu_queue: two more requests
