@@ -474,3 +474,14 @@ def test_a_users_own_gpu_use_annotation_is_read_strictly_and_fools_only_them() -
         and use is not None
         and use.describe() == "5% · 1/80 GiB"
     )
+
+
+def test_a_user_reaping_their_own_shells_publishes_nothing_and_reads_no_exporter(
+    cluster: FakeApiServer, alice: kube.Kube, tmp_path: Path
+) -> None:
+    make_shell(alice, "train")
+    serve_exporters(cluster, "gpu-1", "gpu-2")
+    ran = toolkit("shell", "reap", "--kubeconfig", str(tmp_path / "alice.kubeconfig"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "0 expired shell(s) reaped" in ran.stdout
+    assert shells.get_shell(alice, "alice", "train").gpu_use is None

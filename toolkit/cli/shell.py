@@ -395,19 +395,20 @@ def _shells_view(found: list[Any], now: datetime) -> Any:
     from rich.table import Table
 
     table = Table("name", "user", "gpus", "status", "gpu use", "age", "expires", "endpoint")
-    for shell in found:
+    uses = [present.gpu_use(shell, now) for shell in found]
+    for shell, use in zip(found, uses, strict=True):
         table.add_row(
             shell.name,
             shell.user,
             str(shell.gpus),
             present.status(shell),
-            present.gpu_use(shell, now),
+            use,
             present.age(shell.created, now),
             present.expiry(shell, now),
             shell.endpoint,
         )
     lines: list[Any] = [table if found else "no shells", *present.problem_lines(found)]
-    if any(present.gpu_use(shell, now) == "n/a" for shell in found):
+    if "n/a" in uses:
         lines.append(
             "gpu use: n/a where the cluster published no figures in the last 10 minutes (its lifecycle "
             "writes them each minute from dcgm-exporter; a shell just started has none yet)"
@@ -750,6 +751,8 @@ def reap(
         return
     who = None if all_users else user_from_context(connection, user)
     started = lifecycle.now_utc()
+    # The cluster's run (-A) reads the exporters once, for the idle rule and to publish each
+    # shell's GPU use; a user's own reap reads and writes neither.
     measured = (
         gpu_metrics.read(connection) if all_users and (idle or record_status) else gpu_metrics.Reading()
     )
@@ -759,7 +762,9 @@ def reap(
         "idle": lambda: (
             lifecycle.pause_idle(connection, started, dry_run=dry_run, measured=measured) if idle else []
         ),
-        "published": lambda: lifecycle.publish_gpu_use(connection, started, measured, dry_run=dry_run),
+        "published": lambda: (
+            lifecycle.publish_gpu_use(connection, started, measured, dry_run=dry_run) if measured.gpus else []
+        ),
     }
     done: dict[str, Any] = {}
     stopped: list[tuple[str, Exception]] = []
