@@ -49,7 +49,7 @@ def queued_cluster_documents() -> list[dict[str, Any]]:
 
 def kueue_configuration() -> dict[str, Any]:
     """Kueue's Configuration, as role kueue passes it to the chart."""
-    chart = render("kueue", "kueue.yaml.j2", kueue_enabled=True, _kueue_chart={"content": ""})[0]
+    chart = render("kueue", "kueue.yaml.j2", kueue_enabled=True, helm_chart_archive_content="")[0]
     values = yaml.safe_load(chart["spec"]["valuesContent"])
     return dict(yaml.safe_load(values["managerConfig"]["controllerManagerConfigYaml"]))
 
