@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from toolkit import lab_standins
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
@@ -74,6 +75,10 @@ class LabPaths:
     @property
     def k3s_standin_dir(self) -> Path:
         return self.state_dir / "k3s-standin"
+
+    @property
+    def nfd_standin_dir(self) -> Path:
+        return self.state_dir / "nfd-standin"
 
     @property
     def image_build_log(self) -> Path:
@@ -353,7 +358,14 @@ def up(
             report(
                 f"stand-in: k3s {version} cannot be downloaded here; the lab uses {lab_standins.K3S_STANDIN}"
             )
-            standins.update(lab_standins.k3s_standin_settings(project, paths.k3s_standin_dir, version))
+            _add_standin(standins, lab_standins.k3s_standin_settings(project, paths.k3s_standin_dir, version))
+        nfd_version = lab_standins.nfd_version(project)
+        if not lab_standins.reachable(lab_standins.nfd_chart_url(nfd_version)):
+            report(
+                f"stand-in: Node Feature Discovery's chart {nfd_version} cannot be downloaded here;"
+                " the lab uses a stand-in archive"
+            )
+            _add_standin(standins, lab_standins.nfd_standin_settings(paths.nfd_standin_dir, nfd_version))
         paths.inventory_dir.mkdir(parents=True, exist_ok=True)
         paths.hosts_file.write_text(render_inventory(hosts, paths, standins))
     except BaseException:
@@ -363,6 +375,15 @@ def up(
             _podman("network", "rm", "--force", network, check=False)
         raise
     return hosts
+
+
+def _add_standin(standins: dict[str, object], settings: dict[str, object]) -> None:
+    """Merge one stand-in's inventory settings into the others', keeping every one's note."""
+    notes = [
+        *cast(list[str], standins.get("toolkit_standins", [])),
+        *cast(list[str], settings["toolkit_standins"]),
+    ]
+    standins.update(settings, toolkit_standins=notes)
 
 
 def down(

@@ -125,3 +125,44 @@ def test_dcgm_exporter_validates_and_is_what_the_toolkit_reads(use_runtimeclass:
         (("pods",), ("list",)),
         (("pods/proxy",), ("get",)),
     }
+
+
+@pytest.mark.parametrize("settings", [{}, {"nvidia_device_plugin_use_runtimeclass": False}])
+def test_gpu_feature_discovery_validates(settings: dict[str, Any]) -> None:
+    documents = render("gpu-feature-discovery.yaml.j2", gpu_feature_discovery_enabled=True, **settings)
+    assert [d["kind"] for d in documents] == ["ServiceAccount", "Role", "RoleBinding", "DaemonSet"]
+    validate(documents)
+
+
+def test_gpu_feature_discovery_labels_through_nodefeatures_from_the_plugins_image_and_config() -> None:
+    config_map, plugin = render("nvidia-device-plugin.yaml.j2", nvidia_device_plugin_time_slicing_replicas=4)
+    account, role, binding, daemonset = render(
+        "gpu-feature-discovery.yaml.j2", gpu_feature_discovery_enabled=True
+    )
+    pod = daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == plugin["spec"]["template"]["spec"]["containers"][0]["image"]
+    environment = {e["name"]: e.get("value") for e in container["env"]}
+    assert environment["GFD_USE_NODE_FEATURE_API"] == "true"
+    assert environment["GFD_NO_TIMESTAMP"] == "true"
+    # It reads the plugin's own configuration, so time-sliced GPUs are labelled as shared.
+    config_dir = environment["GFD_CONFIG_FILE"].rsplit("/", 1)[0]
+    mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert mounted["config"] == config_dir
+    assert environment["GFD_CONFIG_FILE"].rsplit("/", 1)[1] in config_map["data"]
+    # Its NodeFeatures go in its own namespace (kube-system), which nfd-master reads, and nowhere else.
+    assert {d["metadata"]["namespace"] for d in (account, role, binding, daemonset)} == {"kube-system"}
+    assert role["rules"] == [
+        {
+            "apiGroups": ["nfd.k8s-sigs.io"],
+            "resources": ["nodefeatures"],
+            "verbs": ["get", "list", "watch", "create", "update"],
+        }
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gpu-feature-discovery", "namespace": "kube-system"}
+    ]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}

@@ -3,7 +3,9 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import tarfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
@@ -88,6 +90,47 @@ def test_the_k3s_standin_settings_say_what_it_is_through_the_inventory(tmp_path:
     (note,) = settings["toolkit_standins"]
     assert note.startswith("k3s is the stand-in binary")
     assert str(settings["verify_api_skip_reason"]).endswith("it serves no Kubernetes API")
+
+
+def test_the_nfd_standin_chart_is_sent_as_an_air_gapped_sites_pinned_archive(tmp_path: Path) -> None:
+    settings = lab_standins.nfd_standin_settings(tmp_path, "v0.18.3")
+    archive = Path(str(settings["node_feature_discovery_chart_archive"]))
+    assert archive.name == "node-feature-discovery-chart-0.18.3.tgz"
+    pins = cast(dict[str, str], settings["node_feature_discovery_chart_checksums"])
+    assert pins == {"0.18.3": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    # The same bytes every time, so a lab brought up again keeps its pin.
+    assert lab_standins.nfd_standin_chart("v0.18.3") == archive.read_bytes()
+    with tarfile.open(archive) as chart:
+        (member,) = chart.getmembers()
+        extracted = chart.extractfile(member)
+        assert extracted is not None
+        chart_yaml = yaml.safe_load(extracted.read())
+    assert member.name == "node-feature-discovery/Chart.yaml"
+    assert (chart_yaml["name"], chart_yaml["version"]) == ("node-feature-discovery", "0.18.3")
+    assert "STAND-IN" in chart_yaml["description"]
+    (note,) = cast(list[str], settings["toolkit_standins"])
+    assert note.startswith("Node Feature Discovery's chart is a stand-in")
+
+
+def test_the_nfd_standin_is_the_one_the_role_deploys_and_its_molecule_scenario_sends() -> None:
+    version = lab_standins.nfd_version(PROJECT)
+    scenario = PROJECT / "roles" / "node_feature_discovery" / "molecule" / "default" / "files"
+    assert (scenario / f"node-feature-discovery-chart-{version[1:]}.tgz").read_bytes() == (
+        lab_standins.nfd_standin_chart(version)
+    )
+    assert lab_standins.nfd_chart_url(version) == (
+        f"https://github.com/kubernetes-sigs/node-feature-discovery/releases/download/{version}/"
+        f"node-feature-discovery-chart-{version[1:]}.tgz"
+    )
+
+
+def test_every_standin_keeps_its_note_when_the_lab_needs_several(tmp_path: Path) -> None:
+    standins: dict[str, object] = {}
+    lab._add_standin(standins, lab_standins.k3s_standin_settings(PROJECT, tmp_path / "k3s", "v1.33.5+k3s1"))
+    lab._add_standin(standins, lab_standins.nfd_standin_settings(tmp_path / "nfd", "v0.18.3"))
+    notes = cast(list[str], standins["toolkit_standins"])
+    assert [note.split(" ")[0] for note in notes] == ["k3s", "Node"]
+    assert standins["k3s_install_source"] == "airgap" and "node_feature_discovery_chart_archive" in standins
 
 
 def test_the_toolkit_never_imports_or_runs_test_material() -> None:
