@@ -15,6 +15,7 @@ from typing import Any
 
 from toolkit import quantity
 from toolkit.errors import ToolkitError
+from toolkit.gpu_types import PRODUCT_LABEL
 from toolkit.kube import ApiError, Kube
 
 GPU = "nvidia.com/gpu"
@@ -71,6 +72,7 @@ class NodeAvailability:
     gpus_used: int
     ready: bool
     schedulable: bool
+    gpu_product: str | None = None  # GPU feature discovery's nvidia.com/gpu.product label
 
     @property
     def gpus_free(self) -> int:
@@ -153,7 +155,14 @@ def availability(kube: Kube) -> Availability:
     held = gpus_held(kube)
     return Availability(
         [
-            NodeAvailability(n.name, n.gpus, held.per_node.get(n.name, 0), n.ready, n.schedulable)
+            NodeAvailability(
+                n.name,
+                n.gpus,
+                held.per_node.get(n.name, 0),
+                n.ready,
+                n.schedulable,
+                n.labels.get(PRODUCT_LABEL),
+            )
             for n in sorted(nodes, key=lambda n: n.name)
         ],
         held.published_at,

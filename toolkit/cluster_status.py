@@ -15,12 +15,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from toolkit import capacity, gpu_metrics, gpu_queue, lifecycle, shells
+from toolkit.gpu_types import PRODUCT_LABEL
 from toolkit.kube import ApiError, Kube
 from toolkit.shell_manifests import timestamp
 from toolkit.shell_settings import platform
 
 DRIVER_LABELS = ("nvidia.com/cuda.driver-version.full", "nvidia.com/cuda.driver.full")
-PRODUCT_LABEL = "nvidia.com/gpu.product"
+
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from toolkit import quantity
 from toolkit.gpu_queue import QUEUE_NAME_LABEL
+from toolkit.gpu_types import PRODUCT_LABEL as GPU_PRODUCT
 from toolkit.sshkeys import KeyPair
 from toolkit.tenancy import MANAGED_BY, USER_LABEL, check_name
 
@@ -120,6 +121,8 @@ class ShellSpec:
     shm: Fraction | None = None
     runtime_class: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
+    # The GPU products (nvidia.com/gpu.product) the shell may run on; () any.
+    gpu_products: tuple[str, ...] = ()
     expose: str = "NodePort"
     web_endpoint: str = ""
     # The web terminal's host name behind the cluster's ingress (HTTPS); "" serves it on a node port.
@@ -412,8 +415,25 @@ def statefulset(spec: ShellSpec) -> Manifest:
         pod_spec["initContainers"] = [_toolbox_copier(spec.toolbox_image)]
     if spec.runtime_class:
         pod_spec["runtimeClassName"] = spec.runtime_class
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    node_selector = dict(spec.node_selector)
+    if len(spec.gpu_products) == 1:
+        node_selector[GPU_PRODUCT] = spec.gpu_products[0]
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if len(spec.gpu_products) > 1:
+        pod_spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": GPU_PRODUCT, "operator": "In", "values": list(spec.gpu_products)}
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
     annotations = {
         AGENT: "1",
         EXPIRES_AT: timestamp(spec.expires_at),

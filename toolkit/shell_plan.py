@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from toolkit import durations, image_refs, quantity
+from toolkit import durations, gpu_types, image_refs, quantity
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU, NodeCapacity, share
 from toolkit.errors import BadInputError, ToolkitError
@@ -38,6 +38,7 @@ class CreateRequest:
     shm: str | None = None
     image: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
+    gpu_type: str | None = None  # a GPU product as people say it (h100); gpu_types matches it
     web: bool = False
     jupyter: bool = False  # JupyterLab, served beside the web terminal (so it implies web)
     hours: Fraction | None = None  # the shell's lifetime; None: the cluster's default
@@ -232,6 +233,11 @@ def check_request(request: CreateRequest) -> None:
             image_refs.full_reference(request.image)
         except BadInputError as error:
             reasons.append(str(error))
+    if request.gpu_type is not None:
+        try:
+            gpu_types.check_gpu_type(request.gpu_type)
+        except BadInputError as error:
+            reasons.append(str(error))
     for option, text in (("--cpu", request.cpu), ("--memory", request.memory), ("--shm", request.shm),
                          ("--storage", request.storage)):  # fmt: skip
         if text is not None:
@@ -263,7 +269,10 @@ def plan_create(
     if too_long_or_short:
         reasons.append(too_long_or_short)
     idle_minutes = _idle_minutes(request.idle_minutes, settings, reasons)
-    node = _largest_candidate(request, facts.nodes, reasons)
+    gpu_products = _gpu_products(request, facts.nodes, reasons)
+    node = (
+        _largest_candidate(request, facts.nodes, gpu_products, reasons) if gpu_products is not None else None
+    )
     reasons += _quota_refusals(request, facts.quota)
     if not facts.storage_class_exists:
         reasons.append(f"StorageClass {facts.storage_class!r} does not exist on this cluster")
@@ -310,6 +319,7 @@ def plan_create(
         shm=quantity.parse(request.shm, "--shm") if request.shm else None,
         runtime_class=facts.runtime_class,
         node_selector=dict(request.node_selector),
+        gpu_products=gpu_products or (),
         expose=request.expose or settings.expose,
         web_host=web_host,
         web_ingress_class=settings.web_ingress_class,
@@ -421,18 +431,53 @@ def _refuse(reasons: list[str]) -> None:
         raise BadInputError("; ".join(reasons))
 
 
-def _largest_candidate(
+def _gpu_products(
     request: CreateRequest, nodes: tuple[NodeCapacity, ...], reasons: list[str]
+) -> tuple[str, ...] | None:
+    """The GPU products --gpu-type names among the nodes' (none asked: all of them, ()); None when it
+    names none, with the reason."""
+    if request.gpu_type is None:
+        return ()
+    products = {n.labels[gpu_types.PRODUCT_LABEL] for n in nodes if n.labels.get(gpu_types.PRODUCT_LABEL)}
+    if not products:
+        reasons.append(
+            f"--gpu-type {request.gpu_type}: no node says which GPUs it has (label "
+            f"{gpu_types.PRODUCT_LABEL}, from GPU feature discovery, which the operator turns on with "
+            "gpu_feature_discovery_enabled)"
+        )
+        return None
+    matched = gpu_types.matching_products(request.gpu_type, products)
+    if not matched:
+        reasons.append(
+            f"--gpu-type {request.gpu_type} is none of this cluster's GPUs: {', '.join(sorted(products))}"
+        )
+        return None
+    return matched
+
+
+def _largest_candidate(
+    request: CreateRequest, nodes: tuple[NodeCapacity, ...], gpu_products: tuple[str, ...], reasons: list[str]
 ) -> NodeCapacity | None:
-    """The largest ready node the selector allows: shells are sized from it."""
-    candidates = [n for n in nodes if n.ready and n.schedulable and n.matches(request.node_selector)]
+    """The largest ready node the selector and the GPU products allow: shells are sized from it."""
+    candidates = [
+        n
+        for n in nodes
+        if n.ready
+        and n.schedulable
+        and n.matches(request.node_selector)
+        and (not gpu_products or n.labels.get(gpu_types.PRODUCT_LABEL) in gpu_products)
+    ]
+    wanted = [f"{k}={v}" for k, v in request.node_selector.items()]
+    if gpu_products:
+        wanted.append(f"--gpu-type {request.gpu_type} ({' or '.join(gpu_products)})")
     if not candidates:
-        wanted = ",".join(f"{k}={v}" for k, v in request.node_selector.items())
-        reasons.append(f"no ready node matches {wanted}" if wanted else "the cluster has no ready node")
+        reasons.append(
+            f"no ready node matches {', '.join(wanted)}" if wanted else "the cluster has no ready node"
+        )
         return None
     largest = max(candidates, key=lambda n: (n.gpus, n.cpu, n.memory))
     if request.gpus > largest.gpus:
-        where = " matching the selector" if request.node_selector else ""
+        where = " matching " + ", ".join(wanted) if wanted else ""
         reasons.append(
             f"--gpus {request.gpus} is more than any node{where} has "
             f"(the largest, {largest.name}, has {largest.gpus})"

@@ -85,7 +85,7 @@ def test_the_published_manifest_carries_the_script_as_it_is() -> None:
 def cluster(tmp_path: Path) -> Any:
     server = FakeApiServer().start()
     for name in ("gpu-1", "gpu-2"):
-        server.add_gpu_node(name)
+        server.add_gpu_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
     server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
     server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
     server.seed("Namespace", {"metadata": {"name": "toolkit-system"}})
@@ -155,6 +155,10 @@ def test_a_user_sees_the_published_counts_and_no_other_tenants_pods(
     result = toolkit("shell", "avail", "--kubeconfig", str(tmp_path / "alice.kubeconfig"))
     assert result.returncode == 0, result.stderr
     assert f"11 GPUs free (as the cluster counted them at {seen.published_at})" in result.stdout
+    # Each node's GPU product, from its label (which users may read): what --gpu-type matches.
+    as_json = toolkit("shell", "avail", "--output", "json", "--kubeconfig", str(tmp_path / "alice.kubeconfig"))
+    assert as_json.returncode == 0, as_json.stderr
+    assert [n["gpu_product"] for n in json.loads(as_json.stdout)] == ["NVIDIA-H100-80GB-HBM3"] * 2
     published = cluster.get("ConfigMap", "capacity", "toolkit-system")
     assert published is not None and set(json.loads(published["data"]["nodes"])) == {"gpu-1", "gpu-2"}
 

@@ -113,7 +113,11 @@ SHELL_CASES = [
     case("create train --ssh-key {pub} --node-selector gpu", "--node-selector 'gpu' is not KEY=VALUE"),
     case("create train --ssh-key {pub} --node-selector =x", "--node-selector '=x' is not KEY=VALUE"),
     case("create train --ssh-key {pub} --node-selector zone=mars", "no ready node matches zone=mars"),
-    case("create train --ssh-key {pub} --gpu-type A100", "no ready node matches nvidia.com/gpu.product=A100"),
+    case(
+        "create train --ssh-key {pub} --gpu-type A100",
+        "--gpu-type A100 is none of this cluster's GPUs: NVIDIA-H100-80GB-HBM3",
+    ),
+    case("create train --ssh-key {pub} --gpu-type h100;id", "--gpu-type 'h100;id' is not a GPU product"),
     case("create train --ssh-key {pub} --storage-class nope", "StorageClass 'nope' does not exist"),
     *(
         case(f"create train --ssh-key {{files}}/{name}", message)

@@ -295,3 +295,24 @@ def test_list_watch_redraws_until_ctrl_c_and_shows_a_shell_made_meanwhile(
     assert watching.returncode == 0 and stderr == "", stderr
     json_watch = toolkit("shell", "list", "--watch", "--output", "json", "--kubeconfig", str(alice))
     assert json_watch.returncode == 3 and "--watch redraws a table" in json_watch.stderr
+
+
+def test_a_gpu_type_as_people_say_it_places_the_shell_on_that_product(
+    alice: Path, keys: Path, tmp_path: Path, fake_cluster: FakeApiServer
+) -> None:
+    env = {"TOOLKIT_CONFIG_DIR": str(tmp_path / "cfg")}
+    user = ["--kubeconfig", str(alice)]
+    created = toolkit(
+        "shell", "create", "train", "--ssh-key", f"{keys}.pub", "--gpu-type", "h100", *user, env=env
+    )
+    assert created.returncode == 0, created.stderr
+    statefulset = fake_cluster.get("StatefulSet", "train", "user-alice")
+    assert statefulset is not None
+    pod = statefulset["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    refused = toolkit(
+        "shell", "create", "other", "--ssh-key", f"{keys}.pub", "--gpu-type", "a100", *user, env=env
+    )
+    assert refused.returncode == 3
+    assert refused.stderr == "error: --gpu-type a100 is none of this cluster's GPUs: NVIDIA-H100-80GB-HBM3\n"
+    assert fake_cluster.get("StatefulSet", "other", "user-alice") is None

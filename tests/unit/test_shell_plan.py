@@ -72,6 +72,57 @@ def test_a_user_not_set_up_and_a_selector_no_node_matches_are_refused() -> None:
     )
 
 
+def test_a_gpu_type_as_people_say_it_selects_the_product_the_nodes_carry() -> None:
+    plan = plan_create(request(gpu_type="h100"), FACTS, NOW)
+    pod = plan.statefulset(Endpoint("", 22, None))["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert "affinity" not in pod
+
+
+def test_a_gpu_type_naming_several_products_allows_each_through_node_affinity() -> None:
+    nvl = replace(NODE, name="gpu-2", labels={"nvidia.com/gpu.product": "NVIDIA-H100-NVL"}, gpus=4)
+    h200 = replace(NODE, name="gpu-3", labels={"nvidia.com/gpu.product": "NVIDIA-H200"})
+    plan = plan_create(request(gpu_type="H100"), replace(FACTS, nodes=(NODE, nvl, h200)), NOW)
+    pod = plan.statefulset(Endpoint("", 22, None))["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert term == {
+        "matchExpressions": [
+            {
+                "key": "nvidia.com/gpu.product",
+                "operator": "In",
+                "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-NVL"],
+            }
+        ]
+    }
+    assert plan.node == NODE  # sized from the largest node of those products, not the H200
+
+
+def test_a_gpu_type_is_refused_when_no_node_has_it_or_no_node_says() -> None:
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpu_type="a100"), FACTS, NOW)
+    assert str(refused.value) == "--gpu-type a100 is none of this cluster's GPUs: NVIDIA-H100-80GB-HBM3"
+    unlabelled = replace(FACTS, nodes=(replace(NODE, labels={}),))
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpu_type="h100"), unlabelled, NOW)
+    assert str(refused.value).startswith(
+        "--gpu-type h100: no node says which GPUs it has (label nvidia.com/gpu.product"
+    )
+
+
+def test_more_gpus_than_the_products_nodes_have_names_the_gpu_type() -> None:
+    small = replace(NODE, name="gpu-2", labels={"nvidia.com/gpu.product": "NVIDIA-H100-NVL"}, gpus=2)
+    big = replace(NODE, name="gpu-3", labels={"nvidia.com/gpu.product": "NVIDIA-H200"})
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpus=3, gpu_type="h100-nvl"), replace(FACTS, nodes=(small, big)), NOW)
+    assert str(refused.value) == (
+        "--gpus 3 is more than any node matching --gpu-type h100-nvl (NVIDIA-H100-NVL) has "
+        "(the largest, gpu-2, has 2)"
+    )
+
+
 def test_more_than_the_node_is_refused_once_not_again_as_cpu_and_memory() -> None:
     with pytest.raises(BadInputError) as refused:
         plan_create(

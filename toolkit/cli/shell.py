@@ -99,7 +99,9 @@ def create(
     gpu_type: Annotated[
         str | None,
         typer.Option(
-            help="GPU product, as the node label nvidia.com/gpu.product (e.g. NVIDIA-H100-80GB-HBM3)."
+            help="GPU product: h100, h100-nvl, a100-80gb, or the full name in the node label "
+            "nvidia.com/gpu.product (NVIDIA-H100-80GB-HBM3). Matches every product with those words in "
+            "a row; the cluster's products are in `toolkit shell avail`."
         ),
     ] = None,
     web: Annotated[
@@ -212,8 +214,6 @@ def create(
         if not sep or not key:
             raise BadInputError(f"--node-selector {item!r} is not KEY=VALUE")
         selector[key] = value
-    if gpu_type:
-        selector["nvidia.com/gpu.product"] = gpu_type
     manifests.check_shell_name(name)
     if identity_file is not None:
         sshconfig.check_path(identity_file.expanduser().resolve())
@@ -230,6 +230,7 @@ def create(
         shm=shm,
         image=image,
         node_selector=selector,
+        gpu_type=gpu_type,
         web=web,
         jupyter=jupyter,
         hours=lifetime(hours, for_),
@@ -679,7 +680,7 @@ def avail(
     context: ContextOption = None,
 ) -> None:
     """GPUs free per node: allocatable minus what running pods request (for users, as the cluster
-    last published it, each minute)."""
+    last published it, each minute), and each node's GPU product (what --gpu-type matches)."""
     from rich.table import Table
 
     from toolkit import capacity, kube
@@ -689,10 +690,11 @@ def avail(
     if output is Output.json:
         typer.echo(json.dumps([{**vars(n), "gpus_free": n.gpus_free} for n in nodes], indent=2))
         return
-    table = Table("node", "gpus", "used", "free", "state")
+    table = Table("node", "gpu", "gpus", "used", "free", "state")
     for node in nodes:
         state = "ready" if node.ready and node.schedulable else "cordoned" if node.ready else "not ready"
-        table.add_row(node.name, str(node.gpus), str(node.gpus_used), str(node.gpus_free), state)
+        gpu = node.gpu_product or ("unknown" if node.gpus else "-")
+        table.add_row(node.name, gpu, str(node.gpus), str(node.gpus_used), str(node.gpus_free), state)
     _console().print(table)
     as_of = f" (as the cluster counted them at {found.published_at})" if found.published_at else ""
     _console().print(f"{sum(n.gpus_free for n in nodes)} GPUs free{as_of}")
