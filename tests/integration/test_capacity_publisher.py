@@ -156,7 +156,9 @@ def test_a_user_sees_the_published_counts_and_no_other_tenants_pods(
     assert result.returncode == 0, result.stderr
     assert f"11 GPUs free (as the cluster counted them at {seen.published_at})" in result.stdout
     # Each node's GPU product, from its label (which users may read): what --gpu-type matches.
-    as_json = toolkit("shell", "avail", "--output", "json", "--kubeconfig", str(tmp_path / "alice.kubeconfig"))
+    as_json = toolkit(
+        "shell", "avail", "--output", "json", "--kubeconfig", str(tmp_path / "alice.kubeconfig")
+    )
     assert as_json.returncode == 0, as_json.stderr
     assert [n["gpu_product"] for n in json.loads(as_json.stdout)] == ["NVIDIA-H100-80GB-HBM3"] * 2
     published = cluster.get("ConfigMap", "capacity", "toolkit-system")
