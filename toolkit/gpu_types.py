@@ -1,4 +1,4 @@
-"""`--gpu-type`: a GPU product as people say it (h100, H100-NVL, a100-80gb), matched against the
+"""`--gpu-type`: a GPU product as people say it (h100, H100-NVL, h200), matched against the
 products the cluster's nodes carry in GPU feature discovery's label nvidia.com/gpu.product (such as
 NVIDIA-H100-80GB-HBM3, or NVIDIA-H100-80GB-HBM3-SHARED for time-sliced GPUs)."""
 

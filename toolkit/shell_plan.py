@@ -442,8 +442,8 @@ def _gpu_products(
     if not products:
         reasons.append(
             f"--gpu-type {request.gpu_type}: no node says which GPUs it has (label "
-            f"{gpu_types.PRODUCT_LABEL}, from GPU feature discovery, which the operator turns on with "
-            "gpu_feature_discovery_enabled)"
+            f"{gpu_types.PRODUCT_LABEL}): ask an operator, whose GPU feature discovery and Node Feature "
+            "Discovery put it there (gpu_feature_discovery_enabled, with their pods running)"
         )
         return None
     matched = gpu_types.matching_products(request.gpu_type, products)

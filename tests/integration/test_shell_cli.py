@@ -310,9 +310,28 @@ def test_a_gpu_type_as_people_say_it_places_the_shell_on_that_product(
     assert statefulset is not None
     pod = statefulset["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    # Two H100 products: either will do, through node affinity, and the H200 is left out.
+    fake_cluster.add_gpu_node("gpu-3", labels={"nvidia.com/gpu.product": "NVIDIA-H100-NVL"})
+    fake_cluster.add_gpu_node("gpu-4", labels={"nvidia.com/gpu.product": "NVIDIA-H200"})
+    either = toolkit(
+        "shell", "create", "both", "--ssh-key", f"{keys}.pub", "--gpu-type", "H100", *user, env=env
+    )
+    assert either.returncode == 0, either.stderr
+    placed = fake_cluster.get("StatefulSet", "both", "user-alice")
+    assert placed is not None
+    affinity = placed["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"][0]["values"] == ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-NVL"]
+    shell_pod = fake_cluster.get("Pod", "both-0", "user-alice")
+    assert shell_pod is not None and shell_pod["spec"]["nodeName"] in ("gpu-1", "gpu-2", "gpu-3")
     refused = toolkit(
         "shell", "create", "other", "--ssh-key", f"{keys}.pub", "--gpu-type", "a100", *user, env=env
     )
     assert refused.returncode == 3
-    assert refused.stderr == "error: --gpu-type a100 is none of this cluster's GPUs: NVIDIA-H100-80GB-HBM3\n"
+    # Alice's two GPUs are both held by now, which is said too, on the same line.
+    assert refused.stderr.startswith(
+        "error: --gpu-type a100 is none of this cluster's GPUs: "
+        "NVIDIA-H100-80GB-HBM3, NVIDIA-H100-NVL, NVIDIA-H200; "
+    )
+    assert refused.stderr.count("\n") == 1
     assert fake_cluster.get("StatefulSet", "other", "user-alice") is None

@@ -2111,6 +2111,32 @@ class FakeApiServer:
                 free[name] = free.get(name, Fraction(0)) - amount
         return free
 
+    @staticmethod
+    def _affinity_allows(pod: Obj, labels: dict[str, str]) -> bool:
+        """requiredDuringSchedulingIgnoredDuringExecution as the scheduler reads it: the node
+        matches any one of the terms, a term when all its label expressions hold (In, NotIn,
+        Exists, DoesNotExist; Gt and Lt are not modelled and match nothing)."""
+        required = ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ) or {}
+        terms = required.get("nodeSelectorTerms")
+        if not terms:
+            return True
+
+        def holds(expression: Obj) -> bool:
+            key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+            if operator == "In":
+                return labels.get(key) in values
+            if operator == "NotIn":
+                return labels.get(key) not in values
+            if operator == "Exists":
+                return key in labels
+            if operator == "DoesNotExist":
+                return key not in labels
+            return False
+
+        return any(all(holds(e) for e in term.get("matchExpressions") or []) for term in terms)
+
     def _schedule(self, pod: Obj) -> tuple[str | None, str]:
         nodes = self.list("Node")
         requests = self._container_amounts(pod, "requests")
@@ -2135,7 +2161,7 @@ class FakeApiServer:
             if node["spec"].get("unschedulable"):
                 reasons["node(s) were unschedulable"] = reasons.get("node(s) were unschedulable", 0) + 1
                 continue
-            if any(labels.get(k) != v for k, v in selector.items()):
+            if any(labels.get(k) != v for k, v in selector.items()) or not self._affinity_allows(pod, labels):
                 reason = "node(s) didn't match Pod's node affinity/selector"
                 reasons[reason] = reasons.get(reason, 0) + 1
                 continue

@@ -143,6 +143,11 @@ def test_gpu_feature_discovery_labels_through_nodefeatures_from_the_plugins_imag
     (container,) = pod["containers"]
     assert container["image"] == plugin["spec"]["template"]["spec"]["containers"][0]["image"]
     environment = {e["name"]: e.get("value") for e in container["env"]}
+    from_pod = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e
+    }
+    # What GFD needs to name and place its NodeFeature (v0.17.1's NewOutputer).
+    assert from_pod == {"NODE_NAME": "spec.nodeName", "NAMESPACE": "metadata.namespace"}
     assert environment["GFD_USE_NODE_FEATURE_API"] == "true"
     assert environment["GFD_NO_TIMESTAMP"] == "true"
     # It reads the plugin's own configuration, so time-sliced GPUs are labelled as shared.

@@ -169,7 +169,9 @@ def test_idle_held_gpus_are_those_that_never_worked_over_the_idle_window() -> No
     titles = {panel["title"]: panel for panel in dashboard()["panels"]}
     [expr] = [target["expr"] for target in titles["GPUs held but idle"]["targets"]]
     assert "max_over_time(DCGM_FI_DEV_GPU_UTIL{" in expr and "[$idle_window]" in expr
-    assert expr.endswith("== 0")
+    assert ")) == 0) and on (namespace, pod, Hostname, gpu) DCGM_FI_DEV_GPU_UTIL{" in expr
+    # Held now: a shell deleted or moved within the window is not counted; only its series is.
+    assert not expr.endswith("]))")
     assert groupings(expr)[0][:2] == ("namespace", "pod")
     variables = {variable["name"]: variable for variable in dashboard()["templating"]["list"]}
     # The window the shells' lifecycle pauses an idle shell after, by default.
@@ -353,8 +355,19 @@ def test_the_stack_installs_the_chart_k3s_serves() -> None:
         for part in ("kubeEtcd", "kubeScheduler", "kubeControllerManager", "kubeProxy")
     )
     assert values["prometheus"]["prometheusSpec"] == {"retention": "15d"}
+    # Grafana reads its own namespace's ConfigMaps only: the chart's defaults (every namespace,
+    # Secrets too) would show it every tenant's Secrets and take dashboards from them.
     assert values["grafana"] == {
-        "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1"}}
+        "rbac": {"namespaced": True},
+        "sidecar": {
+            "dashboards": {
+                "enabled": True,
+                "label": "grafana_dashboard",
+                "labelValue": "1",
+                "searchNamespace": "monitoring",
+                "resource": "configmap",
+            }
+        },
     }
 
 

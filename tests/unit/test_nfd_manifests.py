@@ -49,5 +49,8 @@ def test_the_image_comes_from_the_sites_registry_at_the_release() -> None:
         "tag": "v0.18.3",
         "pullPolicy": "IfNotPresent",
     }
-    assert values["worker"]["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"}]
+    # Every node is described, and nfd-master and nfd-gc run where every node is a tainted GPU node.
+    assert values["worker"]["tolerations"] == [{"operator": "Exists"}]
+    for component in ("master", "gc"):
+        assert values[component]["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"}]
     assert values["topologyUpdater"]["enable"] is False and values["gc"]["enable"] is True

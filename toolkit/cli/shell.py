@@ -99,7 +99,7 @@ def create(
     gpu_type: Annotated[
         str | None,
         typer.Option(
-            help="GPU product: h100, h100-nvl, a100-80gb, or the full name in the node label "
+            help="GPU product: h100, h100-nvl, h200, or the full name in the node label "
             "nvidia.com/gpu.product (NVIDIA-H100-80GB-HBM3). Matches every product with those words in "
             "a row; the cluster's products are in `toolkit shell avail`."
         ),
