@@ -1,0 +1,201 @@
+#!/usr/bin/python
+"""Ansible module: the directories, whole files and removals a role owns, in one module run."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: files
+short_description: Directories and whole files, present or absent, converged in one module run
+description:
+  - Where a role owns several whole files (k3s's manifests, a service's configuration), one run of
+    this module checks them all, and writes, fixes or removes only what differs, where a
+    template or file task per path would cost a module run each on every converge.
+  - A file is written when its content differs, atomically (a temporary file in the same
+    directory, renamed over it); its mode and owner are set when only they differ.
+  - Contents are never shown (they may hold secrets); the result names the paths.
+options:
+  directories:
+    description: Directories to create (with their parents) or correct.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path: {description: The directory., type: path, required: true}
+      mode: {description: Its mode, in octal., type: str, required: true}
+      owner: {description: Its owner., type: str, default: root}
+      group: {description: Its group., type: str, default: root}
+  files:
+    description: Whole files, whose directories must exist (list them in O(directories)).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path: {description: The file., type: path, required: true}
+      state: {description: Whether it is there., type: str, choices: [present, absent], default: present}
+      content: {description: Its whole content (present files)., type: str, default: "", no_log: true}
+      mode: {description: Its mode, in octal (present files)., type: str, default: "0600"}
+      owner: {description: Its owner., type: str, default: root}
+      group: {description: Its group., type: str, default: root}
+author: toolkit
+"""
+
+EXAMPLES = r"""
+- name: Write the device plugin's manifests
+  toolkit.cluster.files:
+    directories:
+      - {path: /var/lib/rancher/k3s/server/manifests, mode: "0700"}
+    files:
+      - path: /var/lib/rancher/k3s/server/manifests/nvidia-device-plugin.yaml
+        content: "{{ lookup('ansible.builtin.template', 'nvidia-device-plugin.yaml.j2') }}"
+        mode: "0600"
+      - path: /var/lib/rancher/k3s/server/manifests/dcgm-exporter.yaml
+        state: absent
+"""
+
+RETURN = r"""
+written:
+  description: Files whose content was (or, in check mode, would be) written.
+  returned: always
+  type: list
+  elements: str
+updated:
+  description: Files and directories whose mode or owner alone was corrected.
+  returned: always
+  type: list
+  elements: str
+created:
+  description: Directories created.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Files removed.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import grp
+import os
+import pwd
+import stat
+import tempfile
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+OWNED = {
+    "mode": {"type": "str", "required": True},
+    "owner": {"type": "str", "default": "root"},
+    "group": {"type": "str", "default": "root"},
+}
+
+
+def _wanted(entry: dict[str, Any]) -> tuple[int, int, int]:
+    return int(entry["mode"], 8), pwd.getpwnam(entry["owner"]).pw_uid, grp.getgrnam(entry["group"]).gr_gid
+
+
+def _attributes_differ(path: str, mode: int, uid: int, gid: int) -> bool:
+    found = os.lstat(path)
+    return stat.S_IMODE(found.st_mode) != mode or found.st_uid != uid or found.st_gid != gid
+
+
+def _write(path: str, content: bytes, mode: int, uid: int, gid: int) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".toolkit-")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            os.fchown(handle.fileno(), uid, gid)
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def converge(params: dict[str, Any], check: bool) -> dict[str, list[str]]:
+    done: dict[str, list[str]] = {"written": [], "updated": [], "created": [], "removed": []}
+    for directory in params["directories"]:
+        path = directory["path"]
+        mode, uid, gid = _wanted(directory)
+        if not os.path.isdir(path):
+            if os.path.lexists(path):
+                raise ValueError(f"{path} exists and is not a directory")
+            done["created"].append(path)
+            if not check:
+                os.makedirs(path, mode=mode)
+                os.chmod(path, mode)
+                os.chown(path, uid, gid)
+        elif _attributes_differ(path, mode, uid, gid):
+            done["updated"].append(path)
+            if not check:
+                os.chmod(path, mode)
+                os.chown(path, uid, gid)
+    for entry in params["files"]:
+        path = entry["path"]
+        if entry["state"] == "absent":
+            if os.path.lexists(path):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    raise ValueError(f"{path} is a directory: only files are removed")
+                done["removed"].append(path)
+                if not check:
+                    os.unlink(path)
+            continue
+        mode, uid, gid = _wanted(entry)
+        content = entry["content"].encode()
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+            raise ValueError(f"{path} exists and is not a regular file")
+        current = None
+        if os.path.isfile(path):
+            with open(path, "rb") as handle:
+                current = handle.read()
+        if current != content:
+            done["written"].append(path)
+            if not check:
+                _write(path, content, mode, uid, gid)
+        elif _attributes_differ(path, mode, uid, gid):
+            done["updated"].append(path)
+            if not check:
+                os.chmod(path, mode)
+                os.chown(path, uid, gid)
+    return done
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "directories": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {"path": {"type": "path", "required": True}, **OWNED},
+            },
+            "files": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "path": {"type": "path", "required": True},
+                    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+                    "content": {"type": "str", "default": "", "no_log": True},
+                    **OWNED,
+                    "mode": {"type": "str", "default": "0600"},
+                },
+            },
+        },
+        supports_check_mode=True,
+    )
+    try:
+        done = converge(module.params, module.check_mode)
+    except (OSError, ValueError, KeyError) as error:
+        module.fail_json(
+            msg=f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error)
+        )
+    module.exit_json(changed=any(done.values()), **done)
+
+
+if __name__ == "__main__":
+    main()

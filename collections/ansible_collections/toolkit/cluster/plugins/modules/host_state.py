@@ -1,0 +1,204 @@
+#!/usr/bin/python
+"""Ansible module: the read-only state a role's converge decides on, in one module run."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: host_state
+short_description: Packages, services, kernel modules, sysctls, swap entries and files, read in one module run
+description:
+  - Reads what a role needs to know before it changes anything, where a stat, a command and a
+    package query would each cost a module run on every converge. It changes nothing, and runs in
+    check mode too.
+  - Register the result; it is not a fact, so no fact cache ever serves a stale one.
+options:
+  packages:
+    description: Debian packages whose installed version to read (dpkg's "install ok installed").
+    type: list
+    elements: str
+    default: []
+  services:
+    description: systemd units whose enablement and activity to read.
+    type: list
+    elements: str
+    default: []
+  sysctls:
+    description: Kernel settings whose live value to read (from /proc/sys); those the kernel lacks are
+      left out.
+    type: list
+    elements: str
+    default: []
+  fstab:
+    description: The fstab whose swap entries that are not commented out to count; "" skips it.
+    type: path
+    default: ""
+  paths:
+    description: Paths whose existence to read.
+    type: list
+    elements: path
+    default: []
+  checksums:
+    description: Files whose sha256, mode and owner to read (null where the file is missing).
+    type: list
+    elements: path
+    default: []
+author: toolkit
+"""
+
+EXAMPLES = r"""
+- name: Read the host's state
+  toolkit.cluster.host_state:
+    packages: [chrony, curl]
+    services: [chrony]
+    sysctls: [net.ipv4.ip_forward]
+    fstab: /etc/fstab
+  register: state
+"""
+
+RETURN = r"""
+packages:
+  description: Each installed package's version; packages not installed are left out.
+  returned: always
+  type: dict
+  sample: {chrony: 4.3-2+deb12u1}
+services:
+  description: Each unit's enablement and activity.
+  returned: always
+  type: dict
+  sample: {chrony: {enabled: true, active: true}}
+kernel_modules:
+  description: The loaded kernel modules, or null where the kernel loads none (no /proc/modules).
+  returned: always
+  type: list
+  elements: str
+sysctls:
+  description: Each setting's live value, as /proc/sys holds it (whitespace as the kernel writes it).
+  returned: always
+  type: dict
+swap_entries:
+  description: The fstab's swap entries that are not commented out.
+  returned: always
+  type: int
+paths:
+  description: Whether each path exists.
+  returned: always
+  type: dict
+checksums:
+  description: Each file's sha256, mode (octal) and owner's uid and gid, or null where it is missing.
+  returned: always
+  type: dict
+  sample: {/usr/local/bin/k3s: {sha256: 3b1c..., mode: "0755", uid: 0, gid: 0}}
+"""
+
+import hashlib
+import os
+import re
+import subprocess
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+PROC_SYS = "/proc/sys"
+SWAP_ENTRY = re.compile(r"^\s*[^#\s]\S*\s+\S+\s+swap\s")
+
+
+def installed_packages(names: list[str]) -> dict[str, str]:
+    if not names:
+        return {}
+    # dpkg-query exits 1 when a name is unknown; it still prints the others.
+    listed = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package}\t${db:Status-Abbrev}\t${Version}\n", *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    found = {}
+    for line in listed.splitlines():
+        name, status, version = [*line.split("\t"), "", ""][:3]
+        if status.strip() == "ii":
+            found[name.split(":")[0]] = version
+    return found
+
+
+def unit_states(names: list[str]) -> dict[str, dict[str, bool]]:
+    def asks(verb: str, name: str) -> bool:
+        try:
+            return subprocess.run(["systemctl", verb, "--quiet", name], check=False).returncode == 0
+        except FileNotFoundError:  # no systemd: no unit is enabled or active
+            return False
+
+    return {name: {"enabled": asks("is-enabled", name), "active": asks("is-active", name)} for name in names}
+
+
+def loaded_modules(proc_modules: str = "/proc/modules") -> list[str] | None:
+    if not os.path.exists(proc_modules):
+        return None
+    with open(proc_modules) as handle:
+        return [line.split(" ", 1)[0] for line in handle if line.strip()]
+
+
+def live_sysctls(keys: list[str], root: str = PROC_SYS) -> dict[str, str]:
+    values = {}
+    for key in keys:
+        # As sysctl(8): dots separate the path's parts unless the key is already a path.
+        path = os.path.join(root, key if "/" in key else key.replace(".", "/"))
+        try:
+            with open(path) as handle:
+                values[key] = handle.read().strip()
+        except OSError:
+            continue
+    return values
+
+
+def swap_entries(fstab: str) -> int:
+    if not fstab or not os.path.exists(fstab):
+        return 0
+    with open(fstab) as handle:
+        return sum(1 for line in handle if SWAP_ENTRY.match(line))
+
+
+def file_state(path: str) -> dict[str, Any] | None:
+    if os.path.islink(path) or not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+        found = os.fstat(handle.fileno())
+    return {
+        "sha256": digest.hexdigest(),
+        "mode": f"{found.st_mode & 0o7777:04o}",
+        "uid": found.st_uid,
+        "gid": found.st_gid,
+    }
+
+
+def read(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "packages": installed_packages(params["packages"]),
+        "services": unit_states(params["services"]),
+        "kernel_modules": loaded_modules(),
+        "sysctls": live_sysctls(params["sysctls"]),
+        "swap_entries": swap_entries(params["fstab"]),
+        "paths": {path: os.path.lexists(path) for path in params["paths"]},
+        "checksums": {path: file_state(path) for path in params["checksums"]},
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "packages": {"type": "list", "elements": "str", "default": []},
+            "services": {"type": "list", "elements": "str", "default": []},
+            "sysctls": {"type": "list", "elements": "str", "default": []},
+            "fstab": {"type": "path", "default": ""},
+            "paths": {"type": "list", "elements": "path", "default": []},
+            "checksums": {"type": "list", "elements": "path", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    module.exit_json(changed=False, **read(module.params))
+
+
+if __name__ == "__main__":
+    main()
