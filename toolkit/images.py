@@ -12,17 +12,14 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
+from toolkit.image_names import DEFAULT_TAGS, SHELL_IMAGE, TOOLKIT_IMAGE, Image
+
+__all__ = ["DEFAULT_TAGS", "SHELL_IMAGE", "TOOLKIT_IMAGE", "Image"]
 
 BUILDERS = ("podman", "buildah", "docker")
-# The name `toolkit images build` gives the shell image, and the one shells run unless the site's
-# shells_platform_image names another (its default is this name too; a unit test ties them).
-SHELL_IMAGE = "localhost/toolkit-shell:latest"
-# The name `toolkit images build --image toolkit` gives the lifecycle image.
-TOOLKIT_IMAGE = "localhost/toolkit:latest"
 
 # images/toolkit's Python is Debian 12's CPython 3.11 on x86_64: pip fetches binary wheels for it.
 TOOLKIT_PYTHON = "3.11"
@@ -57,16 +54,6 @@ def wheel_platform(python: str) -> tuple[str, ...]:
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "toolkit")
 
 Report = Callable[[str], None]
-
-
-class Image(StrEnum):
-    """The images `toolkit images build` makes, each from images/<name>."""
-
-    shell = "shell"
-    toolkit = "toolkit"
-
-
-DEFAULT_TAGS = {Image.shell: SHELL_IMAGE, Image.toolkit: TOOLKIT_IMAGE}
 
 
 @dataclass(frozen=True)

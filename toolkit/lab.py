@@ -22,12 +22,11 @@ from typing import cast
 
 from toolkit import lab_standins
 from toolkit.errors import BadInputError, MissingToolError, ToolkitError
+from toolkit.lab_network import DEFAULT_NETWORK, DEFAULT_SUBNET
 from toolkit.paths import state_dir
 
 LAB_IMAGE = "localhost/toolkit-lab-host:bookworm"
 LAB_LABEL = "io.toolkit.lab"
-DEFAULT_NETWORK = "toolkit-lab"
-DEFAULT_SUBNET = "10.213.77.0/24"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MAX_HOSTS = 32
 SYSTEMD_BOOT_TIMEOUT_S = 60.0

@@ -9,7 +9,7 @@ from typing import Any
 
 from toolkit import quantity
 from toolkit.errors import BadInputError, ToolkitError
-from toolkit.images import SHELL_IMAGE
+from toolkit.image_names import SHELL_IMAGE
 from toolkit.kube import ApiError, Kube
 
 SYSTEM_NAMESPACE = "toolkit-system"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli import command_group
-from toolkit.images import SHELL_IMAGE, TOOLKIT_IMAGE, Image
+from toolkit.image_names import SHELL_IMAGE, TOOLKIT_IMAGE, Image
 from toolkit.paths import project_dir, state_dir
 
 app = command_group(

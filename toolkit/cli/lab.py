@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolkit import lab
 from toolkit.cli import command_group
 from toolkit.extras import operator_command
+from toolkit.lab_network import DEFAULT_SUBNET
 from toolkit.paths import project_dir
 
 if TYPE_CHECKING:
@@ -36,12 +36,14 @@ def up(
     servers: Annotated[int, typer.Option(help="How many of them are k3s servers (odd).")] = 1,
     subnet: Annotated[
         str, typer.Option(help="Address range of the lab network.", envvar="TOOLKIT_LAB_SUBNET")
-    ] = lab.DEFAULT_SUBNET,
+    ] = DEFAULT_SUBNET,
 ) -> None:
     """Start the lab (or grow it to --hosts), then write its inventory and SSH key.
 
     The host image is built once from Debian packages and cached. A failed start removes what it made.
     """
+    from toolkit import lab
+
     console = _console()
     project = project_dir()
     with console.status("starting the lab") as status:
@@ -60,6 +62,8 @@ def down(
     image: Annotated[bool, typer.Option("--image", help="Also remove the cached host image.")] = False,
 ) -> None:
     """Remove the lab's containers, network, inventory and key. Nothing else is left behind."""
+    from toolkit import lab
+
     console = _console()
     with console.status("removing the lab") as status:
         lab.down(project_dir(), status.update, remove_image=image)
@@ -71,6 +75,8 @@ def down(
 def status() -> None:
     """Show each lab host: container state, address and whether sshd answers."""
     from rich.table import Table
+
+    from toolkit import lab
 
     rows = lab.status()
     console = _console()
@@ -90,6 +96,8 @@ def image(
     rebuild: Annotated[bool, typer.Option(help="Build again even if the image is cached.")] = False,
 ) -> None:
     """Build the lab host image (also the platform of every molecule scenario)."""
+    from toolkit import lab
+
     console = _console()
     project = project_dir()
     with console.status("lab image") as status:
