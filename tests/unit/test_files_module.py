@@ -27,7 +27,10 @@ def params(
     owned = {"owner": "root", "group": "root"}
     return {
         "directories": [{**owned, **d} for d in directories or []],
-        "files": [{"state": "present", "content": "", "mode": "0600", **owned, **f} for f in entries or []],
+        "files": [
+            {"state": "present", "content": "", "secret_content": None, "mode": "0600", **owned, **f}
+            for f in entries or []
+        ],
     }
 
 
@@ -125,7 +128,16 @@ def test_a_run_through_ansible_names_the_paths_and_never_shows_a_content(tmp_pat
     arguments = {
         "directories": [{"path": str(tmp_path / "etc"), "mode": "0755"}],
         "files": [
-            {"path": str(tmp_path / "etc" / "config.yaml"), "content": f"token: {secret}\n", "mode": "0600"}
+            {
+                "path": str(tmp_path / "etc" / "config.yaml"),
+                "secret_content": f"token: {secret}\n",
+                "mode": "0600",
+            },
+            {
+                "path": str(tmp_path / "etc" / "unit"),
+                "content": "[Unit]\nDescription=shown\n",
+                "mode": "0644",
+            },
         ],
     }
     env = {
@@ -142,5 +154,64 @@ def test_a_run_through_ansible_names_the_paths_and_never_shows_a_content(tmp_pat
     assert run.returncode == 0, run.stdout + run.stderr
     assert secret not in run.stdout + run.stderr
     assert str(tmp_path / "etc" / "config.yaml") in run.stdout and "CHANGED" in run.stdout
+    # A file that is not secret is shown in the diff, as a template task's would be.
+    assert "+Description=shown" in run.stdout
     assert (tmp_path / "etc" / "config.yaml").read_text() == f"token: {secret}\n"
     assert mode_of(tmp_path / "etc" / "config.yaml") == "0o600"
+
+
+def test_a_diff_shows_changed_contents_but_never_a_secrets(tmp_path: Path) -> None:
+    (tmp_path / "unit").write_text("old unit\n")
+    (tmp_path / "config.yaml").write_text("token: old-token\n")
+    (tmp_path / "gone").write_text("gone\n")
+    diffs: list[dict[str, str]] = []
+    files.converge(
+        params(
+            entries=[
+                {"path": str(tmp_path / "unit"), "content": "new unit\n"},
+                {"path": str(tmp_path / "config.yaml"), "secret_content": "token: new-token\n"},
+                {"path": str(tmp_path / "gone"), "state": "absent"},
+                {"path": str(tmp_path / "same"), "state": "absent"},
+            ]
+        ),
+        check=True,
+        diffs=diffs,
+    )
+    assert diffs[0] == {
+        "before_header": str(tmp_path / "unit"),
+        "after_header": str(tmp_path / "unit"),
+        "before": "old unit\n",
+        "after": "new unit\n",
+    }
+    assert "token" not in str(diffs[1]) and diffs[1]["after"] == "(secret: content not shown)\n"
+    # What a removed file held is not known to be harmless: it is not shown either.
+    assert diffs[2]["after_header"] == "(absent)" and diffs[2]["before"] == "(secret: content not shown)\n"
+    assert len(diffs) == 3
+
+
+def test_an_integer_mode_is_the_modes_own_value_and_set_id_bits_survive_the_owner(tmp_path: Path) -> None:
+    done = files.converge(
+        params(entries=[{"path": str(tmp_path / "a"), "content": "a\n", "mode": 0o644}]), check=False
+    )
+    assert done["written"] == [str(tmp_path / "a")] and mode_of(tmp_path / "a") == "0o644"
+    files.converge(
+        params(entries=[{"path": str(tmp_path / "b"), "content": "b\n", "mode": "2755"}]), check=False
+    )
+    assert mode_of(tmp_path / "b") == "0o2755"
+    again = files.converge(
+        params(entries=[{"path": str(tmp_path / "b"), "content": "b\n", "mode": "2755"}]), check=False
+    )
+    assert not any(again.values())
+
+
+def test_a_directory_reached_through_a_link_is_judged_by_the_directory(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "real").chmod(0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    done = files.converge(params([{"path": str(tmp_path / "link"), "mode": "0700"}]), check=False)
+    assert not any(done.values())
+
+
+def test_a_file_whose_directory_is_missing_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"{tmp_path}/none/a: its directory does not exist"):
+        files.converge(params(entries=[{"path": str(tmp_path / "none" / "a"), "content": "a"}]), check=False)

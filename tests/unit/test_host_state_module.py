@@ -54,10 +54,48 @@ def test_installed_packages_are_dpkgs_and_unknown_ones_are_left_out() -> None:
     assert host_state.installed_packages([]) == {}
 
 
+@pytest.mark.skipif(shutil.which("systemctl") is None, reason="systemd's systemctl")
 def test_an_unknown_unit_is_neither_enabled_nor_active() -> None:
     assert host_state.unit_states(["toolkit-surely-not-a-unit"]) == {
-        "toolkit-surely-not-a-unit": {"enabled": False, "active": False}
+        "toolkit-surely-not-a-unit": {"enabled": False, "active": False, "need_daemon_reload": False}
     }
+
+
+@pytest.mark.parametrize(
+    ("entry", "missing"),
+    [
+        ("chrony", False),
+        ("chrony=4.3-2+deb12u1", False),
+        ("chrony=4.3-*", False),
+        ("chrony:amd64", False),
+        ("chrony=4.5-1", True),
+        ("absent-package", True),
+        ("absent-package=1.0", True),
+    ],
+)
+def test_a_package_is_missing_when_absent_or_at_another_version(entry: str, missing: bool) -> None:
+    installed = {"chrony": "4.3-2+deb12u1"}
+    assert host_state.missing_packages([entry], installed) == ([entry] if missing else [])
+
+
+def test_active_swap_is_read_from_proc_swaps(tmp_path: Path) -> None:
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+    assert host_state.swap_active(str(swaps)) is False
+    swaps.write_text(
+        swaps.read_text() + "/swapfile                               file\t\t2097148\t\t0\t\t-2\n"
+    )
+    assert host_state.swap_active(str(swaps)) is True
+    assert host_state.swap_active(str(tmp_path / "none")) is False
+
+
+def test_modules_built_into_the_kernel_count_as_loaded(tmp_path: Path) -> None:
+    (tmp_path / "modules").write_text("overlay 151552 0 - Live 0x0\n")
+    release = tmp_path / "lib" / os.uname().release
+    release.mkdir(parents=True)
+    (release / "modules.builtin").write_text("kernel/net/bridge/br_netfilter.ko\nkernel/fs/ext4/ext4.ko\n")
+    found = host_state.loaded_modules(str(tmp_path / "modules"), str(tmp_path / "lib"))
+    assert found == ["overlay", "br_netfilter", "ext4"]
 
 
 def test_paths_and_checksums_are_read_and_missing_files_are_null(tmp_path: Path) -> None:

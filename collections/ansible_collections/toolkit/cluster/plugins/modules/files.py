@@ -12,7 +12,8 @@ description:
     template or file task per path would cost a module run each on every converge.
   - A file is written when its content differs, atomically (a temporary file in the same
     directory, renamed over it); its mode and owner are set when only they differ.
-  - Contents are never shown (they may hold secrets); the result names the paths.
+  - The result names the paths. With C(--diff), a changed file's old and new content are shown,
+    except a secret one's (O(files[].secret_content)).
 options:
   directories:
     description: Directories to create (with their parents) or correct.
@@ -21,7 +22,10 @@ options:
     default: []
     suboptions:
       path: {description: The directory., type: path, required: true}
-      mode: {description: Its mode, in octal., type: str, required: true}
+      mode:
+        description: Its mode, in octal (a string; an integer is the mode's own value).
+        type: raw
+        required: true
       owner: {description: Its owner., type: str, default: root}
       group: {description: Its group., type: str, default: root}
   files:
@@ -32,8 +36,14 @@ options:
     suboptions:
       path: {description: The file., type: path, required: true}
       state: {description: Whether it is there., type: str, choices: [present, absent], default: present}
-      content: {description: Its whole content (present files)., type: str, default: "", no_log: true}
-      mode: {description: Its mode, in octal (present files)., type: str, default: "0600"}
+      content: {description: Its whole content (present files)., type: str, default: ""}
+      secret_content:
+        description:
+          - Its whole content, when it holds a token, a key or a password, in place of O(files[].content).
+          - Never shown, not even in a diff.
+        type: str
+        no_log: true
+      mode: {description: Its mode, in octal (present files)., type: raw, default: "0600"}
       owner: {description: Its owner., type: str, default: root}
       group: {description: Its group., type: str, default: root}
 author: toolkit
@@ -85,27 +95,36 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 OWNED = {
-    "mode": {"type": "str", "required": True},
+    "mode": {"type": "raw", "required": True},
     "owner": {"type": "str", "default": "root"},
     "group": {"type": "str", "default": "root"},
 }
 
 
+def _mode(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return int(str(value), 8)
+
+
 def _wanted(entry: dict[str, Any]) -> tuple[int, int, int]:
-    return int(entry["mode"], 8), pwd.getpwnam(entry["owner"]).pw_uid, grp.getgrnam(entry["group"]).gr_gid
+    return _mode(entry["mode"]), pwd.getpwnam(entry["owner"]).pw_uid, grp.getgrnam(entry["group"]).gr_gid
 
 
 def _attributes_differ(path: str, mode: int, uid: int, gid: int) -> bool:
-    found = os.lstat(path)
+    found = os.stat(path)
     return stat.S_IMODE(found.st_mode) != mode or found.st_uid != uid or found.st_gid != gid
 
 
 def _write(path: str, content: bytes, mode: int, uid: int, gid: int) -> None:
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(f"{path}: its directory does not exist (list it in directories)")
     descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".toolkit-")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
+            # Owner first: a chown clears the set-id bits a chmod before it would have set.
             os.fchown(handle.fileno(), uid, gid)
+            os.fchmod(handle.fileno(), mode)
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
@@ -116,8 +135,26 @@ def _write(path: str, content: bytes, mode: int, uid: int, gid: int) -> None:
         raise
 
 
-def converge(params: dict[str, Any], check: bool) -> dict[str, list[str]]:
+def converge(
+    params: dict[str, Any], check: bool, diffs: list[dict[str, str]] | None = None
+) -> dict[str, list[str]]:
+    """What differs, converged unless `check`; with `diffs`, each changed file's old and new content
+    is added to it (a secret's as a placeholder)."""
     done: dict[str, list[str]] = {"written": [], "updated": [], "created": [], "removed": []}
+
+    def record(path: str, before: bytes | None, after: bytes | None, secret: bool) -> None:
+        if diffs is None:
+            return
+        hidden = "(secret: content not shown)\n"
+        diffs.append(
+            {
+                "before_header": path if before is not None else "(absent)",
+                "after_header": path if after is not None else "(absent)",
+                "before": hidden if secret and before else (before or b"").decode(errors="replace"),
+                "after": hidden if secret and after else (after or b"").decode(errors="replace"),
+            }
+        )
+
     for directory in params["directories"]:
         path = directory["path"]
         mode, uid, gid = _wanted(directory)
@@ -141,11 +178,15 @@ def converge(params: dict[str, Any], check: bool) -> dict[str, list[str]]:
                 if os.path.isdir(path) and not os.path.islink(path):
                     raise ValueError(f"{path} is a directory: only files are removed")
                 done["removed"].append(path)
+                if diffs is not None:
+                    with open(path, "rb") as handle:
+                        record(path, handle.read(), None, True)
                 if not check:
                     os.unlink(path)
             continue
         mode, uid, gid = _wanted(entry)
-        content = entry["content"].encode()
+        secret = entry["secret_content"] is not None
+        content = (entry["secret_content"] if secret else entry["content"]).encode()
         if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
             raise ValueError(f"{path} exists and is not a regular file")
         current = None
@@ -154,6 +195,7 @@ def converge(params: dict[str, Any], check: bool) -> dict[str, list[str]]:
                 current = handle.read()
         if current != content:
             done["written"].append(path)
+            record(path, current, content, secret)
             if not check:
                 _write(path, content, mode, uid, gid)
         elif _attributes_differ(path, mode, uid, gid):
@@ -180,21 +222,23 @@ def main() -> None:
                 "options": {
                     "path": {"type": "path", "required": True},
                     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-                    "content": {"type": "str", "default": "", "no_log": True},
+                    "content": {"type": "str", "default": ""},
+                    "secret_content": {"type": "str", "no_log": True},
                     **OWNED,
-                    "mode": {"type": "str", "default": "0600"},
+                    "mode": {"type": "raw", "default": "0600"},
                 },
             },
         },
         supports_check_mode=True,
     )
+    diffs: list[dict[str, str]] | None = [] if module._diff else None
     try:
-        done = converge(module.params, module.check_mode)
+        done = converge(module.params, module.check_mode, diffs)
     except (OSError, ValueError, KeyError) as error:
         module.fail_json(
             msg=f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error)
         )
-    module.exit_json(changed=any(done.values()), **done)
+    module.exit_json(changed=any(done.values()), **done, **({"diff": diffs} if diffs else {}))
 
 
 if __name__ == "__main__":

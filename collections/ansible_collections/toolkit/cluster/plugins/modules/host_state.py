@@ -13,7 +13,10 @@ description:
   - Register the result; it is not a fact, so no fact cache ever serves a stale one.
 options:
   packages:
-    description: Debian packages whose installed version to read (dpkg's "install ok installed").
+    description:
+      - Debian packages whose installed version to read, each a name, C(name=version) or
+        C(name=version-*) (a version pattern, as apt takes it), optionally with C(:arch).
+      - Those not installed, or installed at another version, are listed in RV(packages_missing).
     type: list
     elements: str
     default: []
@@ -57,17 +60,23 @@ EXAMPLES = r"""
 
 RETURN = r"""
 packages:
-  description: Each installed package's version; packages not installed are left out.
+  description: Each installed package's version, by name; packages not installed are left out.
   returned: always
   type: dict
   sample: {chrony: 4.3-2+deb12u1}
+packages_missing:
+  description: The entries of O(packages) not installed, or installed at a version they do not match.
+  returned: always
+  type: list
+  elements: str
 services:
-  description: Each unit's enablement and activity.
+  description: Each unit's enablement, activity, and whether systemd must reload its unit files first.
   returned: always
   type: dict
-  sample: {chrony: {enabled: true, active: true}}
+  sample: {chrony: {enabled: true, active: true, need_daemon_reload: false}}
 kernel_modules:
-  description: The loaded kernel modules, or null where the kernel loads none (no /proc/modules).
+  description:
+    - The kernel modules loaded or built in, or null where the kernel loads none (no /proc/modules).
   returned: always
   type: list
   elements: str
@@ -79,6 +88,10 @@ swap_entries:
   description: The fstab's swap entries that are not commented out.
   returned: always
   type: int
+swap_active:
+  description: Whether any swap is in use now (/proc/swaps).
+  returned: always
+  type: bool
 paths:
   description: Whether each path exists.
   returned: always
@@ -90,6 +103,7 @@ checksums:
   sample: {/usr/local/bin/k3s: {sha256: 3b1c..., mode: "0755", uid: 0, gid: 0}}
 """
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -115,26 +129,67 @@ def installed_packages(names: list[str]) -> dict[str, str]:
     found = {}
     for line in listed.splitlines():
         name, status, version = [*line.split("\t"), "", ""][:3]
-        if status.strip() == "ii":
+        # The second letter is the package's state: installed, or installed with triggers to run
+        # (a held package is "hi": the first letter is what is wanted of it).
+        if len(status) > 1 and status[1] in "iWt":
             found[name.split(":")[0]] = version
     return found
 
 
+def _name_and_version(entry: str) -> tuple[str, str]:
+    name, _, version = entry.partition("=")
+    return name.split(":")[0], version
+
+
+def missing_packages(entries: list[str], installed: dict[str, str]) -> list[str]:
+    missing = []
+    for entry in entries:
+        name, version = _name_and_version(entry)
+        if name not in installed or (version and not fnmatch.fnmatchcase(installed[name], version)):
+            missing.append(entry)
+    return missing
+
+
 def unit_states(names: list[str]) -> dict[str, dict[str, bool]]:
-    def asks(verb: str, name: str) -> bool:
+    def answer(*arguments: str) -> subprocess.CompletedProcess[str] | None:
         try:
-            return subprocess.run(["systemctl", verb, "--quiet", name], check=False).returncode == 0
+            return subprocess.run(
+                ["systemctl", *arguments],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                check=False,
+            )
         except FileNotFoundError:  # no systemd: no unit is enabled or active
-            return False
+            return None
 
-    return {name: {"enabled": asks("is-enabled", name), "active": asks("is-active", name)} for name in names}
+    def state(name: str) -> dict[str, bool]:
+        enabled, active = answer("is-enabled", "--quiet", name), answer("is-active", "--quiet", name)
+        reload = answer("show", "--property=NeedDaemonReload", "--value", name)
+        return {
+            "enabled": enabled is not None and enabled.returncode == 0,
+            "active": active is not None and active.returncode == 0,
+            "need_daemon_reload": reload is not None and reload.stdout.strip() == "yes",
+        }
+
+    return {name: state(name) for name in names}
 
 
-def loaded_modules(proc_modules: str = "/proc/modules") -> list[str] | None:
+def loaded_modules(
+    proc_modules: str = "/proc/modules", lib_modules: str = "/lib/modules"
+) -> list[str] | None:
+    """Modules loaded now, and those built into the running kernel (modules.builtin), which never
+    show in /proc/modules and need no loading."""
     if not os.path.exists(proc_modules):
         return None
     with open(proc_modules) as handle:
-        return [line.split(" ", 1)[0] for line in handle if line.strip()]
+        names = [line.split(" ", 1)[0] for line in handle if line.strip()]
+    try:
+        with open(os.path.join(lib_modules, os.uname().release, "modules.builtin")) as handle:
+            names += [os.path.basename(line.strip()).removesuffix(".ko") for line in handle if line.strip()]
+    except OSError:
+        pass
+    return names
 
 
 def live_sysctls(keys: list[str], root: str = PROC_SYS) -> dict[str, str]:
@@ -173,13 +228,24 @@ def file_state(path: str) -> dict[str, Any] | None:
     }
 
 
+def swap_active(proc_swaps: str = "/proc/swaps") -> bool:
+    try:
+        with open(proc_swaps) as handle:
+            return len([line for line in handle if line.strip()]) > 1  # a header, then one line each
+    except OSError:
+        return False
+
+
 def read(params: dict[str, Any]) -> dict[str, Any]:
+    installed = installed_packages([_name_and_version(entry)[0] for entry in params["packages"]])
     return {
-        "packages": installed_packages(params["packages"]),
+        "packages": installed,
+        "packages_missing": missing_packages(params["packages"], installed),
         "services": unit_states(params["services"]),
         "kernel_modules": loaded_modules(),
         "sysctls": live_sysctls(params["sysctls"]),
         "swap_entries": swap_entries(params["fstab"]),
+        "swap_active": swap_active(),
         "paths": {path: os.path.lexists(path) for path in params["paths"]},
         "checksums": {path: file_state(path) for path in params["checksums"]},
     }
