@@ -220,7 +220,7 @@ def test_host_stopped_mid_run_is_exit_2_and_named(lab: None) -> None:
     lines = []
     for line in process.stdout:
         lines.append(line)
-        if "TASK Install base packages" in line:
+        if "TASK Read the host's packages" in line:
             # A power loss: killed at once, the host can't tell ssh how the module ended, so
             # Ansible sees the connection drop. A graceful stop races: when systemd's SIGTERM
             # reaches the module before sshd goes, ssh returns the shell's 143 and Ansible

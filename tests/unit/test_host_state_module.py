@@ -49,9 +49,9 @@ def test_loaded_modules_or_none_where_the_kernel_loads_none(tmp_path: Path) -> N
 
 @pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="a Debian host's dpkg")
 def test_installed_packages_are_dpkgs_and_unknown_ones_are_left_out() -> None:
-    found = host_state.installed_packages(["dpkg", "toolkit-surely-not-a-package"])
-    assert list(found) == ["dpkg"] and found["dpkg"][0].isdigit()
-    assert host_state.installed_packages([]) == {}
+    found, held = host_state.installed_packages(["dpkg", "toolkit-surely-not-a-package"])
+    assert list(found) == ["dpkg"] and found["dpkg"][0].isdigit() and held == []
+    assert host_state.installed_packages([]) == ({}, [])
 
 
 @pytest.mark.skipif(shutil.which("systemctl") is None, reason="systemd's systemctl")

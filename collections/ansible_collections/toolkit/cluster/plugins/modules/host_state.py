@@ -69,6 +69,11 @@ packages_missing:
   returned: always
   type: list
   elements: str
+packages_held:
+  description: The packages of O(packages) that dpkg holds (selection "hold").
+  returned: always
+  type: list
+  elements: str
 services:
   description: Each unit's enablement, activity, and whether systemd must reload its unit files first.
   returned: always
@@ -116,9 +121,10 @@ PROC_SYS = "/proc/sys"
 SWAP_ENTRY = re.compile(r"^\s*[^#\s]\S*\s+\S+\s+swap\s")
 
 
-def installed_packages(names: list[str]) -> dict[str, str]:
+def installed_packages(names: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Each installed package's version, and the packages held, of `names`."""
     if not names:
-        return {}
+        return {}, []
     # dpkg-query exits 1 when a name is unknown; it still prints the others.
     listed = subprocess.run(
         ["dpkg-query", "-W", "-f=${Package}\t${db:Status-Abbrev}\t${Version}\n", *names],
@@ -126,14 +132,17 @@ def installed_packages(names: list[str]) -> dict[str, str]:
         text=True,
         check=False,
     ).stdout
-    found = {}
+    found, held = {}, []
     for line in listed.splitlines():
         name, status, version = [*line.split("\t"), "", ""][:3]
-        # The second letter is the package's state: installed, or installed with triggers to run
-        # (a held package is "hi": the first letter is what is wanted of it).
+        name = name.split(":")[0]
+        # The first letter is what is wanted of the package (h: hold), the second its state:
+        # installed, or installed with triggers still to run.
         if len(status) > 1 and status[1] in "iWt":
-            found[name.split(":")[0]] = version
-    return found
+            found[name] = version
+        if status[:1] == "h":
+            held.append(name)
+    return found, held
 
 
 def _name_and_version(entry: str) -> tuple[str, str]:
@@ -237,10 +246,11 @@ def swap_active(proc_swaps: str = "/proc/swaps") -> bool:
 
 
 def read(params: dict[str, Any]) -> dict[str, Any]:
-    installed = installed_packages([_name_and_version(entry)[0] for entry in params["packages"]])
+    installed, held = installed_packages([_name_and_version(entry)[0] for entry in params["packages"]])
     return {
         "packages": installed,
         "packages_missing": missing_packages(params["packages"], installed),
+        "packages_held": held,
         "services": unit_states(params["services"]),
         "kernel_modules": loaded_modules(),
         "sysctls": live_sysctls(params["sysctls"]),
