@@ -2113,9 +2113,11 @@ class FakeApiServer:
 
     @staticmethod
     def _affinity_allows(pod: Obj, labels: dict[str, str]) -> bool:
-        """requiredDuringSchedulingIgnoredDuringExecution as the scheduler reads it: the node
-        matches any one of the terms, a term when all its label expressions hold (In, NotIn,
-        Exists, DoesNotExist; Gt and Lt are not modelled and match nothing)."""
+        """requiredDuringSchedulingIgnoredDuringExecution as the scheduler reads it
+        (kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/, "Node affinity", and the
+        API's NodeSelector and NodeSelectorTerm): the terms are ORed, a term's expressions ANDed, and
+        an empty term matches no node. Expressions on labels only (In, NotIn, Exists,
+        DoesNotExist); Gt, Lt and matchFields are not modelled and match nothing."""
         required = ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get(
             "requiredDuringSchedulingIgnoredDuringExecution"
         ) or {}
@@ -2135,7 +2137,12 @@ class FakeApiServer:
                 return key not in labels
             return False
 
-        return any(all(holds(e) for e in term.get("matchExpressions") or []) for term in terms)
+        return any(
+            bool(term.get("matchExpressions"))
+            and not term.get("matchFields")
+            and all(holds(e) for e in term["matchExpressions"])
+            for term in terms
+        )
 
     def _schedule(self, pod: Obj) -> tuple[str | None, str]:
         nodes = self.list("Node")

@@ -295,3 +295,48 @@ def test_unschedulable_switch(api: Any, fake_cluster: FakeApiServer) -> None:
     pod = pod_with(fake_cluster, "stuck-0", "conditions")
     assert pod["status"]["conditions"][0]["reason"] == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in pod["status"]["conditions"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("terms", "allowed"),
+    [
+        ([{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100", "h200"]}]}], True),
+        ([{"matchExpressions": [{"key": "gpu", "operator": "NotIn", "values": ["h100"]}]}], False),
+        (
+            [
+                {
+                    "matchExpressions": [
+                        {"key": "gpu", "operator": "Exists"},
+                        {"key": "zone", "operator": "Exists"},
+                    ]
+                }
+            ],
+            False,
+        ),
+        (
+            [
+                {"matchExpressions": [{"key": "zone", "operator": "Exists"}]},
+                {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]},
+            ],
+            True,
+        ),
+        ([{"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}], True),
+        ([{}], False),
+        ([{"matchExpressions": [{"key": "count", "operator": "Gt", "values": ["4"]}]}], False),
+    ],
+    ids=["in", "not-in", "anded", "ored", "does-not-exist", "empty-term", "gt-not-modelled"],
+)
+def test_the_stand_in_scheduler_reads_required_node_affinity_as_kubernetes_does(
+    terms: list[dict[str, Any]], allowed: bool
+) -> None:
+    pod = {
+        "spec": {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
+                }
+            }
+        }
+    }
+    assert FakeApiServer._affinity_allows(pod, {"gpu": "h100", "count": "8"}) is allowed
+    assert FakeApiServer._affinity_allows({"spec": {}}, {}) is True
