@@ -33,12 +33,22 @@ What it models:
   with the quota's `status.used`; each request's user and groups reach the admission policies
   (the controllers act as kube-system's statefulset-controller);
 - Secrets' `stringData` folded into base64 `data`; Services get a clusterIP and nodePorts, and
-  LoadBalancer Services the first node's address, as k3s's ServiceLB gives them;
+  LoadBalancer Services the first node's address, as k3s's ServiceLB gives them; a headless
+  Service (`clusterIP: None`, kubernetes.io/docs/concepts/services-networking/service/, "Headless
+  Services") keeps "None" in `clusterIP` and `clusterIPs`, gets no nodePorts, and is refused as a
+  NodePort or LoadBalancer as ValidateService refuses it (`publishNotReadyAddresses` is stored, with
+  no Endpoints to act on);
 - with `kubelet=PodmanKubelet()`, pods run as real podman containers and turn Ready when their
-  readiness probe answers (tests/standins/podman_kubelet.py);
+  readiness probe answers (tests/standins/podman_kubelet.py), and after each reconcile the
+  kubelet is handed every pod, namespace and NetworkPolicy for its network policy stand-in (so a
+  pod just started is isolated a moment after it runs, not before);
 - controllers: a StatefulSet controller (pods `NAME-0..N-1` from the template, status counts,
   scale up and down), a scheduler (node selector, cordons, allocatable minus the requests of
-  scheduled pods for every resource, `Insufficient nvidia.com/gpu`), a kubelet that marks pods
+  scheduled pods for every resource, `Insufficient nvidia.com/gpu`, required node affinity, and
+  inter-pod affinity and anti-affinity as kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/
+  describes it: required podAffinity and podAntiAffinity terms, existing pods' required
+  anti-affinity, and the preferred terms' weights choosing among the nodes that fit; one pod at a
+  time, so a StatefulSet's second pod sees where its first went), a kubelet that marks pods
   Running and Ready, a PVC binder (Bound when the StorageClass exists; a claim naming its
   PersistentVolume binds to it as the PV controller's syncUnboundClaim does: one reserved for it
   at once, a free one when large enough, of the same class, access modes and volume mode), and
@@ -61,7 +71,10 @@ without Kueue.
 
 It does not model: client certificates, admission webhooks (but Kueue's), CRDs, finalizers
 (so neither PV nor PVC protection: a deleted volume or claim goes at once), the Priority
-plugin, init containers in quota, dynamically provisioned PersistentVolume objects (a bound
+plugin, init containers in quota, the scheduler's other scores (it takes the best inter-pod
+affinity score, else the first node by name, where kube-scheduler also weighs free resources and
+spreads a StatefulSet's pods by default), taints, topology spread constraints, `matchLabelKeys` in
+affinity terms, preemption, dynamically provisioned PersistentVolume objects (a bound
 claim names a volume that is not stored), the Released phase, field-ownership
 conflicts in server-side apply (it merges; the toolkit always applies with force), strategic
 merge directives (`$patch`, `$retainKeys`; lists of objects with a `name` are merged by name,
@@ -592,6 +605,7 @@ class FakeApiServer:
         self._resource_version = 1000
         self._next_node_port = first_node_port
         self._next_cluster_ip = 10
+        self._next_pod_ip = 0
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -975,6 +989,22 @@ class FakeApiServer:
                     raise invalid(
                         resource, name, [(f"data[{data_key}]", "...", "illegal base64 data")]
                     ) from None
+        if resource.kind == "Service":
+            spec = obj.get("spec") or {}
+            headless = spec.get("clusterIP") == "None" or (spec.get("clusterIPs") or [""])[0] == "None"
+            if headless and spec.get("type") in ("NodePort", "LoadBalancer"):
+                # ValidateService: a headless Service cannot be exposed on nodes or a load balancer.
+                raise invalid(
+                    resource,
+                    name,
+                    [
+                        (
+                            "spec.clusterIPs[0]",
+                            "None",
+                            f"may not be set to 'None' for {spec['type']} services",
+                        )
+                    ],
+                )
         if resource.kind == "StatefulSet":
             spec = obj.get("spec") or {}
             selector = (spec.get("selector") or {}).get("matchLabels") or {}
@@ -1029,9 +1059,13 @@ class FakeApiServer:
             spec = obj.setdefault("spec", {})
             spec.setdefault("type", "ClusterIP")
             spec.setdefault("sessionAffinity", "None")
-            self._next_cluster_ip += 1
-            spec["clusterIP"] = f"10.43.{self._next_cluster_ip // 250}.{self._next_cluster_ip % 250}"
-            spec["clusterIPs"] = [spec["clusterIP"]]
+            if spec.get("clusterIP") == "None" or (spec.get("clusterIPs") or [""])[0] == "None":
+                # Headless: no virtual IP is allocated, and "None" stays in both fields.
+                spec["clusterIP"], spec["clusterIPs"] = "None", ["None"]
+            else:
+                self._next_cluster_ip += 1
+                spec["clusterIP"] = f"10.43.{self._next_cluster_ip // 250}.{self._next_cluster_ip % 250}"
+                spec["clusterIPs"] = [spec["clusterIP"]]
             for port in spec.get("ports") or []:
                 port.setdefault("protocol", "TCP")
                 port.setdefault("targetPort", port.get("port"))
@@ -1730,6 +1764,9 @@ class FakeApiServer:
                     )
         if self.kueue:
             self._admit_workloads()
+        if self.kubelet is not None and namespaces:
+            # The cluster's network policy controller follows every pod's address.
+            self.kubelet.sync_network(self.list("Pod"), self.list("Namespace"), self.list("NetworkPolicy"))
 
     def _admit_workloads(self) -> None:
         """Kueue's scheduler: one pass over every ClusterQueue's pending workloads, once per round
@@ -2144,7 +2181,170 @@ class FakeApiServer:
             for term in terms
         )
 
+    @staticmethod
+    def _selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:
+        """A metav1.LabelSelector as apimachinery's LabelSelectorAsSelector reads it: a null selector
+        selects nothing, an empty one ({}) everything; matchLabels and matchExpressions are ANDed; In,
+        NotIn (which a missing key satisfies), Exists and DoesNotExist. An unknown operator, which
+        validation would refuse, selects nothing."""
+        if selector is None:
+            return False
+        if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+            return False
+        for expression in selector.get("matchExpressions") or []:
+            key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+            if operator == "In":
+                held = key in labels and labels[key] in values
+            elif operator == "NotIn":
+                held = key not in labels or labels[key] not in values
+            elif operator == "Exists":
+                held = key in labels
+            elif operator == "DoesNotExist":
+                held = key not in labels
+            else:
+                held = False
+            if not held:
+                return False
+        return True
+
+    def _term_matches(self, term: Obj, owner: Obj, pod: Obj) -> bool:
+        """Whether `pod` is one of the pods a PodAffinityTerm of `owner` selects (the API's
+        PodAffinityTerm, and the scheduler's AffinityTerm.Matches): its labels match `labelSelector`,
+        and its namespace is listed in `namespaces` or its namespace's labels match
+        `namespaceSelector`; neither of the two means the owner's own namespace, and an empty
+        namespaceSelector ({}) means every namespace. `matchLabelKeys` and `mismatchLabelKeys`, which
+        kube-apiserver folds into the selector when it creates the pod, are not modelled."""
+        namespace = pod["metadata"].get("namespace", "")
+        listed = term.get("namespaces") or []
+        namespace_selector = term.get("namespaceSelector")
+        if not listed and namespace_selector is None:
+            in_scope = namespace == owner["metadata"].get("namespace", "")
+        else:
+            labels = ((self.objects.get(("namespaces", "", namespace)) or {}).get("metadata") or {}).get(
+                "labels"
+            ) or {}
+            in_scope = namespace in listed or self._selector_matches(namespace_selector, labels)
+        return in_scope and self._selector_matches(
+            term.get("labelSelector"), pod["metadata"].get("labels") or {}
+        )
+
+    @staticmethod
+    def _pod_affinity_terms(pod: Obj, kind: str, when: str) -> list[tuple[Obj, int]]:
+        """A pod's PodAffinityTerms of `kind` (podAffinity, podAntiAffinity) and `when` (required,
+        preferred), each with its weight (a required term's is 1, the scheduler's default
+        hardPodAffinityWeight, which only scoring reads)."""
+        rules = ((pod["spec"].get("affinity") or {}).get(kind) or {}).get(
+            f"{when}DuringSchedulingIgnoredDuringExecution"
+        ) or []
+        if when == "required":
+            return [(term, 1) for term in rules]
+        return [(rule.get("podAffinityTerm") or {}, int(rule.get("weight", 0))) for rule in rules]
+
+    def _scheduled_pods(self) -> list[tuple[Obj, dict[str, str]]]:
+        """The pods the scheduler's cache holds, each with its node's labels: bound to a node that
+        exists, and not Succeeded or Failed (the scheduler watches pods with that field selector).
+        A pod scheduled earlier in this round counts, since _run_pod stores its nodeName at once."""
+        nodes = {
+            name: node["metadata"].get("labels") or {}
+            for (q, _, name), node in self.objects.items()
+            if q == "nodes"
+        }
+        return [
+            (pod, nodes[pod["spec"]["nodeName"]])
+            for (q, _, _), pod in self.objects.items()
+            if q == "pods"
+            and pod["spec"].get("nodeName") in nodes
+            and pod["status"].get("phase") not in ("Succeeded", "Failed")
+        ]
+
+    def _inter_pod_affinity(
+        self, pod: Obj
+    ) -> tuple[Callable[[dict[str, str]], str | None], Callable[[dict[str, str]], int]]:
+        """kube-scheduler's InterPodAffinity plugin, as its filter and its score for a node's labels
+        (kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/, "Inter-pod affinity and
+        anti-affinity"; the API's PodAffinity, PodAntiAffinity and WeightedPodAffinityTerm; the
+        plugin's filtering.go and scoring.go). A topology domain is a (topologyKey, value) pair of a
+        node's labels; an existing pod counts in the domains of the node it is bound to.
+
+        The filter refuses a node, in upstream's order and with its reasons:
+        - "node(s) didn't match pod affinity rules": for the pod's required podAffinity terms, the node
+          lacks a term's topologyKey, or some term's domain holds no existing pod that matches all
+          the terms; except that when no existing pod anywhere matches all of them and the pod
+          matches them itself, it passes (the first pod of a group with affinity to itself);
+        - "node(s) didn't match pod anti-affinity rules": for a required podAntiAffinity term of the
+          pod, the node's domain holds a pod the term matches (a node without the topologyKey label
+          cannot violate the term, so it passes);
+        - "node(s) didn't satisfy existing pods anti-affinity rules": an existing pod's required
+          podAntiAffinity term matches this pod, and the node shares that term's domain with it.
+
+        The score sums over existing pods, in the domains of their nodes: + weight for each preferred
+        podAffinity term of the pod that matches the existing pod, - weight for each preferred
+        podAntiAffinity term; and symmetrically + 1 (hardPodAffinityWeight) for each required, and
+        + or - weight for each preferred, podAffinity or podAntiAffinity term of the existing pod that
+        matches this pod. A node without a term's topologyKey label gets nothing from it. Upstream
+        then normalises the scores to 0-100 and adds the other score plugins' (resources, topology
+        spread with its system defaults, image locality...); the stand-in compares the raw sums and
+        models no other score, so the first feasible node in name order wins a tie."""
+        existing = self._scheduled_pods()
+        affinity_terms = [term for term, _ in self._pod_affinity_terms(pod, "podAffinity", "required")]
+        anti_terms = [term for term, _ in self._pod_affinity_terms(pod, "podAntiAffinity", "required")]
+        affinity_counts: dict[tuple[str, str], int] = {}
+        anti_counts: dict[tuple[str, str], int] = {}
+        existing_anti_counts: dict[tuple[str, str], int] = {}
+        scores: dict[tuple[str, str], int] = {}
+
+        def add(counts: dict[tuple[str, str], int], term: Obj, labels: dict[str, str], amount: int) -> None:
+            key = term.get("topologyKey", "")
+            if key in labels:
+                counts[(key, labels[key])] = counts.get((key, labels[key]), 0) + amount
+
+        for other, labels in existing:
+            if affinity_terms and all(self._term_matches(t, pod, other) for t in affinity_terms):
+                for term in affinity_terms:
+                    add(affinity_counts, term, labels, 1)
+            for term in anti_terms:
+                if self._term_matches(term, pod, other):
+                    add(anti_counts, term, labels, 1)
+            for term, _ in self._pod_affinity_terms(other, "podAntiAffinity", "required"):
+                if self._term_matches(term, other, pod):
+                    add(existing_anti_counts, term, labels, 1)
+            for owner, candidate, sign, kind, when in (
+                (pod, other, 1, "podAffinity", "preferred"),
+                (pod, other, -1, "podAntiAffinity", "preferred"),
+                (other, pod, 1, "podAffinity", "required"),
+                (other, pod, 1, "podAffinity", "preferred"),
+                (other, pod, -1, "podAntiAffinity", "preferred"),
+            ):
+                for term, weight in self._pod_affinity_terms(owner, kind, when):
+                    if self._term_matches(term, owner, candidate):
+                        add(scores, term, labels, sign * weight)
+        first_of_group = not affinity_counts and all(self._term_matches(t, pod, pod) for t in affinity_terms)
+
+        def refusal(labels: dict[str, str]) -> str | None:
+            if affinity_terms:
+                if any(t.get("topologyKey", "") not in labels for t in affinity_terms):
+                    return "node(s) didn't match pod affinity rules"
+                domains = [(t["topologyKey"], labels[t["topologyKey"]]) for t in affinity_terms]
+                if not all(affinity_counts.get(d, 0) > 0 for d in domains) and not first_of_group:
+                    return "node(s) didn't match pod affinity rules"
+            for term in anti_terms:
+                key = term.get("topologyKey", "")
+                if key in labels and anti_counts.get((key, labels[key]), 0) > 0:
+                    return "node(s) didn't match pod anti-affinity rules"
+            if any(existing_anti_counts.get(domain, 0) > 0 for domain in labels.items()):
+                return "node(s) didn't satisfy existing pods anti-affinity rules"
+            return None
+
+        def score(labels: dict[str, str]) -> int:
+            return sum(scores.get(domain, 0) for domain in labels.items())
+
+        return refusal, score
+
     def _schedule(self, pod: Obj) -> tuple[str | None, str]:
+        """One scheduling cycle for `pod`: the filters in kube-scheduler's order (NodeUnschedulable,
+        NodeAffinity with the nodeSelector, NodeResourcesFit, then InterPodAffinity), then among the
+        nodes that pass, the one with the highest InterPodAffinity score, the first in name order on
+        a tie. The FailedScheduling message counts each node under the first filter that refused it."""
         nodes = self.list("Node")
         requests = self._container_amounts(pod, "requests")
         selector = pod["spec"].get("nodeSelector") or {}
@@ -2163,6 +2363,8 @@ class FakeApiServer:
                     "PersistentVolumeClaims. preemption: 0/{0} nodes are available: "
                     "0 Preemption is not helpful for scheduling.".replace("{0}", str(len(nodes)))
                 )
+        refusal, score = self._inter_pod_affinity(pod)
+        feasible: list[tuple[int, str]] = []
         for node in nodes:
             labels = node["metadata"].get("labels") or {}
             if node["spec"].get("unschedulable"):
@@ -2178,8 +2380,15 @@ class FakeApiServer:
                 for name in short:
                     reasons[f"Insufficient {name}"] = reasons.get(f"Insufficient {name}", 0) + 1
                 continue
+            refused = refusal(labels)
+            if refused:
+                reasons[refused] = reasons.get(refused, 0) + 1
+                continue
             if not self.behaviour.unschedulable:
-                return node["metadata"]["name"], ""
+                feasible.append((score(labels), node["metadata"]["name"]))
+        if feasible:
+            best = max(points for points, _ in feasible)
+            return next(name for points, name in feasible if points == best), ""
         if self.behaviour.unschedulable and not reasons:
             reasons["Insufficient nvidia.com/gpu"] = len(nodes)
         detail = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
@@ -2313,7 +2522,7 @@ class FakeApiServer:
         status.update(
             phase="Running",
             hostIP=node_ip,
-            podIP=pod_ip or f"10.42.0.{len(self._pod_started) % 250 + 2}",
+            podIP=pod_ip or self._allocate_pod_ip(),
             startTime=now(),
             conditions=[
                 {"type": kind, "status": "True", "lastTransitionTime": now(), "lastProbeTime": None}
@@ -2338,6 +2547,12 @@ class FakeApiServer:
         self._update(pods, key, pod, "status")
         for container in containers:
             self._event(pod, "Normal", "Started", f"Started container {container['name']}", "kubelet")
+
+    def _allocate_pod_ip(self) -> str:
+        """A pod's own address in k3s's cluster CIDR (10.42.0.0/16), one per pod started: pods that
+        start in the same round do not share one."""
+        self._next_pod_ip += 1
+        return f"10.42.{self._next_pod_ip // 250}.{self._next_pod_ip % 250 + 2}"
 
     def _crash_looping(self, pod: Obj, failed: Obj) -> None:
         """A container that exited with an error, as the kubelet reports it between restarts: waiting

@@ -27,30 +27,57 @@ What it does, per pod:
   smaller"); no termination message file is read;
 - readiness: a `tcpSocket` probe checked against the published port;
 - the pod's address: the container's on podman's network, which the host reaches as a node
-  reaches its pods (the lifecycle asks a shell's agent there).
+  reaches its pods (the lifecycle asks a shell's agent there);
+- on a podman network with DNS (aardvark-dns; `network=`), cluster DNS for a pod with a hostname
+  and subdomain: as the DNS specification for Services says (kubernetes.io/docs/concepts/
+  services-networking/dns-pod-service/, "A/AAAA records" and "Pod's hostname and subdomain
+  fields"), such a pod is HOSTNAME.SUBDOMAIN.NAMESPACE.svc.cluster.local once a headless Service
+  named SUBDOMAIN exists in its namespace; its resolv.conf searches NAMESPACE.svc.cluster.local,
+  svc.cluster.local and cluster.local, so HOSTNAME.SUBDOMAIN resolves too. The container's
+  hostname is the pod's `spec.hostname` (else its name);
+- env `valueFrom.fieldRef` (the downward API): metadata.name, metadata.namespace,
+  metadata.labels['KEY'], metadata.annotations['KEY'] and spec.nodeName;
+- NetworkPolicy (`network_policy=`, tests/standins/network_policy.py), which `sync_network`
+  programs with every pod's address, as k3s's network policy controller does.
 
 It does not model: resources limits, runtimeClassName (no GPU runtime here), more than one
 container, restarts after a crash (a failed container stays failed, as in CrashLoopBackOff),
-liveness probes, or logs through the API.
+liveness probes, logs through the API, DNS for Services' cluster IPs or for pods of a Service
+made after they started, or env fieldRefs to status fields.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tests.standins.network_policy import NetworkPolicyEnforcer
+
 Obj = dict[str, Any]
+CLUSTER_DOMAIN = "cluster.local"
+# A downward API label or annotation reference: metadata.labels['KEY'].
+FIELD_KEY = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
 
 
 class PodmanKubelet:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        network: str = "podman",
+        network_policy: NetworkPolicyEnforcer | None = None,
+    ) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="standin-kubelet-"))
+        self.network = network
+        self.network_policy = network_policy
+        self._dns = network != "podman" and _dns_enabled(network)
         self._started: dict[str, str] = {}  # pod uid -> container name
         self._cluster_ports: dict[str, dict[int, int]] = {}  # pod uid -> container port -> loopback port
         self._init_failures: dict[str, Obj] = {}  # pod uid -> how its failed init container ended
@@ -111,15 +138,17 @@ class PodmanKubelet:
         }
 
     def ready(self, pod: Obj, services: list[Obj]) -> bool:
-        """The readiness probe: a TCP connect to the published port of the probed container port."""
+        """The readiness probe: a TCP connect to the probed container port, at the pod's address as
+        the kubelet probes it (or where a Service publishes it, on a network the host can't route to)."""
         probe = (pod["spec"]["containers"][0].get("readinessProbe") or {}).get("tcpSocket")
         if not probe:
             return self._running(pod)
         port = self._published(pod, services).get(int(probe["port"]))
-        if port is None:
+        address = ("127.0.0.1", port) if port is not None else (self.pod_ip(pod), int(probe["port"]))
+        if address[0] is None:
             return False
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as connection:
+            with socket.create_connection(address, timeout=0.2) as connection:
                 connection.settimeout(0.5)
                 return bool(connection.recv(4))  # sshd greets first; a bare accept is not readiness
         except OSError:
@@ -128,10 +157,11 @@ class PodmanKubelet:
     def pod_ip(self, pod: Obj) -> str | None:
         """The container's address on podman's network, as the kubelet reports the pod's."""
         found = subprocess.run(
-            ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", self.container_name(pod)],
+            ["podman", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+             self.container_name(pod)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
-        return found.stdout.strip() or None
+        return next(iter(found.stdout.split()), None)
 
     def cluster_port(self, pod: Obj, container_port: int) -> int | None:
         """Where, on loopback, the pod's container port answers for a ClusterIP Service."""
@@ -201,13 +231,15 @@ class PodmanKubelet:
         args += [arg for cap in capabilities.get("add") or [] for arg in ("--cap-add", cap)]
         if security.get("allowPrivilegeEscalation") is False:
             args += ["--security-opt", "no-new-privileges"]
+        if not init:
+            args += self._network_args(pod, services)
         if "runAsUser" in security:
             group = f":{security['runAsGroup']}" if "runAsGroup" in security else ""
             args += ["--user", f"{security['runAsUser']}{group}"]
         args += [
             arg
             for env in container.get("env") or []
-            for arg in ("--env", f"{env['name']}={env.get('value', '')}")
+            for arg in ("--env", f"{env['name']}={_env_value(pod, env)}")
         ]
         published = self._published(pod, services)
         for inside, outside in published.items():
@@ -229,6 +261,30 @@ class PodmanKubelet:
             container["image"],
         ]
         return args + list(container.get("command", [])[1:]) + list(container.get("args") or [])
+
+    def _network_args(self, pod: Obj, services: list[Obj]) -> list[str]:
+        """The pod's network, hostname and, on a network with DNS, its names under a headless Service."""
+        namespace, spec = pod["metadata"]["namespace"], pod["spec"]
+        hostname = spec.get("hostname") or pod["metadata"]["name"]
+        args = ["--network", self.network, "--hostname", hostname]
+        if not self._dns:
+            return args
+        search = [f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
+        args += [arg for domain in search for arg in ("--dns-search", domain)]
+        subdomain = spec.get("subdomain")
+        headless = any(
+            service["metadata"]["name"] == subdomain and service["spec"].get("clusterIP") == "None"
+            for service in services
+        )
+        if subdomain and spec.get("hostname") and headless:
+            name = f"{hostname}.{subdomain}"
+            args += ["--network-alias", name, "--network-alias", f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"]
+        return args
+
+    def sync_network(self, pods: Iterable[Obj], namespaces: Iterable[Obj], policies: Iterable[Obj]) -> None:
+        """Program the cluster's NetworkPolicies for the pods as they are now (their addresses)."""
+        if self.network_policy is not None:
+            self.network_policy.sync(pods, namespaces, policies)
 
     def refresh(self, pod: Obj, secrets: dict[str, Obj]) -> None:
         """Bring a started pod's Secret volumes up to date with their Secrets."""
@@ -262,6 +318,33 @@ class PodmanKubelet:
             target = self.root / "empty" / pod["metadata"]["uid"] / volume["name"]
         target.mkdir(parents=True, exist_ok=True)
         return target
+
+
+def _env_value(pod: Obj, env: Obj) -> str:
+    """An env var's value as the kubelet resolves it: a literal, or a downward API field."""
+    field = ((env.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+    if field is None:
+        return str(env.get("value", ""))
+    metadata = pod["metadata"]
+    plain = {
+        "metadata.name": metadata["name"],
+        "metadata.namespace": metadata["namespace"],
+        "spec.nodeName": pod["spec"].get("nodeName", ""),
+    }
+    if field in plain:
+        return str(plain[field])
+    keyed = FIELD_KEY.fullmatch(field)
+    if keyed is None:
+        raise ValueError(f"the stand-in kubelet does not resolve the fieldRef {field!r}")
+    return str((metadata.get(keyed[1]) or {}).get(keyed[2], ""))
+
+
+def _dns_enabled(network: str) -> bool:
+    found = subprocess.run(
+        ["podman", "network", "inspect", network, "--format", "{{.DNSEnabled}}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return found.stdout.strip() == "true"
 
 
 def _log_tail(log: str, container: Obj) -> str:

@@ -340,3 +340,207 @@ def test_the_stand_in_scheduler_reads_required_node_affinity_as_kubernetes_does(
     }
     assert FakeApiServer._affinity_allows(pod, {"gpu": "h100", "count": "8"}) is allowed
     assert FakeApiServer._affinity_allows({"spec": {}}, {}) is True
+
+
+def with_affinity(sts: dict[str, Any], affinity: dict[str, Any]) -> dict[str, Any]:
+    sts["spec"]["template"]["spec"]["affinity"] = affinity
+    return sts
+
+
+def one_per_node(app: str) -> dict[str, Any]:
+    """Required pod anti-affinity on the hostname against the pod's own group: one pod per node."""
+    return {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}
+        ]
+    }
+
+
+def placement(server: FakeApiServer, namespace: str = "default") -> dict[str, str | None]:
+    return {p["metadata"]["name"]: p["spec"].get("nodeName") for p in server.list("Pod", namespace)}
+
+
+def test_required_pod_anti_affinity_puts_each_pod_of_a_statefulset_on_its_own_node(
+    fake_cluster: FakeApiServer,
+) -> None:
+    fake_cluster.put(
+        with_affinity(statefulset("multi", replicas=2), {"podAntiAffinity": one_per_node("multi")})
+    )
+    wait_for(lambda: all(placement(fake_cluster).values()) and len(placement(fake_cluster)) == 2)
+    assert placement(fake_cluster) == {"multi-0": "gpu-1", "multi-1": "gpu-2"}
+
+
+def test_required_pod_anti_affinity_leaves_the_second_pod_pending_on_a_single_node() -> None:
+    with FakeApiServer() as server:
+        server.add_gpu_node("gpu-1")
+        server.put(
+            with_affinity(statefulset("multi", replicas=2), {"podAntiAffinity": one_per_node("multi")})
+        )
+        pending = pod_with(server, "multi-1", "conditions")
+        assert placement(server) == {"multi-0": "gpu-1", "multi-1": None}
+        condition = pending["status"]["conditions"][0]
+        assert (condition["type"], condition["status"], condition["reason"]) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        )
+        assert (
+            condition["message"] == "0/1 nodes are available: 1 node(s) didn't match pod anti-affinity rules."
+        )
+
+
+def test_preferred_pod_affinity_puts_the_next_pod_in_the_first_pods_topology_domain() -> None:
+    """gpu-b is listed before gpu-c, but gpu-c shares the first pod's zone, which the preferred term
+    weighs; the required anti-affinity keeps the second pod off gpu-a."""
+    zone = "topology.kubernetes.io/zone"
+    with FakeApiServer() as server:
+        for name, value in (("gpu-a", "z1"), ("gpu-b", "z2"), ("gpu-c", "z1")):
+            server.add_gpu_node(name, labels={zone: value})
+        affinity = {
+            "podAntiAffinity": one_per_node("multi"),
+            "podAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": {
+                                "matchExpressions": [{"key": "app", "operator": "In", "values": ["multi"]}]
+                            },
+                            "topologyKey": zone,
+                        },
+                    }
+                ]
+            },
+        }
+        server.put(with_affinity(statefulset("multi", replicas=2), affinity))
+        wait_for(lambda: len(placement(server)) == 2 and all(placement(server).values()))
+        assert placement(server) == {"multi-0": "gpu-a", "multi-1": "gpu-c"}
+
+
+def test_required_pod_affinity_follows_the_first_pod_of_its_group_and_waits_for_a_missing_one() -> None:
+    """The first pod of a group whose term matches itself goes anywhere; the next must share its
+    zone. A pod whose term matches no pod, not even itself, stays Pending."""
+    zone = "topology.kubernetes.io/zone"
+    with FakeApiServer() as server:
+        for name, value in (("gpu-a", "z1"), ("gpu-b", "z2"), ("gpu-c", "z1")):
+            server.add_gpu_node(name, labels={zone: value})
+        same_zone = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "multi"}}, "topologyKey": zone}
+            ]
+        }
+        affinity = {"podAntiAffinity": one_per_node("multi"), "podAffinity": same_zone}
+        server.put(with_affinity(statefulset("multi", replicas=2), affinity))
+        wait_for(lambda: placement(server).get("multi-1"))
+        assert placement(server)["multi-0"] == "gpu-a" and placement(server)["multi-1"] == "gpu-c"
+        lonely = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "absent"}}, "topologyKey": zone}
+            ]
+        }
+        server.put(with_affinity(statefulset("lonely"), {"podAffinity": lonely}))
+        pending = pod_with(server, "lonely-0", "conditions")
+        assert pending["status"]["conditions"][0]["message"] == (
+            "0/3 nodes are available: 3 node(s) didn't match pod affinity rules."
+        )
+
+
+def test_an_existing_pods_required_anti_affinity_keeps_a_matching_pod_off_its_node(
+    fake_cluster: FakeApiServer,
+) -> None:
+    """Upstream's symmetry: the incoming pod has no affinity of its own."""
+    guard = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "guard", "namespace": "default", "labels": {"app": "guard"}},
+        "spec": {
+            "nodeName": "gpu-1",
+            "containers": [{"name": "c", "image": "guard:1"}],
+            "affinity": {"podAntiAffinity": one_per_node("shell")},
+        },
+    }
+    fake_cluster.put(guard)
+    fake_cluster.put(statefulset("shell"))
+    wait_for(lambda: placement(fake_cluster).get("shell-0"))
+    assert placement(fake_cluster)["shell-0"] == "gpu-2"
+
+
+@pytest.mark.parametrize(
+    ("selector", "matches"),
+    [
+        (None, False),
+        ({}, True),
+        ({"matchLabels": {"app": "multi"}}, True),
+        ({"matchLabels": {"app": "other"}}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["a", "multi"]}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["multi"]}]}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["x"]}]}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, True),
+        (
+            {
+                "matchLabels": {"app": "multi"},
+                "matchExpressions": [{"key": "app", "operator": "DoesNotExist"}],
+            },
+            False,
+        ),
+    ],
+    ids=[
+        "null-selects-nothing",
+        "empty-selects-everything",
+        "match-labels",
+        "match-labels-differ",
+        "in",
+        "not-in",
+        "not-in-without-the-key",
+        "exists",
+        "does-not-exist",
+        "anded",
+    ],
+)
+def test_the_stand_in_scheduler_reads_a_label_selector_as_kubernetes_does(
+    selector: dict[str, Any] | None, matches: bool
+) -> None:
+    assert FakeApiServer._selector_matches(selector, {"app": "multi"}) is matches
+
+
+def test_a_headless_service_keeps_cluster_ip_none_and_gets_no_node_ports(api: Any) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service(
+        "default",
+        {
+            "metadata": {"name": "peers"},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app": "multi"},
+                "ports": [{"name": "ssh", "port": 22}],
+                "publishNotReadyAddresses": True,
+            },
+        },
+    )
+    spec = core.read_namespaced_service("peers", "default").spec
+    assert (spec.cluster_ip, spec.cluster_i_ps, spec.type) == ("None", ["None"], "ClusterIP")
+    assert spec.ports[0].node_port is None and spec.publish_not_ready_addresses is True
+    core.patch_namespaced_service("peers", "default", {"metadata": {"labels": {"a": "1"}}})
+    assert core.read_namespaced_service("peers", "default").spec.cluster_ip == "None"
+    with pytest.raises(ApiException) as node_port:
+        core.create_namespaced_service(
+            "default",
+            {
+                "metadata": {"name": "open"},
+                "spec": {"type": "NodePort", "clusterIP": "None", "ports": [{"port": 22}]},
+            },
+        )
+    assert node_port.value.status == 422
+    assert "may not be set to 'None' for NodePort services" in json.loads(node_port.value.body)["message"]
+
+
+def test_pods_that_start_in_the_same_round_get_addresses_of_their_own(fake_cluster: FakeApiServer) -> None:
+    fake_cluster.put(statefulset("pair", replicas=2))
+
+    def addresses() -> list[str] | None:
+        found = [p["status"].get("podIP") for p in fake_cluster.list("Pod", "default")]
+        return found if len(found) == 2 and all(found) else None
+
+    started = wait_for(addresses)
+    assert len(set(started)) == 2 and all(a.startswith("10.42.") for a in started)
