@@ -147,10 +147,11 @@ def collect(kube: Kube) -> ClusterStatus:
 
 
 def _shell_gpu_use(found: list[shells.Shell], reading: gpu_metrics.Reading) -> list[ShellGpuUse]:
-    """Each running shell's GPUs as the exporters saw them: its pod is NAME-0 in its namespace."""
+    """Each running shell's GPUs as the exporters saw them: its pods are NAME-0 (to NAME-N-1 for
+    a multi-node shell) in its namespace."""
     uses = []
     for shell in found:
-        use = reading.by_pod(shell.namespace, f"{shell.name}-0") if shell.status != "paused" else None
+        use = reading.by_pods(shell.namespace, shell.pods) if shell.status != "paused" else None
         if use is not None:
             uses.append(ShellGpuUse(shell.user, shell.name, use))
     return uses

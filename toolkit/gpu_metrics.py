@@ -126,7 +126,11 @@ class Reading:
     unanswered: tuple[str, ...] = ()  # nodes whose exporter did not answer
 
     def by_pod(self, namespace: str, pod: str) -> Use | None:
-        held = [g for g in self.gpus if (g.namespace, g.pod) == (namespace, pod)]
+        return self.by_pods(namespace, [pod])
+
+    def by_pods(self, namespace: str, pods: list[str]) -> Use | None:
+        """The GPUs the pods hold together: a multi-node shell's, across its nodes."""
+        held = [g for g in self.gpus if g.namespace == namespace and g.pod in pods]
         return Use.of(held) if held else None
 
     def by_node(self, node: str) -> Use | None:

@@ -185,8 +185,12 @@ def pause_idle(
 
     def check(shell: shells.Shell, limit: int) -> IdleCheck:
         try:
-            address = shell_pod_address(pods.get((shell.namespace, f"{shell.name}-0")), shell, networks)
-            activity = read(address)
+            # A multi-node shell is idle only when every pod is: the least idle one speaks for it.
+            reports = [
+                read(shell_pod_address(pods.get((shell.namespace, pod)), shell, networks))
+                for pod in shell.pods
+            ]
+            activity = min(reports, key=lambda report: report.idle_seconds)
         except ToolkitError as error:
             return IdleCheck(shell, limit, None, f"not checked: {error}")
         except Exception as error:  # one shell's report must never stop the others' checks
@@ -195,7 +199,7 @@ def pause_idle(
         # maximum since) is waited for, so no shell is paused unwarned. Forging it is no worse
         # than forging activity, which its owner can always do.
         limit = max(limit, activity.idle_minutes)
-        gpus = measured.by_pod(shell.namespace, f"{shell.name}-0")
+        gpus = measured.by_pods(shell.namespace, shell.pods)
         if activity.idle_seconds < limit * 60 or (gpus is not None and gpus.utilisation):
             return IdleCheck(shell, limit, activity, "")
         try:
@@ -218,7 +222,7 @@ def publish_gpu_use(
     change every minute. The shells written, as USER/NAME."""
     written = []
     for shell in shells.list_shells(kube, None):
-        use = measured.by_pod(shell.namespace, f"{shell.name}-0") if shell.status != "paused" else None
+        use = measured.by_pods(shell.namespace, shell.pods) if shell.status != "paused" else None
         text = use.published(now) if use else ""
         if not text:
             continue

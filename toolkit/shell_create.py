@@ -51,7 +51,9 @@ class CreatedShell:
     web_is_plain_http: bool = False
     jupyter_url: str | None = None
     jupyter_token: str | None = None  # shown once
-    gpus: int = 0
+    gpus: int = 0  # per node
+    nodes: tuple[str, ...] = ()  # a multi-node shell's, by its pods' ordinals
+    nodes_asked: int = 1
     status: str = "ready"  # or, with --no-wait: "queued" or "starting"
     position: int | None = None  # in the cluster's queue, 1 next
     lifetime: timedelta | None = None  # a queued shell's, from when it runs
@@ -133,6 +135,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
             # leaves it (empty, or already holding what another shell wrote).
             kube.create_if_missing(plan.shared_claim)
         endpoint = plan.endpoint(apply(plan.service))
+        if plan.peers_service is not None:
+            apply(plan.peers_service)
         for web_object in plan.web_objects:
             apply(web_object)
         apply(plan.statefulset(endpoint))
@@ -147,6 +151,7 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
             queue=spec.queue,
             fail_if_queued=bool(spec.queue) and not request.queue,
             until_placed=not request.wait,
+            pods=spec.nodes,
         )
         if spec.expose == "LoadBalancer" and not endpoint.host:
             endpoint = _record_load_balancer_address(kube, plan, endpoint)
@@ -169,9 +174,14 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         if interrupted:
             raise Interrupted(f"interrupted; removed {', '.join(removed) or 'nothing'}") from None
         if not spec.queue and isinstance(failure, ShellFailed) and f"Insufficient {GPU}" in str(failure):
+            together = (
+                f"; its {spec.nodes} pods run together or not at all, so none was kept"
+                if spec.multi_node
+                else ""
+            )
             raise ShellFailed(
-                f"{failure}; queueing is off on this cluster (no Kueue queue in its shells settings): "
-                "try again once GPUs free up ('toolkit shell avail' shows them)"
+                f"{failure}{together}; queueing is off on this cluster (no Kueue queue in its shells "
+                "settings): try again once GPUs free up ('toolkit shell avail' shows them)"
             ) from None
         raise
     expires_at: datetime | None = spec.expires_at
@@ -195,6 +205,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         host_key=spec.host_key.public,
         expires_at=expires_at,
         gpus=spec.gpus,
+        nodes=_group_nodes(kube, spec) if spec.multi_node and status == "ready" else (),
+        nodes_asked=spec.nodes,
         status=status,
         position=position,
         lifetime=timedelta(seconds=spec.lifetime_seconds) if spec.lifetime_seconds else None,
@@ -204,6 +216,18 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
         web_is_plain_http=plan.web_is_plain_http,
         jupyter_url=plan.jupyter_url(endpoint),
         jupyter_token=spec.jupyter_token or None,
+    )
+
+
+def _group_nodes(kube: Kube, spec: manifests.ShellSpec) -> tuple[str, ...]:
+    """The nodes a multi-node shell's pods run on, pod 0's first."""
+    selector = ",".join(f"{key}={value}" for key, value in manifests.selector(spec.name, spec.user).items())
+    pods = {
+        pod["metadata"]["name"]: pod for pod in kube.list("Pod", spec.namespace, labels=selector)["items"]
+    }
+    return tuple(
+        str((pods.get(pod) or {}).get("spec", {}).get("nodeName") or "?")
+        for pod in manifests.pod_names(spec.name, spec.nodes)
     )
 
 

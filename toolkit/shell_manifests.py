@@ -3,7 +3,9 @@
 A shell is a Secret (authorized_keys, the shell's SSH host key, the ttyd credential), a PVC
 (the user's home, kept when the shell is paused or deleted without --purge; or one of their
 disks, `create --disk`), a StatefulSet of one replica and a Service; every shell of a user also
-mounts their shared area (PVC `shared`, at /shared) where the site gives one. The namespace's
+mounts their shared area (PVC `shared`, at /shared) where the site gives one. A multi-node shell
+(`create --nodes N`) is a StatefulSet of N replicas, one per node, started in parallel, named
+NAME-I.NAME-peers by a headless Service; users come in to pod 0. The namespace's
 own NetworkPolicy, which `user add` makes and the user cannot change, admits only SSH and ttyd
 from outside it. The container runs as root only to start sshd: every capability beyond what
 sshd needs is dropped, it is never privileged, and sessions run as the user
@@ -27,6 +29,11 @@ from toolkit.gpu_types import PRODUCT_LABEL as GPU_PRODUCT
 from toolkit.sshkeys import KeyPair
 from toolkit.tenancy import MANAGED_BY, USER_LABEL, check_name
 
+# Kubernetes' own: the label every StatefulSet pod carries with its name, and its ordinal.
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
 Manifest = dict[str, Any]
 
 COMPONENT = "app.kubernetes.io/component"
@@ -35,7 +42,10 @@ EXPIRES_AT = "toolkit.dev/expires-at"
 HOST_KEY = "toolkit.dev/ssh-host-key"
 ENDPOINT = "toolkit.dev/ssh-endpoint"
 WEB_ENDPOINT = "toolkit.dev/web-endpoint"
-GPUS = "toolkit.dev/gpus"
+GPUS = "toolkit.dev/gpus"  # per node
+# A multi-node shell's pods (one per node), which resume scales it back to; its owner can write
+# it, so it is read as input and admission holds the replicas to the cluster's maxNodes.
+NODES = "toolkit.dev/nodes"
 KEYS_REVISION = "toolkit.dev/keys-revision"  # bumped to restart a shell whose image has no agent
 # The shell's image runs shell-agent.py, which follows the Secret: keys and expiry, no restart.
 AGENT = "toolkit.dev/agent"
@@ -62,6 +72,14 @@ JUPYTER_PORT = 8888  # JupyterLab's, on the shell's loopback: the web gate's and
 JUPYTER_PATH = "/jupyter/lab"  # where JupyterLab answers (its base_url, /jupyter/, then lab)
 JUPYTER_TOKEN_KEY = "jupyter-token"
 JUPYTER_TUNNEL = f"{JUPYTER_PORT}:127.0.0.1:{JUPYTER_PORT}"  # ssh -L's forward to it
+# A multi-node shell: torchrun's rendezvous on pod 0, the hostfile every pod gets (OpenMPI's and
+# DeepSpeed's format alike: "HOST slots=N"), and the key its pods log in to each other with.
+MASTER_PORT = 29500
+HOSTFILE = "/etc/shell/hostfile"
+PEER_KEY = "peer_ed25519_key"
+# How much each topology label weighs when a multi-node shell's pods are placed: the first label
+# the site names (an NVLink domain) most, then each next one (a leaf switch) less.
+TOPOLOGY_WEIGHTS = (100, 50, 25, 10)
 # Where the shell image keeps its toolbox (images/shell/build-toolbox.sh), and where a shell of
 # another image finds its copy: every program there is bound to this path.
 TOOLBOX_PATH = "/opt/shell-toolbox"
@@ -150,10 +168,28 @@ class ShellSpec:
     # JupyterLab beside the web terminal, behind the same gate at /jupyter/, with its own token.
     jupyter: bool = False
     jupyter_token: str = ""
+    # A multi-node shell: `nodes` pods of `gpus` GPUs each, one per node, reaching each other by
+    # name through the headless Service NAME-peers and logging in to each other with `peer_key`.
+    nodes: int = 1
+    peer_key: KeyPair | None = None
+    # Node labels the pods prefer to share, most wanted first (an NVLink domain, a leaf switch).
+    topology_labels: tuple[str, ...] = ()
+    # The site's NCCL settings, as environment variables (shell_plan.nccl_environment).
+    nccl_env: tuple[tuple[str, str], ...] = ()
+    # A resource each pod asks one of for RDMA (the RDMA shared device plugin's); "": none.
+    rdma_resource: str = ""
 
     @property
     def home(self) -> str:
         return self.home_claim or claim_name(self.name)
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes > 1
+
+    @property
+    def processes_per_node(self) -> int:
+        return max(self.gpus, 1)
 
 
 def check_shell_name(name: str) -> str:
@@ -180,6 +216,27 @@ def web_service_name(name: str) -> str:
     return f"{name}-web"
 
 
+def peers_service_name(name: str) -> str:
+    return f"{name}-peers"
+
+
+def peer_host(name: str, ordinal: int) -> str:
+    """A multi-node shell's pod by its stable name, which the pods' DNS search path completes."""
+    return f"{name}-{ordinal}.{peers_service_name(name)}"
+
+
+def pod_names(name: str, nodes: int) -> list[str]:
+    return [f"{name}-{ordinal}" for ordinal in range(max(nodes, 1))]
+
+
+def entry_selector(spec: ShellSpec) -> dict[str, str]:
+    """The pods users come in to: the shell's, or pod 0 of a multi-node shell."""
+    found = selector(spec.name, spec.user)
+    if spec.multi_node:
+        found[POD_NAME_LABEL] = f"{spec.name}-0"
+    return found
+
+
 def timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -203,6 +260,11 @@ def secret(spec: ShellSpec) -> Manifest:
             EXPIRES_AT_KEY: "" if spec.lifetime_seconds else timestamp(spec.expires_at),
             IDLE_MINUTES_KEY: str(spec.idle_minutes),
             **({JUPYTER_TOKEN_KEY: spec.jupyter_token} if spec.jupyter else {}),
+            **(
+                {PEER_KEY: spec.peer_key.private_openssh, f"{PEER_KEY}.pub": spec.peer_key.public}
+                if spec.multi_node and spec.peer_key
+                else {}
+            ),
         },
     }
 
@@ -309,7 +371,48 @@ def _resources(spec: ShellSpec) -> Manifest:
     }
     if spec.gpus:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(spec.gpus)
+    if spec.multi_node and spec.rdma_resource:
+        requests[spec.rdma_resource] = limits[spec.rdma_resource] = "1"
     return {"requests": requests, "limits": limits}
+
+
+def _group_env(spec: ShellSpec) -> list[Manifest]:
+    """What torchrun, DeepSpeed and MPI need on each pod of a multi-node shell; the entrypoint
+    passes it on to every session, and writes the hostfile from SHELL_NODES and SHELL_PEERS."""
+    if not spec.multi_node:
+        return []
+    rank = {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}}
+    return [
+        {"name": "SHELL_NODES", "value": str(spec.nodes)},
+        {"name": "SHELL_PEERS", "value": peers_service_name(spec.name)},
+        {"name": "MASTER_ADDR", "value": peer_host(spec.name, 0)},
+        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "NNODES", "value": str(spec.nodes)},
+        {"name": "NPROC_PER_NODE", "value": str(spec.processes_per_node)},
+        {"name": "WORLD_SIZE", "value": str(spec.nodes * spec.processes_per_node)},
+        {"name": "NODE_RANK", "valueFrom": rank},
+        *({"name": key, "value": value} for key, value in spec.nccl_env),
+    ]
+
+
+def _group_affinity(spec: ShellSpec) -> Manifest:
+    """One pod per node, and the pods together in the site's topology where they can be."""
+    pods = {"matchLabels": selector(spec.name, spec.user)}
+    affinity: Manifest = {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": pods, "topologyKey": HOSTNAME_LABEL}
+            ]
+        }
+    }
+    if spec.topology_labels:
+        affinity["podAffinity"] = {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": weight, "podAffinityTerm": {"labelSelector": pods, "topologyKey": label}}
+                for label, weight in zip(spec.topology_labels, TOPOLOGY_WEIGHTS, strict=False)
+            ]
+        }
+    return affinity
 
 
 def statefulset(spec: ShellSpec) -> Manifest:
@@ -340,6 +443,7 @@ def statefulset(spec: ShellSpec) -> Manifest:
             if spec.lifetime_seconds
             else [{"name": "SHELL_EXPIRES_AT", "value": timestamp(spec.expires_at)}]
         ),
+        *_group_env(spec),
     ]
     ports = [
         {"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"},
@@ -420,18 +524,18 @@ def statefulset(spec: ShellSpec) -> Manifest:
         node_selector[GPU_PRODUCT] = spec.gpu_products[0]
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
+    if spec.multi_node:
+        pod_spec["affinity"] = _group_affinity(spec)
     if len(spec.gpu_products) > 1:
-        pod_spec["affinity"] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": GPU_PRODUCT, "operator": "In", "values": list(spec.gpu_products)}
-                            ]
-                        }
-                    ]
-                }
+        pod_spec.setdefault("affinity", {})["nodeAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": GPU_PRODUCT, "operator": "In", "values": list(spec.gpu_products)}
+                        ]
+                    }
+                ]
             }
         }
     annotations = {
@@ -446,6 +550,8 @@ def statefulset(spec: ShellSpec) -> Manifest:
         annotations[WEB_ENDPOINT] = spec.web_endpoint
     if spec.lifetime_seconds:
         annotations[EXPIRY_FROM_START] = str(spec.lifetime_seconds)
+    if spec.multi_node:
+        annotations[NODES] = str(spec.nodes)
     sts_labels = labels(spec.name, spec.user)
     if spec.queue:
         sts_labels[QUEUE_NAME_LABEL] = spec.queue
@@ -459,8 +565,10 @@ def statefulset(spec: ShellSpec) -> Manifest:
             "annotations": annotations,
         },
         "spec": {
-            "replicas": 1,
-            "serviceName": spec.name,
+            "replicas": spec.nodes,
+            "serviceName": peers_service_name(spec.name) if spec.multi_node else spec.name,
+            # A multi-node shell's pods start together, not one after another's readiness.
+            **({"podManagementPolicy": "Parallel"} if spec.multi_node else {}),
             "selector": {"matchLabels": selector(spec.name, spec.user)},
             "template": {"metadata": {"labels": labels(spec.name, spec.user)}, "spec": pod_spec},
         },
@@ -494,7 +602,30 @@ def service(spec: ShellSpec) -> Manifest:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels(spec.name, spec.user)},
-        "spec": {"type": spec.expose, "selector": selector(spec.name, spec.user), "ports": ports},
+        "spec": {"type": spec.expose, "selector": entry_selector(spec), "ports": ports},
+    }
+
+
+def peers_service(spec: ShellSpec) -> Manifest:
+    """The headless Service that names a multi-node shell's pods NAME-I.NAME-peers (the
+    StatefulSet's serviceName), published before they are ready so a rendezvous can start."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": peers_service_name(spec.name),
+            "namespace": spec.namespace,
+            "labels": labels(spec.name, spec.user),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector(spec.name, spec.user),
+            "ports": [
+                {"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT, "protocol": "TCP"}
+            ],
+        },
     }
 
 
@@ -510,7 +641,7 @@ def web_service(spec: ShellSpec) -> Manifest:
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector(spec.name, spec.user),
+            "selector": entry_selector(spec),
             "ports": [{"name": "web", "port": WEB_PORT, "targetPort": WEB_PORT, "protocol": "TCP"}],
         },
     }

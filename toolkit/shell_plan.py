@@ -32,7 +32,8 @@ class CreateRequest:
     name: str
     user: str
     authorized_keys: tuple[str, ...]
-    gpus: int = 1
+    gpus: int = 1  # per node
+    nodes: int = 1  # pods, one per node (a multi-node shell)
     cpu: str | None = None
     memory: str | None = None
     shm: str | None = None
@@ -154,6 +155,11 @@ class ShellPlan:
         return self._marked(manifests.service(self.spec))
 
     @property
+    def peers_service(self) -> dict[str, Any] | None:
+        """A multi-node shell's headless Service, which names its pods; None for one node."""
+        return self._marked(manifests.peers_service(self.spec)) if self.spec.multi_node else None
+
+    @property
     def web_objects(self) -> list[dict[str, Any]]:
         """The web terminal's Service and Ingress, when it is served through the ingress."""
         if not self.spec.web_host:
@@ -205,7 +211,8 @@ class ShellPlan:
     def objects(self, endpoint: Endpoint) -> list[dict[str, Any]]:
         """Every object, as `shell_create` applies them."""
         volumes = [claim for claim in (self.claim, self.shared_claim) if claim]
-        return [self.secret, *volumes, self.service, *self.web_objects, self.statefulset(endpoint)]
+        peers = [self.peers_service] if self.peers_service else []
+        return [self.secret, *volumes, self.service, *peers, *self.web_objects, self.statefulset(endpoint)]
 
 
 def check_request(request: CreateRequest) -> None:
@@ -217,6 +224,8 @@ def check_request(request: CreateRequest) -> None:
         reasons.append(f"--expose must be nodeport or loadbalancer, not {request.expose!r}")
     if request.gpus < 0:
         reasons.append(f"--gpus must be 0 or more, not {request.gpus}")
+    if request.nodes < 1:
+        reasons.append(f"--nodes must be 1 or more, not {request.nodes}")
     if request.disk is not None:
         if not manifests.DISK_NAME.fullmatch(request.disk):
             reasons.append(
@@ -254,6 +263,7 @@ def plan_create(
     now: datetime,
     host_key: KeyPair | None = None,
     ttyd_password: str | None = None,
+    peer_key: KeyPair | None = None,
 ) -> ShellPlan:
     """The shell's plan, or a BadInputError naming every reason the cluster can't honour it."""
     check_request(request)
@@ -273,6 +283,14 @@ def plan_create(
     node = (
         _largest_candidate(request, facts.nodes, gpu_products, reasons) if gpu_products is not None else None
     )
+    if node is not None and request.gpus > node.gpus and request.nodes == 1 and settings.max_nodes > 1:
+        spread = -(-request.gpus // node.gpus) if node.gpus else 0
+        if node.gpus and spread <= settings.max_nodes and request.gpus % spread == 0:
+            reasons[-1] += f": spread them over nodes with --nodes {spread} --gpus {request.gpus // spread}"
+    if request.nodes > 1:
+        reasons += _group_refusals(request, settings)
+        if node is not None and gpu_products is not None and request.gpus <= node.gpus:
+            node = _smallest_of_group(request, facts.nodes, gpu_products, reasons)
     reasons += _quota_refusals(request, facts.quota)
     if not facts.storage_class_exists:
         reasons.append(f"StorageClass {facts.storage_class!r} does not exist on this cluster")
@@ -298,6 +316,7 @@ def plan_create(
     # A shell more GPUs than the node has is refused already; its share would only say so again.
     sizes = _size(request, node, reasons) if node and request.gpus <= node.gpus else None
     _refuse(reasons)
+    multi_node = request.nodes > 1
     assert node is not None and sizes is not None  # a missing node is a refusal above
     cpu, memory = sizes
     spec = manifests.ShellSpec(
@@ -337,8 +356,24 @@ def plan_create(
         toolbox_image="" if image == settings.image else settings.image,
         jupyter=request.jupyter,
         jupyter_token=secrets.token_urlsafe(24) if request.jupyter else "",
+        nodes=request.nodes,
+        peer_key=(peer_key or generate_key_pair()) if multi_node else None,
+        topology_labels=settings.topology_labels if multi_node else (),
+        nccl_env=nccl_environment(settings) if multi_node else (),
+        rdma_resource=settings.rdma_resource if multi_node else "",
     )
     return ShellPlan(spec, node, settings.ssh_host)
+
+
+def nccl_environment(settings: Platform) -> tuple[tuple[str, str], ...]:
+    """NCCL (and gloo, torch's CPU backend) on the pods' own interface; InfiniBand/RoCE only where
+    the site gives pods an RDMA device, else NCCL is told to use sockets rather than probe for it."""
+    found = [
+        ("NCCL_SOCKET_IFNAME", settings.nccl_socket_ifname),
+        ("GLOO_SOCKET_IFNAME", settings.nccl_socket_ifname),
+        ("NCCL_IB_DISABLE", "0" if settings.rdma_resource else "1"),
+    ]
+    return tuple(found)
 
 
 def _image(request: CreateRequest, settings: Platform, reasons: list[str]) -> str:
@@ -485,6 +520,53 @@ def _largest_candidate(
     return largest
 
 
+def _group_refusals(request: CreateRequest, settings: Platform) -> list[str]:
+    """What a multi-node shell needs of the cluster beyond one node's shell."""
+    reasons = []
+    if request.nodes > settings.max_nodes:
+        allowed = (
+            f"at most {settings.max_nodes} nodes per shell"
+            if settings.max_nodes > 1
+            else "no multi-node shells (shells_platform_max_nodes is 1)"
+        )
+        reasons.append(f"--nodes {request.nodes}: this cluster allows {allowed}")
+    if settings.access_mode != "ReadWriteMany":
+        reasons.append(
+            f"--nodes {request.nodes}: a multi-node shell's pods share its home across nodes, and this "
+            f"cluster's volumes are {settings.access_mode} (one node at a time): ask for --nodes 1"
+        )
+    return reasons
+
+
+def _smallest_of_group(
+    request: CreateRequest, nodes: tuple[NodeCapacity, ...], gpu_products: tuple[str, ...], reasons: list[str]
+) -> NodeCapacity | None:
+    """The smallest of the `request.nodes` largest nodes that may hold a pod of the shell (ready,
+    schedulable, matching, with the GPUs): every pod is sized to fit it. None, with the reason,
+    when fewer nodes than that could ever hold one."""
+    fitting = sorted(
+        (
+            n
+            for n in nodes
+            if n.ready
+            and n.schedulable
+            and n.matches(request.node_selector)
+            and (not gpu_products or n.labels.get(gpu_types.PRODUCT_LABEL) in gpu_products)
+            and n.gpus >= request.gpus
+        ),
+        key=lambda n: (n.gpus, n.cpu, n.memory),
+        reverse=True,
+    )
+    if len(fitting) < request.nodes:
+        which = ", ".join(n.name for n in fitting) or "none"
+        reasons.append(
+            f"--nodes {request.nodes} --gpus {request.gpus}: the shell needs {request.nodes} nodes with "
+            f"{request.gpus} GPUs each, and {len(fitting)} ready node(s) have that ({which})"
+        )
+        return None
+    return fitting[request.nodes - 1]
+
+
 def _quota_refusals(request: CreateRequest, quota: dict[str, Any] | None) -> list[str]:
     if quota is None:
         return [
@@ -496,10 +578,15 @@ def _quota_refusals(request: CreateRequest, quota: dict[str, Any] | None) -> lis
     hard = int(limits.get(f"requests.{GPU}", "0"))
     used = int(in_use.get(f"requests.{GPU}", "0"))
     reasons = []
-    if request.gpus > hard - used:
+    wanted = request.gpus * request.nodes
+    if wanted > hard - used:
+        asked = (
+            f"--nodes {request.nodes} --gpus {request.gpus} ({wanted} GPUs)"
+            if request.nodes > 1
+            else (f"--gpus {request.gpus}")
+        )
         reasons.append(
-            f"--gpus {request.gpus} is more than {request.user}'s quota allows: "
-            f"{hard} GPUs, {used} in use by other shells"
+            f"{asked} is more than {request.user}'s quota allows: {hard} GPUs, {used} in use by other shells"
         )
     shells = SHELLS_QUOTA in limits and int(in_use.get(SHELLS_QUOTA, "0")) >= int(limits[SHELLS_QUOTA])
     if shells:

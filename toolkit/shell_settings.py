@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,16 @@ class Platform:
     # it feeds. None: the cluster has no queue, and a shell that doesn't fit fails at once.
     queue: str | None = None
     cluster_queue: str | None = None
+    # Multi-node shells (`create --nodes`): the most pods (nodes) one shell may have, which
+    # admission holds its StatefulSet to; 1: none (also on a cluster whose roles predate them).
+    max_nodes: int = 1
+    # Node labels a multi-node shell's pods prefer to share, most wanted first: an NVLink domain
+    # (GPU feature discovery's nvidia.com/gpu.clique), then what the site labels, e.g. a leaf switch.
+    topology_labels: tuple[str, ...] = ()
+    # NCCL over the pods' network: the interface for sockets, and RDMA where the site gives each
+    # pod a device (the resource an RDMA device plugin advertises; "" none: NCCL uses sockets).
+    nccl_socket_ifname: str = "eth0"
+    rdma_resource: str = ""
 
     @classmethod
     def from_config_maps(cls, config_maps: list[dict[str, Any]]) -> Platform:
@@ -157,10 +168,53 @@ class Platform:
             cluster_queue=(data.get("clusterQueueName") or data.get("queueName"))
             if data.get("queueName")
             else None,
+            max_nodes=max(1, number("maxNodes", defaults.max_nodes)),
+            topology_labels=_label_keys(data.get("topologyLabels", "")),
+            nccl_socket_ifname=_interface(data.get("ncclSocketIfname", defaults.nccl_socket_ifname)),
+            rdma_resource=_resource(data.get("rdmaResource", "").strip()),
         )
 
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany")
+# A label key as Kubernetes takes it (an optional DNS prefix, then a name), and an extended
+# resource's name (a DNS domain, then a name: rdma/rdma_shared_device_a).
+LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+RESOURCE_NAME = re.compile(
+    r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+# NCCL_SOCKET_IFNAME: interface names or prefixes, "^" to exclude, "=" for an exact match.
+INTERFACES = re.compile(r"[\^=]?[A-Za-z0-9_.:-]{1,15}(,[\^=]?[A-Za-z0-9_.:-]{1,15})*")
+
+
+def _label_keys(text: str) -> tuple[str, ...]:
+    found = tuple(part.strip() for part in text.split(",") if part.strip())
+    for key in found:
+        if not LABEL_KEY.fullmatch(key):
+            raise ToolkitError(
+                f"{SYSTEM_NAMESPACE} ConfigMap key topologyLabels holds {key!r}, not a label key"
+            )
+    return found
+
+
+def _interface(text: str) -> str:
+    if not INTERFACES.fullmatch(text.strip()):
+        raise ToolkitError(
+            f"{SYSTEM_NAMESPACE} ConfigMap key ncclSocketIfname is {text!r}, not interface names (eth0)"
+        )
+    return text.strip()
+
+
+def _resource(text: str) -> str:
+    if text and not RESOURCE_NAME.fullmatch(text):
+        raise ToolkitError(
+            f"{SYSTEM_NAMESPACE} ConfigMap key rdmaResource is {text!r}, not a resource name "
+            "(rdma/rdma_shared_device_a)"
+        )
+    return text
+
+
 # The PersistentVolume sources the site's datasets may come from, with what each must name: a CSI
 # driver's volume (WekaFS's dir/v1 handles) or an NFS export; never a node's own paths.
 DATASETS_SOURCES = {"csi": ("driver", "volumeHandle"), "nfs": ("server", "path")}

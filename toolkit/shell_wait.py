@@ -101,15 +101,46 @@ def wait_ready(
     queue: str = "",
     fail_if_queued: bool = False,
     until_placed: bool = False,
+    pods: int = 1,
 ) -> dict[str, Any]:
-    """Watch the shell's pod until it is Ready; a ShellFailed with the cause otherwise.
+    """Watch the shell's pods until they are Ready; a ShellFailed with the cause otherwise. The
+    first pod's, which the others' follow.
 
     `queue`: the Kueue LocalQueue the shell waits in, where its place is read; once Kueue lets it
     go, GPUs not free on a node yet (a paused shell's pod still stopping, GPUs spread over nodes)
     are waited for, up to the timeout. `fail_if_queued`: a ShellFailed as soon as the GPUs are
     taken. `until_placed`: return the pod as soon as it is queued with a place or past the queue.
+    `pods`: a multi-node shell's; they start together (and leave the queue together), so once the
+    first is Ready the others get the timeout again, between them.
     """
-    pod_name = f"{name}-0"
+    options = (queue, fail_if_queued, until_placed)
+    first = _wait_pod(kube, namespace, name, f"{name}-0", on_phase, timeout, *options)
+    if until_placed or pods <= 1:
+        return first
+    deadline = time.monotonic() + timeout
+    for ordinal in range(1, pods):
+
+        def report(phase: str, ordinal: int = ordinal) -> None:
+            on_phase(f"pod {ordinal + 1} of {pods}: {phase}")
+
+        remaining = max(1.0, deadline - time.monotonic())
+        _wait_pod(kube, namespace, name, f"{name}-{ordinal}", report, remaining, *options)
+    return first
+
+
+def _wait_pod(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    pod_name: str,
+    on_phase: Phase,
+    timeout: float,
+    queue: str,
+    fail_if_queued: bool,
+    until_placed: bool,
+) -> dict[str, Any]:
+    """Watch one pod of the shell until it is Ready (wait_ready)."""
+    which = "" if pod_name == f"{name}-0" else f"pod {pod_name}: "
     deadline = time.monotonic() + timeout
     last_phase = ""
     pod: dict[str, Any] = {}
@@ -140,7 +171,7 @@ def wait_ready(
                     None,
                 )
             if fatal:
-                raise ShellFailed(f"shell {name} cannot start: {fatal}")
+                raise ShellFailed(f"shell {name} cannot start: {which}{fatal}")
             if phase == "queued":
                 break  # its place is read below
             if phase != last_phase:
@@ -166,7 +197,8 @@ def wait_ready(
                 return pod
             if placed:
                 deadline = time.monotonic() + timeout  # time in the queue is not the start's
-    raise ShellFailed(_timeout_cause(kube, namespace, name, pod, timeout, last_phase))
+    cause = _timeout_cause(kube, namespace, name, pod, timeout, last_phase)
+    raise ShellFailed(f"{cause} ({pod_name})" if which else cause)
 
 
 def _queued_phase(

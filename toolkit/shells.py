@@ -61,6 +61,18 @@ class Shell:
     sudo: bool = False  # its user has passwordless sudo
     jupyter: bool = False  # JupyterLab beside the web terminal
     gpu_use: str | None = None  # as the lifecycle last published it (gpu_metrics.read_published)
+    nodes: int = 1  # a multi-node shell's pods, one per node, of `gpus` GPUs each
+
+    @property
+    def pods(self) -> list[str]:
+        """Its pods' names, pod 0 (where users log in) first: as many as its StatefulSet runs
+        (admission bounds them; the node count is its owner's to write), or would run resumed."""
+        return manifests.pod_names(self.name, self.replicas or self.nodes)
+
+    @property
+    def size(self) -> str:
+        """Its GPUs as `list` shows them: 8, or 2x8 for two nodes of 8."""
+        return f"{self.nodes}x{self.gpus}" if self.nodes > 1 else str(self.gpus)
 
     @property
     def expiry_starts_when_running(self) -> bool:
@@ -105,6 +117,7 @@ class Shell:
                         f"its expiry is past the {max_lifetime_hours}h lifetime: it counts as {counted}"
                     )
                 expires = latest
+        nodes = _nodes(annotations.get(manifests.NODES), problems)
         gpus = str(annotations.get(manifests.GPUS, "0"))
         if not (gpus.isascii() and gpus.isdigit()):
             problems.append("its GPU count is not a number: it counts as 0")
@@ -135,6 +148,7 @@ class Shell:
             sudo=_env(sts, "SHELL_SUDO") == "true",
             jupyter=_env(sts, "SHELL_JUPYTER") == "true",
             gpu_use=annotations.get(manifests.GPU_USE),
+            nodes=nodes,
         )
 
     @property
@@ -154,6 +168,7 @@ class Shell:
             "user": self.user,
             "namespace": self.namespace,
             "gpus": self.gpus,
+            "nodes": self.nodes,
             "status": self.status,
             "paused": self.paused_why,
             "idle_minutes": self.idle_minutes,
@@ -274,6 +289,18 @@ def _idle_minutes(value: Any, problems: list[str]) -> int | None:
         return int(text)
     problems.append("its idle minutes are not a number: the cluster's default counts")
     return None
+
+
+def _nodes(value: Any, problems: list[str]) -> int:
+    """A multi-node shell's pods: a number from 1 to 99 (admission holds the replicas to the
+    cluster's maximum whatever this says)."""
+    if value is None:
+        return 1
+    text = str(value)
+    if text.isascii() and text.isdigit() and len(text) <= 2 and int(text) >= 1:
+        return int(text)
+    problems.append("its node count is not a number from 1 to 99: it counts as 1")
+    return 1
 
 
 def _lifetime_from_start(value: Any, problems: list[str]) -> timedelta | None:
@@ -417,10 +444,18 @@ def delete(kube: Kube, user: str, name: str, purge: bool, now: datetime | None =
     namespace = namespace_of(user)
     if purge:
         _check_home_is_its_own(kube, shell)
+    # NAME-web and NAME-peers may be another shell's own Service (a shell named so): only the
+    # ones labelled as this shell's go.
+    labelled = f"{manifests.SHELL_LABEL}={name}"
+    own = {s["metadata"]["name"] for s in kube.list("Service", namespace, labels=labelled)["items"]}
     doomed = [
         ("StatefulSet", name),
         ("Ingress", name),
-        ("Service", manifests.web_service_name(name)),
+        *(
+            ("Service", service)
+            for service in (manifests.web_service_name(name), manifests.peers_service_name(name))
+            if service in own
+        ),
         ("Service", name),
         ("Secret", manifests.secret_name(name)),
     ]
@@ -497,14 +532,14 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
     # before the queue was turned on joins it now.
     queue = platform(kube).queue or ""
     labels = {gpu_queue.QUEUE_NAME_LABEL: queue} if queue and shell.gpus else None
-    scale(kube, user, name, 1, {manifests.IDLE_PAUSED_AT: None}, labels)
+    scale(kube, user, name, shell.nodes, {manifests.IDLE_PAUSED_AT: None}, labels)
     if shell.expires_at and shell.lifetime_from_start is None:
         # Its expiry may have been written where the running shell can't read it (by the lifecycle,
         # once it ran after waiting in the queue): give the shell its copy as it starts again.
         stamp = base64.b64encode(manifests.timestamp(shell.expires_at).encode()).decode()
         secret = {"data": {manifests.EXPIRES_AT_KEY: stamp}}
         kube.merge_patch("Secret", manifests.secret_name(name), namespace_of(user), secret)
-    wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=queue)
+    wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=queue, pods=shell.nodes)
     return get_shell(kube, user, name)
 
 

@@ -265,14 +265,15 @@ def manifests(
                     ),
                     "services.nodeports": str(limits.node_ports),
                     "services.loadbalancers": str(limits.load_balancers),
-                    # Per shell: a pod, a StatefulSet, a Secret, an Ingress and two Services (SSH,
-                    # and the web terminal's for the ingress); and the user's token's Secret.
-                    "pods": str(limits.shells),
+                    # Per shell: a pod (one per node of a multi-node shell), a StatefulSet, a
+                    # Secret, an Ingress and two Services (SSH, and the web terminal's for the
+                    # ingress; a third names a multi-node shell's pods); and the user's token's Secret.
+                    "pods": str(limits.shells * settings.max_nodes),
                     SHELLS_QUOTA: str(limits.shells),
-                    "services": str(2 * limits.shells),
+                    "services": str((2 if settings.max_nodes == 1 else 3) * limits.shells),
                     "count/ingresses.networking.k8s.io": str(limits.shells),
                     "count/secrets": str(limits.shells + 1),
-                    "limits.ephemeral-storage": quantity.memory(scratch * limits.shells),
+                    "limits.ephemeral-storage": quantity.memory(scratch * limits.shells * settings.max_nodes),
                 }
             },
         },

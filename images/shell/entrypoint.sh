@@ -25,6 +25,13 @@
 #   SHELL_JUPYTER      true (with SHELL_WEB) starts the image's jupyter-lab as the user on
 #                      127.0.0.1:SHELL_JUPYTER_PORT (8888), under /jupyter/, with the Secret's
 #                      jupyter-token; web-gate.py passes /jupyter/ to it
+#   SHELL_NODES, SHELL_PEERS  a multi-node shell: its pods, one per node, named
+#                      SHELL_NAME-I.SHELL_PEERS (its headless Service). Each writes the hostfile
+#                      /etc/shell/hostfile ("HOST slots=NPROC_PER_NODE", OpenMPI's and DeepSpeed's
+#                      format), and lets the user log in from pod to pod with the Secret's
+#                      peer_ed25519_key against the shell's one host key; NODE_RANK (the pod's
+#                      ordinal, from the downward API), MASTER_ADDR and the rest reach every session
+#                      with the image's environment
 # The user's home, /home/$SHELL_USER, is the persistent workspace volume; /shared, where mounted,
 # is the user's shared area, the same volume in each of their shells.
 set -euo pipefail
@@ -120,6 +127,44 @@ else
   ssh-keygen -A >/dev/null
 fi
 
+# A multi-node shell: the hostfile, and passwordless SSH between its own pods only (the key is the
+# shell's, the host key every pod shares is the only one trusted for their names).
+nodes="${SHELL_NODES:-1}"
+peer_keys=
+if [[ "$nodes" != 1 ]]; then
+  [[ "$nodes" =~ ^[1-9][0-9]?$ ]] || fail "SHELL_NODES '${nodes}' is not a number from 1 to 99"
+  name="${SHELL_NAME:-}"
+  peers="${SHELL_PEERS:-}"
+  slots="${NPROC_PER_NODE:-1}"
+  [[ "$name" =~ ^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$ ]] || fail "SHELL_NAME '${name}' is not a shell's name"
+  [[ "$peers" == "${name}-peers" ]] || fail "SHELL_PEERS '${peers}' is not ${name}-peers"
+  [[ "$slots" =~ ^[1-9][0-9]{0,2}$ ]] || fail "NPROC_PER_NODE '${slots}' is not a number from 1 to 999"
+  [[ "${NODE_RANK:-}" =~ ^[0-9]{1,2}$ && "$NODE_RANK" -lt "$nodes" ]] \
+    || fail "NODE_RANK '${NODE_RANK:-}' is not this pod's ordinal (the downward API's apps.kubernetes.io/pod-index)"
+  [[ -s "$secrets/peer_ed25519_key" && -s "$secrets/peer_ed25519_key.pub" ]] \
+    || fail "a multi-node shell needs peer_ed25519_key and peer_ed25519_key.pub in $secrets"
+  [[ -s /etc/ssh/ssh_host_ed25519_key ]] || fail "a multi-node shell needs its ssh_host_ed25519_key in $secrets"
+  install -d -o 0 -g 0 -m 0755 /etc/shell /etc/ssh/peer_authorized_keys
+  for (( rank = 0; rank < nodes; rank++ )); do echo "${name}-${rank}.${peers} slots=${slots}"; done > /etc/shell/hostfile
+  chmod 0644 /etc/shell/hostfile
+  install -o "$uid" -g "$gid" -m 0600 "$secrets/peer_ed25519_key" /etc/shell/peer_key
+  install -o 0 -g 0 -m 0644 "$secrets/peer_ed25519_key.pub" /etc/shell/peer_key.pub
+  install -o 0 -g 0 -m 0644 "$secrets/peer_ed25519_key.pub" "/etc/ssh/peer_authorized_keys/${user}"
+  echo "${name}-*.${peers},${name}-*.${peers}.* $(ssh-keygen -y -f /etc/ssh/ssh_host_ed25519_key)" > /etc/shell/peer_known_hosts
+  chmod 0644 /etc/shell/peer_known_hosts
+  # First in the client's config, so these settings win for the pods' names and nothing else.
+  client_config="$(cat /etc/ssh/ssh_config 2>/dev/null || true)"
+  {
+    echo "Host ${name}-*.${peers} ${name}-*.${peers}.*"
+    echo "  IdentityFile /etc/shell/peer_key"
+    echo "  UserKnownHostsFile /etc/shell/peer_known_hosts"
+    echo "  StrictHostKeyChecking yes"
+    echo "Host *"
+    printf '%s\n' "$client_config"
+  } > /etc/ssh/ssh_config
+  peer_keys=" /etc/ssh/peer_authorized_keys/%u"
+fi
+
 # Sessions start with the image's environment: sshd passes it on (SetEnv, below), and a login
 # shell's /etc/profile, which resets PATH, is followed by profile.d's copy of the image's.
 sshd_value() { local value="${1//\\/\\\\}"; printf '"%s"' "${value//\"/\\\"}"; }
@@ -142,7 +187,7 @@ PermitRootLogin no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
-AuthorizedKeysFile /etc/ssh/authorized_keys/%u
+AuthorizedKeysFile /etc/ssh/authorized_keys/%u${peer_keys}
 AllowUsers ${user}
 AllowAgentForwarding ${agent_forwarding}
 X11Forwarding no
@@ -169,6 +214,9 @@ install -d -o 0 -g 0 -m 0755 /run/shell
 {
   echo "GPU shell of ${user}."
   if command -v nvidia-smi >/dev/null && gpus="$(nvidia-smi -L 2>/dev/null)"; then echo "$gpus"; else echo "No GPU visible."; fi
+  if [[ "$nodes" != 1 ]]; then
+    echo "Node $((NODE_RANK + 1)) of ${nodes} (NODE_RANK ${NODE_RANK}); all of them in /etc/shell/hostfile, torchrun's settings in the environment."
+  fi
   if [[ "${SHELL_SUDO:-false}" == true && ! -u "$(command -v sudo || echo /nonexistent)" ]]; then
     echo "sudo is allowed, but this image has no sudo."
   fi

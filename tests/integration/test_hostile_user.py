@@ -439,8 +439,9 @@ def someone_elses(sts: dict[str, Any]) -> None:
     sts["metadata"]["labels"]["toolkit.dev/user"] = "bob"
 
 
-def two_replicas(sts: dict[str, Any]) -> None:
-    sts["spec"]["replicas"] = 2
+def more_replicas_than_nodes(sts: dict[str, Any]) -> None:
+    """One replica more than the role's default shells_platform_max_nodes (4) lets a shell span."""
+    sts["spec"]["replicas"] = 5
 
 
 def no_expiry(sts: dict[str, Any]) -> None:
@@ -535,7 +536,7 @@ def claim_template_names_a_volume(sts: dict[str, Any]) -> None:
 WORKLOADS = {
     "unlabelled": (unlabelled, "toolkit-user-workloads", NOT_ONE_SHELL),
     "someone-elses": (someone_elses, "toolkit-user-workloads", NOT_ONE_SHELL),
-    "two-replicas": (two_replicas, "toolkit-user-workloads", NOT_ONE_SHELL),
+    "more-replicas-than-nodes": (more_replicas_than_nodes, "toolkit-user-workloads", NOT_ONE_SHELL),
     "no-expiry": (no_expiry, "toolkit-shell-lifetime", "a shell's toolkit.dev/expires-at must be a time"),
     "expiry-past-lifetime": (expiry_past_lifetime, "toolkit-shell-lifetime", BAD_EXPIRY),
     "expiry-a-date": (expiry_not_written_as_the_toolkit_writes_it, "toolkit-shell-lifetime", BAD_EXPIRY),

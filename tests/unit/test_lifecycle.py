@@ -122,6 +122,27 @@ def test_idle_shells_are_paused_and_active_ones_kept_as_the_lifecycles_own_accou
     assert shells.pause(alice, "alice", "quiet").paused_why == "by hand"
 
 
+def test_a_multi_node_shell_is_idle_only_when_every_pod_is(
+    cluster: FakeApiServer, admin: kube.Kube, alice: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    admin.merge_patch("ConfigMap", "shells", "toolkit-system", {"data": {"accessMode": "ReadWriteMany"}})
+    make_shell(alice, "group", nodes=2)
+    by_pod = {"group-0": IDLE, "group-1": ACTIVE}
+
+    def read(address: str) -> lifecycle.Activity:
+        for pod, activity in by_pod.items():
+            if (cluster.get("Pod", pod, "user-alice") or {}).get("status", {}).get("podIP") == address:
+                return activity
+        raise ToolkitError(f"no activity report from {address}: connection refused")
+
+    [check] = lifecycle.pause_idle(lifecycle_account, datetime.now(UTC), read)
+    assert (check.action, check.activity) == ("", ACTIVE)  # pod 1 at work keeps the whole shell
+    by_pod["group-1"] = IDLE
+    [check] = lifecycle.pause_idle(lifecycle_account, datetime.now(UTC), read)
+    assert check.action == "paused"
+    assert shells.get_shell(alice, "alice", "group").replicas == 0
+
+
 def test_a_shells_idle_minutes_are_held_to_the_clusters_limits(
     cluster: FakeApiServer, alice: kube.Kube, lifecycle_account: kube.Kube
 ) -> None:

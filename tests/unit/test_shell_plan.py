@@ -276,3 +276,110 @@ def test_an_image_from_a_registry_the_site_does_not_allow_is_refused_naming_the_
 def test_an_image_that_is_no_reference_is_refused_before_the_cluster_is_asked() -> None:
     with pytest.raises(BadInputError, match="--image 'my image' is not an image reference"):
         check_request(request(image="my image"))
+
+
+GROUP_FACTS = replace(
+    FACTS,
+    settings=Platform(
+        web_domain="shells.example.org", access_mode="ReadWriteMany", max_nodes=4,
+        topology_labels=("nvidia.com/gpu.clique", "example.org/leaf"), nccl_socket_ifname="eth0",
+    ),
+    nodes=(NODE, replace(NODE, name="gpu-2", address="10.0.0.12"), replace(NODE, name="gpu-3", gpus=4)),
+    quota={"spec": {"hard": {"requests.nvidia.com/gpu": "16"}}, "status": {"used": {}}},
+)  # fmt: skip
+
+
+def test_a_multi_node_shell_is_one_statefulset_of_a_pod_per_node_named_by_a_headless_service() -> None:
+    plan = plan_create(request(gpus=8, nodes=2, web=True), GROUP_FACTS, NOW)
+    objects = plan.objects(Endpoint("10.0.0.11", 30022, None))
+    assert [o["kind"] for o in objects] == [
+        "Secret", "PersistentVolumeClaim", "Service", "Service", "Service", "Ingress", "StatefulSet",
+    ]  # fmt: skip
+    ssh, peers, web = (o for o in objects if o["kind"] == "Service")
+    assert ssh["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "train-0"
+    assert web["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "train-0"
+    assert peers["metadata"]["name"] == "train-peers"
+    assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"] is True
+    assert peers["spec"]["selector"] == {"toolkit.dev/shell": "train", "toolkit.dev/user": "alice"}
+    sts = objects[-1]
+    assert sts["spec"]["replicas"] == 2 and sts["spec"]["serviceName"] == "train-peers"
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["metadata"]["annotations"]["toolkit.dev/nodes"] == "2"
+    assert sts["metadata"]["annotations"]["toolkit.dev/gpus"] == "8"
+    pod = sts["spec"]["template"]["spec"]
+    [apart] = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert apart == {"labelSelector": {"matchLabels": peers["spec"]["selector"]},
+                     "topologyKey": "kubernetes.io/hostname"}  # fmt: skip
+    together = pod["affinity"]["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert [(t["weight"], t["podAffinityTerm"]["topologyKey"]) for t in together] == [
+        (100, "nvidia.com/gpu.clique"), (50, "example.org/leaf"),
+    ]  # fmt: skip
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
+    assert {k: env[k] for k in ("MASTER_ADDR", "MASTER_PORT", "NNODES", "NPROC_PER_NODE", "WORLD_SIZE")} == {
+        "MASTER_ADDR": "train-0.train-peers", "MASTER_PORT": "29500", "NNODES": "2", "NPROC_PER_NODE": "8",
+        "WORLD_SIZE": "16",
+    }  # fmt: skip
+    assert env["NODE_RANK"] == {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}
+    assert (env["NCCL_SOCKET_IFNAME"], env["NCCL_IB_DISABLE"]) == ("eth0", "1")
+    assert (env["SHELL_NODES"], env["SHELL_PEERS"]) == ("2", "train-peers")
+    secret = plan.secret["stringData"]
+    assert secret["peer_ed25519_key"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert secret["peer_ed25519_key.pub"].startswith("ssh-ed25519 ")
+    assert secret["peer_ed25519_key.pub"] not in secret["authorized_keys"]
+
+
+def test_a_one_node_shell_has_no_peers_service_key_or_group_settings() -> None:
+    plan = plan_create(request(gpus=8), GROUP_FACTS, NOW)
+    sts = plan.statefulset(Endpoint("", 22, None))
+    assert sts["spec"]["replicas"] == 1 and sts["spec"]["serviceName"] == "train"
+    assert "affinity" not in sts["spec"]["template"]["spec"] and plan.peers_service is None
+    assert "peer_ed25519_key" not in plan.secret["stringData"]
+    assert "statefulset.kubernetes.io/pod-name" not in plan.service["spec"]["selector"]
+    assert not {"MASTER_ADDR", "NODE_RANK"} & {
+        e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+
+
+def test_a_multi_node_shell_is_sized_to_fit_the_smallest_node_it_needs() -> None:
+    small = replace(NODE, name="gpu-2", cpu=Fraction(96), memory=Fraction(2**40))
+    plan = plan_create(request(gpus=8, nodes=2), replace(GROUP_FACTS, nodes=(NODE, small)), NOW)
+    assert plan.spec.cpu == Fraction(96) and plan.node.name == "gpu-2"
+
+
+def test_rdma_where_the_site_gives_it_is_one_device_per_pod_and_nccl_uses_it() -> None:
+    facts = replace(GROUP_FACTS, settings=replace(GROUP_FACTS.settings, rdma_resource="rdma/hca_shared"))
+    pod = plan_create(request(gpus=8, nodes=2), facts, NOW).statefulset(Endpoint("", 22, None))["spec"][
+        "template"
+    ]
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"]["rdma/hca_shared"] == "1"
+    assert {"name": "NCCL_IB_DISABLE", "value": "0"} in container["env"]
+
+
+def test_a_multi_node_shell_the_cluster_cannot_hold_is_refused_with_every_reason() -> None:
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpus=8, nodes=3), GROUP_FACTS, NOW)
+    assert str(refused.value) == (
+        "--nodes 3 --gpus 8: the shell needs 3 nodes with 8 GPUs each, and 2 ready node(s) have that "
+        "(gpu-1, gpu-2); --nodes 3 --gpus 8 (24 GPUs) is more than alice's quota allows: 16 GPUs, "
+        "0 in use by other shells"
+    )
+    settings = replace(GROUP_FACTS.settings, max_nodes=1, access_mode="ReadWriteOnce")
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpus=8, nodes=2), replace(GROUP_FACTS, settings=settings), NOW)
+    assert str(refused.value).split("; ") == [
+        "--nodes 2: this cluster allows no multi-node shells (shells_platform_max_nodes is 1)",
+        "--nodes 2: a multi-node shell's pods share its home across nodes, and this cluster's volumes "
+        "are ReadWriteOnce (one node at a time): ask for --nodes 1",
+    ]
+    with pytest.raises(BadInputError, match=r"^--nodes must be 1 or more, not 0$"):
+        check_request(request(nodes=0))
+
+
+def test_more_gpus_than_a_node_has_suggests_spreading_them_where_the_site_allows() -> None:
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpus=16), GROUP_FACTS, NOW)
+    assert str(refused.value) == (
+        "--gpus 16 is more than any node has (the largest, gpu-1, has 8): "
+        "spread them over nodes with --nodes 2 --gpus 8"
+    )

@@ -556,6 +556,21 @@ def test_a_host_key_is_read_only_as_exactly_one_public_key(written: str, read: s
     assert bool(shell.problems) == (read == "")
 
 
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [("2", 2), ("16", 16), ("0", 1), ("-2", 1), ("100", 1), ("2.0", 1), ("\uff12", 1), (" 2", 1)],
+)
+def test_a_node_count_is_read_only_as_a_number_from_1_to_99(written: str, read: int) -> None:
+    shell = shells.Shell.from_statefulset(statefulset_annotated({"toolkit.dev/nodes": written}))
+    assert shell is not None and shell.nodes == read
+    assert bool(shell.problems) == (read == 1)
+    # Its pods are as many as its StatefulSet runs (admission bounds those), or would run resumed.
+    assert shell.pods == ["train-0"]
+    paused = statefulset_annotated({"toolkit.dev/nodes": written})
+    paused["spec"]["replicas"] = 0
+    assert shells.Shell.from_statefulset(paused).pods == [f"train-{ordinal}" for ordinal in range(read)]
+
+
 def test_no_expiry_is_later_than_creation_plus_the_lifetime() -> None:
     far = statefulset_annotated({"toolkit.dev/expires-at": "2099-01-01T00:00:00Z"})
     capped = shells.Shell.from_statefulset(far, max_lifetime_hours=48)

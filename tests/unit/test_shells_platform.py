@@ -81,6 +81,8 @@ def test_toolkit_reads_the_roles_settings_merged_with_the_storage_class() -> Non
         web_domain="shells.example.org",
         idle_minutes=45,
         max_idle_minutes=0,
+        max_nodes=4,
+        topology_labels=("nvidia.com/gpu.clique",),
     )
 
 

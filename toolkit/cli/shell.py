@@ -78,7 +78,19 @@ def _console() -> Console:
 def create(
     name: NameArgument,
     *,
-    gpus: Annotated[int, typer.Option(help="GPUs (at most the largest node's and your quota's).")] = 1,
+    gpus: Annotated[
+        int, typer.Option(help="GPUs per node (at most the largest node's; all nodes' within your quota).")
+    ] = 1,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            help="Nodes: one pod of --gpus GPUs on each, started together or not at all, for "
+            "torchrun, DeepSpeed or MPI across nodes. The pods reach each other as NAME-0.NAME-peers, "
+            "NAME-1.NAME-peers... and log in to each other without a password; each has the hostfile "
+            "/etc/shell/hostfile and MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK, NPROC_PER_NODE and "
+            "WORLD_SIZE set. You land on pod 0. The site sets the most nodes.",
+        ),
+    ] = 1,
     cpu: Annotated[str | None, typer.Option(help="CPUs.", show_default="the GPUs' share of the node")] = None,
     memory: Annotated[
         str | None, typer.Option(help="Memory, e.g. 64Gi.", show_default="the GPUs' share")
@@ -225,6 +237,7 @@ def create(
         user=who,
         authorized_keys=tuple(keys),
         gpus=gpus,
+        nodes=nodes,
         cpu=cpu,
         memory=memory,
         shm=shm,
@@ -253,7 +266,16 @@ def create(
         _print_not_yet_ready(console, created)
         return
     expires = f"{created.expires_at:%Y-%m-%d %H:%M} UTC" if created.expires_at else "never"
-    console.print(f"[green]shell {name} is ready[/] on {created.node}; it expires {expires}")
+    placed = ", ".join(created.nodes) if created.nodes else created.node
+    console.print(f"[green]shell {name} is ready[/] on {placed}; it expires {expires}")
+    if created.nodes:
+        console.print(
+            f"  {len(created.nodes)} nodes x {created.gpus} GPUs: ssh lands on pod 0; "
+            f"torchrun --nnodes $NNODES --nproc-per-node $NPROC_PER_NODE --node-rank $NODE_RANK "
+            "--master-addr $MASTER_ADDR --master-port $MASTER_PORT on each (hosts in /etc/shell/hostfile)",
+            markup=False,
+            soft_wrap=True,
+        )
     if created.ssh_host:
         entry = sshconfig.Entry(
             created.user, created.name, created.ssh_host, created.ssh_port, created.host_key,
@@ -309,6 +331,8 @@ def _print_not_yet_ready(console: Console, created: CreatedShell) -> None:
     if created.status == "queued":
         where = f"position {created.position}" if created.position else "waiting for its place"
         gpus = f"{created.gpus} GPU{'s' if created.gpus != 1 else ''}"
+        if created.nodes_asked > 1:
+            gpus = f"{created.nodes_asked} nodes x {gpus}"
         console.print(f"shell {created.name} is queued ({where}) for {gpus}{lifetime}")
     else:
         console.print(f"shell {created.name} is starting{lifetime}")
@@ -401,7 +425,7 @@ def _shells_view(found: list[Any], now: datetime) -> Any:
         table.add_row(
             shell.name,
             shell.user,
-            str(shell.gpus),
+            shell.size,
             present.status(shell),
             use,
             present.age(shell.created, now),
