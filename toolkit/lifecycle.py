@@ -169,28 +169,41 @@ def pause_idle(
     settings = settings or platform(kube)
     if settings.idle_minutes == 0:
         return []
-    candidates = [
+    running = [
         (shell, limit)
         for shell in shells.list_shells(kube, None, settings.max_lifetime_hours)
-        if shell.status == "ready" and (limit := idle_limit(shell, settings))
+        if shell.replicas > 0 and (limit := idle_limit(shell, settings))
     ]
-    if not candidates:
+    if not running:
         return []
     pods = {
         (pod["metadata"].get("namespace"), pod["metadata"].get("name")): pod
         for pod in kube.list("Pod", labels=shells.SHELLS_SELECTOR)["items"]
     }
+    # Checked once pod 0, where its users work, is Ready: however its other pods fare (a group
+    # whose last pod never starts, a replica its owner added that no node takes) it is judged.
+    candidates = [
+        (shell, limit) for shell, limit in running if _ready(pods.get((shell.namespace, shell.pods[0])))
+    ]
+    if not candidates:
+        return []
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.pod_cidrs]
     measured = measured if measured is not None else gpu_metrics.read(kube)
 
+    def report(shell: shells.Shell, pod: str) -> Activity | None:
+        """Another pod's report; None (idle) for one missing, not Ready or not answering."""
+        found = pods.get((shell.namespace, pod))
+        try:
+            return read(shell_pod_address(found, shell, networks)) if _ready(found) else None
+        except ToolkitError:
+            return None
+
     def check(shell: shells.Shell, limit: int) -> IdleCheck:
         try:
+            first = read(shell_pod_address(pods.get((shell.namespace, shell.pods[0])), shell, networks))
             # A multi-node shell is idle only when every pod is: the least idle one speaks for it.
-            reports = [
-                read(shell_pod_address(pods.get((shell.namespace, pod)), shell, networks))
-                for pod in shell.pods
-            ]
-            activity = min(reports, key=lambda report: report.idle_seconds)
+            others = [found for pod in shell.pods[1:] if (found := report(shell, pod)) is not None]
+            activity = min([first, *others], key=lambda one: one.idle_seconds)
         except ToolkitError as error:
             return IdleCheck(shell, limit, None, f"not checked: {error}")
         except Exception as error:  # one shell's report must never stop the others' checks
@@ -242,6 +255,11 @@ def publish_gpu_use(
                 continue  # gone meanwhile, or its namespace refused: the next run writes it
         written.append(f"{shell.user}/{shell.name}")
     return written
+
+
+def _ready(pod: dict[str, Any] | None) -> bool:
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def shell_pod_address(pod: dict[str, Any] | None, shell: shells.Shell, networks: list[Any]) -> str:

@@ -88,6 +88,8 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
         disk_users=disk_users,
         sudo_allowed_to_user=request.sudo and users.sudo_allowed(kube, request.user),
         datasets=datasets,
+        peers_service_taken=request.nodes > 1
+        and kube.get("Service", manifests.peers_service_name(request.name), namespace) is not None,
     )
 
 

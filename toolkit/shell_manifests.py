@@ -75,6 +75,9 @@ JUPYTER_TUNNEL = f"{JUPYTER_PORT}:127.0.0.1:{JUPYTER_PORT}"  # ssh -L's forward 
 # A multi-node shell: torchrun's rendezvous on pod 0, the hostfile every pod gets (OpenMPI's and
 # DeepSpeed's format alike: "HOST slots=N"), and the key its pods log in to each other with.
 MASTER_PORT = 29500
+# Where a multi-node shell's pods log in to each other with its peer key: a port the namespace's
+# NetworkPolicy opens to its own pods only (users come in on SSH_PORT, with their own keys).
+PEER_SSH_PORT = 2222
 HOSTFILE = "/etc/shell/hostfile"
 PEER_KEY = "peer_ed25519_key"
 # How much each topology label weighs when a multi-node shell's pods are placed: the first label
@@ -385,6 +388,7 @@ def _group_env(spec: ShellSpec) -> list[Manifest]:
     return [
         {"name": "SHELL_NODES", "value": str(spec.nodes)},
         {"name": "SHELL_PEERS", "value": peers_service_name(spec.name)},
+        {"name": "SHELL_PEER_SSH_PORT", "value": str(PEER_SSH_PORT)},
         {"name": "MASTER_ADDR", "value": peer_host(spec.name, 0)},
         {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
         {"name": "NNODES", "value": str(spec.nodes)},

@@ -75,6 +75,8 @@ class ClusterFacts:
     disk: dict[str, Any] | None = None
     disk_users: tuple[str, ...] = ()
     sudo_allowed_to_user: bool = False  # `user add --sudo` (read only when sudo is asked for)
+    # NAME-peers is already a Service (a shell named so): read only for a multi-node shell.
+    peers_service_taken: bool = False
     datasets: bool = False  # the user has the site's datasets (`user add` gave them), and the site still does
 
 
@@ -283,15 +285,15 @@ def plan_create(
     node = (
         _largest_candidate(request, facts.nodes, gpu_products, reasons) if gpu_products is not None else None
     )
-    if node is not None and request.gpus > node.gpus and request.nodes == 1 and settings.max_nodes > 1:
-        spread = -(-request.gpus // node.gpus) if node.gpus else 0
-        if node.gpus and spread <= settings.max_nodes and request.gpus % spread == 0:
-            reasons[-1] += f": spread them over nodes with --nodes {spread} --gpus {request.gpus // spread}"
+    group = [node] if node is not None else []
+    if node is not None and request.gpus > node.gpus and request.nodes == 1 and gpu_products is not None:
+        reasons[-1] += _spread_hint(request, facts.nodes, gpu_products, settings.max_nodes)
     if request.nodes > 1:
-        reasons += _group_refusals(request, settings)
+        reasons += _group_refusals(request, facts)
         if node is not None and gpu_products is not None and request.gpus <= node.gpus:
-            node = _smallest_of_group(request, facts.nodes, gpu_products, reasons)
-    reasons += _quota_refusals(request, facts.quota)
+            group = _group_candidates(request, facts.nodes, gpu_products, reasons)
+            node = group[0] if group else None
+    reasons += _quota_refusals(request, facts.quota, settings.web_expose == "ingress")
     if not facts.storage_class_exists:
         reasons.append(f"StorageClass {facts.storage_class!r} does not exist on this cluster")
     if facts.runtime_class and not facts.runtime_class_exists:
@@ -314,7 +316,7 @@ def plan_create(
     web = request.web or request.jupyter
     web_host = _web_host(request, settings, reasons) if web else ""
     # A shell more GPUs than the node has is refused already; its share would only say so again.
-    sizes = _size(request, node, reasons) if node and request.gpus <= node.gpus else None
+    sizes = _size(request, group, reasons) if node and request.gpus <= node.gpus else None
     _refuse(reasons)
     multi_node = request.nodes > 1
     assert node is not None and sizes is not None  # a missing node is a refusal above
@@ -520,8 +522,9 @@ def _largest_candidate(
     return largest
 
 
-def _group_refusals(request: CreateRequest, settings: Platform) -> list[str]:
+def _group_refusals(request: CreateRequest, facts: ClusterFacts) -> list[str]:
     """What a multi-node shell needs of the cluster beyond one node's shell."""
+    settings = facts.settings
     reasons = []
     if request.nodes > settings.max_nodes:
         allowed = (
@@ -535,16 +538,24 @@ def _group_refusals(request: CreateRequest, settings: Platform) -> list[str]:
             f"--nodes {request.nodes}: a multi-node shell's pods share its home across nodes, and this "
             f"cluster's volumes are {settings.access_mode} (one node at a time): ask for --nodes 1"
         )
+    if not request.wait and not settings.queue:
+        reasons.append(
+            "--no-wait: without a queue on this cluster, only a create that waits sees a multi-node "
+            "shell's pods start together (or removes them all)"
+        )
+    if facts.peers_service_taken:
+        reasons.append(
+            f"the Service {manifests.peers_service_name(request.name)}, which would name the pods of "
+            f"{request.name}, is another shell's: pick another name"
+        )
     return reasons
 
 
-def _smallest_of_group(
-    request: CreateRequest, nodes: tuple[NodeCapacity, ...], gpu_products: tuple[str, ...], reasons: list[str]
-) -> NodeCapacity | None:
-    """The smallest of the `request.nodes` largest nodes that may hold a pod of the shell (ready,
-    schedulable, matching, with the GPUs): every pod is sized to fit it. None, with the reason,
-    when fewer nodes than that could ever hold one."""
-    fitting = sorted(
+def _fitting(
+    request: CreateRequest, nodes: tuple[NodeCapacity, ...], gpu_products: tuple[str, ...], gpus: int
+) -> list[NodeCapacity]:
+    """The ready nodes that could hold one pod of `gpus` GPUs of the shell, largest first."""
+    return sorted(
         (
             n
             for n in nodes
@@ -552,22 +563,45 @@ def _smallest_of_group(
             and n.schedulable
             and n.matches(request.node_selector)
             and (not gpu_products or n.labels.get(gpu_types.PRODUCT_LABEL) in gpu_products)
-            and n.gpus >= request.gpus
+            and n.gpus >= gpus
         ),
         key=lambda n: (n.gpus, n.cpu, n.memory),
         reverse=True,
     )
+
+
+def _group_candidates(
+    request: CreateRequest, nodes: tuple[NodeCapacity, ...], gpu_products: tuple[str, ...], reasons: list[str]
+) -> list[NodeCapacity]:
+    """The `request.nodes` largest nodes that may hold a pod of the shell (ready, schedulable,
+    matching, with the GPUs): every pod is sized to fit each of them. [], with the reason, when
+    fewer nodes than that could ever hold one."""
+    fitting = _fitting(request, nodes, gpu_products, request.gpus)
     if len(fitting) < request.nodes:
         which = ", ".join(n.name for n in fitting) or "none"
         reasons.append(
             f"--nodes {request.nodes} --gpus {request.gpus}: the shell needs {request.nodes} nodes with "
             f"{request.gpus} GPUs each, and {len(fitting)} ready node(s) have that ({which})"
         )
-        return None
-    return fitting[request.nodes - 1]
+        return []
+    return fitting[: request.nodes]
 
 
-def _quota_refusals(request: CreateRequest, quota: dict[str, Any] | None) -> list[str]:
+def _spread_hint(
+    request: CreateRequest, nodes: tuple[NodeCapacity, ...], gpu_products: tuple[str, ...], max_nodes: int
+) -> str:
+    """For more GPUs than a node has: the fewest nodes that could hold them in equal parts, as
+    options to ask with; "" where none could."""
+    for spread in range(2, max_nodes + 1):
+        each = request.gpus // spread
+        if request.gpus % spread == 0 and len(_fitting(request, nodes, gpu_products, each)) >= spread:
+            return f": spread them over nodes with --nodes {spread} --gpus {each}"
+    return ""
+
+
+def _quota_refusals(
+    request: CreateRequest, quota: dict[str, Any] | None, web_ingress: bool = False
+) -> list[str]:
     if quota is None:
         return [
             f"user {request.user!r} is not set up on this cluster: "
@@ -588,6 +622,19 @@ def _quota_refusals(request: CreateRequest, quota: dict[str, Any] | None) -> lis
         reasons.append(
             f"{asked} is more than {request.user}'s quota allows: {hard} GPUs, {used} in use by other shells"
         )
+    if request.nodes > 1:
+        # Counted by `user add`, per shell, for the nodes the site lets one span: a user added
+        # before the site allowed as many has room for fewer.
+        web_service = (request.web or request.jupyter) and web_ingress
+        services = 2 + web_service
+        for counted, needed in (("pods", request.nodes), ("services", services)):
+            if counted in limits and int(in_use.get(counted, "0")) + needed > int(limits[counted]):
+                room = int(limits[counted]) - int(in_use.get(counted, "0"))
+                reasons.append(
+                    f"--nodes {request.nodes}: the shell needs {needed} {counted}, and {request.user}'s "
+                    f"quota has room for {room} more: an operator re-runs 'toolkit user add {request.user}' "
+                    "to count multi-node shells"
+                )
     shells = SHELLS_QUOTA in limits and int(in_use.get(SHELLS_QUOTA, "0")) >= int(limits[SHELLS_QUOTA])
     if shells:
         reasons.append(
@@ -597,16 +644,19 @@ def _quota_refusals(request: CreateRequest, quota: dict[str, Any] | None) -> lis
     return reasons
 
 
-def _size(request: CreateRequest, node: NodeCapacity, reasons: list[str]) -> tuple[Fraction, Fraction]:
-    """CPU and memory: as asked, or the GPUs' share of the node; never more than the node has."""
-    cpu_share, memory_share = share(node, request.gpus)
-    cpu = quantity.parse(request.cpu, "--cpu") if request.cpu else cpu_share
-    memory = quantity.parse(request.memory, "--memory") if request.memory else memory_share
+def _size(request: CreateRequest, nodes: list[NodeCapacity], reasons: list[str]) -> tuple[Fraction, Fraction]:
+    """CPU and memory: as asked, or the GPUs' share of the node (the smallest share of a multi-node
+    shell's nodes); never more than any of its nodes has."""
+    shares = [share(node, request.gpus) for node in nodes]
+    cpu = quantity.parse(request.cpu, "--cpu") if request.cpu else min(cpu for cpu, _ in shares)
+    memory = quantity.parse(request.memory, "--memory") if request.memory else min(m for _, m in shares)
     shm = quantity.parse(request.shm, "--shm") if request.shm else None
     if cpu <= 0 or memory <= 0:
         reasons.append("--cpu and --memory must be more than 0")
         return cpu, memory
-    if cpu * Fraction(9, 10) > node.cpu or memory * Fraction(9, 10) > node.memory:
+    short = [n for n in nodes if cpu * Fraction(9, 10) > n.cpu or memory * Fraction(9, 10) > n.memory]
+    if short:
+        node = short[0]
         reasons.append(
             f"--cpu {quantity.cpu(cpu)} / --memory {quantity.human_bytes(memory)} is more than "
             f"{node.name} has ({quantity.cpu(node.cpu)} CPUs, {quantity.human_bytes(node.memory)})"

@@ -113,7 +113,7 @@ def wait_ready(
     `pods`: a multi-node shell's; they start together (and leave the queue together), so once the
     first is Ready the others get the timeout again, between them.
     """
-    options = (queue, fail_if_queued, until_placed)
+    options = (queue, fail_if_queued, until_placed, pods)
     first = _wait_pod(kube, namespace, name, f"{name}-0", on_phase, timeout, *options)
     if until_placed or pods <= 1:
         return first
@@ -138,6 +138,7 @@ def _wait_pod(
     queue: str,
     fail_if_queued: bool,
     until_placed: bool,
+    pods: int,
 ) -> dict[str, Any]:
     """Watch one pod of the shell until it is Ready (wait_ready)."""
     which = "" if pod_name == f"{name}-0" else f"pod {pod_name}: "
@@ -188,7 +189,7 @@ def _wait_pod(
         elif queueing.gated(pod):
             # A watch that came back early reads the place no more often than every few seconds.
             time.sleep(max(0.0, next_place_check - time.monotonic()))
-            phase, placed = _queued_phase(kube, namespace, name, pod, queue, fail_if_queued)
+            phase, placed = _queued_phase(kube, namespace, name, pod, queue, fail_if_queued, pods)
             next_place_check = time.monotonic() + QUEUE_CHECK_SECONDS
             if phase != last_phase:
                 on_phase(phase)
@@ -202,7 +203,13 @@ def _wait_pod(
 
 
 def _queued_phase(
-    kube: Kube, namespace: str, name: str, pod: dict[str, Any], queue: str, fail_if_queued: bool
+    kube: Kube,
+    namespace: str,
+    name: str,
+    pod: dict[str, Any],
+    queue: str,
+    fail_if_queued: bool,
+    pods: int = 1,
 ) -> tuple[str, bool]:
     """("queued: position N, waiting for G GPUs", True) once Kueue has placed it, else
     ("queued", False). With `fail_if_queued`, a ShellFailed once the GPUs are known to be taken:
@@ -229,7 +236,7 @@ def _queued_phase(
         )
     if fail_if_queued:  # first in line, not judged yet: it may fit
         return "queued", False
-    gpus = sum(
+    gpus = pods * sum(  # Kueue admits a multi-node shell's pods together
         int(((c.get("resources") or {}).get("limits") or {}).get(GPU, 0) or 0)
         for c in pod["spec"].get("containers") or []
     )

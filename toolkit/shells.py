@@ -18,11 +18,11 @@ from toolkit import durations, gpu_metrics, gpu_queue
 from toolkit import shell_manifests as manifests
 from toolkit.addresses import is_ip_address
 from toolkit.capacity import NodeCapacity
-from toolkit.errors import BadInputError, ToolkitError
+from toolkit.errors import BadInputError, Interrupted, ToolkitError
 from toolkit.kube import ApiError, Kube
 from toolkit.shell_plan import Endpoint, service_endpoint
 from toolkit.shell_settings import MOST_IDLE_MINUTES, Platform, platform
-from toolkit.shell_wait import Phase, wait_ready
+from toolkit.shell_wait import Phase, ShellFailed, wait_ready
 from toolkit.sshkeys import PUBLIC_KEY_TYPES, public_key_line
 from toolkit.tenancy import MANAGED_BY, NAMESPACE_PREFIX, USER_NAME, namespace_of
 
@@ -539,7 +539,19 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
         stamp = base64.b64encode(manifests.timestamp(shell.expires_at).encode()).decode()
         secret = {"data": {manifests.EXPIRES_AT_KEY: stamp}}
         kube.merge_patch("Secret", manifests.secret_name(name), namespace_of(user), secret)
-    wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=queue, pods=shell.nodes)
+    try:
+        wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=queue, pods=shell.nodes)
+    except (ToolkitError, KeyboardInterrupt) as failure:
+        if shell.nodes == 1:
+            raise
+        # A multi-node shell runs whole or not at all: the pods that did start give their GPUs back.
+        scale(kube, user, name, 0)
+        if isinstance(failure, KeyboardInterrupt):
+            raise Interrupted(f"interrupted; shell {name} is paused again") from None
+        error = ShellFailed if isinstance(failure, ShellFailed) else ToolkitError
+        raise error(
+            f"{failure}; paused again, since its {shell.nodes} pods run together or not at all"
+        ) from None
     return get_shell(kube, user, name)
 
 

@@ -29,7 +29,8 @@
 #                      SHELL_NAME-I.SHELL_PEERS (its headless Service). Each writes the hostfile
 #                      /etc/shell/hostfile ("HOST slots=NPROC_PER_NODE", OpenMPI's and DeepSpeed's
 #                      format), and lets the user log in from pod to pod with the Secret's
-#                      peer_ed25519_key against the shell's one host key; NODE_RANK (the pod's
+#                      peer_ed25519_key against the shell's one host key, on SHELL_PEER_SSH_PORT
+#                      only (which the namespace's pods alone reach); NODE_RANK (the pod's
 #                      ordinal, from the downward API), MASTER_ADDR and the rest reach every session
 #                      with the image's environment
 # The user's home, /home/$SHELL_USER, is the persistent workspace volume; /shared, where mounted,
@@ -130,7 +131,7 @@ fi
 # A multi-node shell: the hostfile, and passwordless SSH between its own pods only (the key is the
 # shell's, the host key every pod shares is the only one trusted for their names).
 nodes="${SHELL_NODES:-1}"
-peer_keys=
+peer_port=
 if [[ "$nodes" != 1 ]]; then
   [[ "$nodes" =~ ^[1-9][0-9]?$ ]] || fail "SHELL_NODES '${nodes}' is not a number from 1 to 99"
   name="${SHELL_NAME:-}"
@@ -139,6 +140,9 @@ if [[ "$nodes" != 1 ]]; then
   [[ "$name" =~ ^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$ ]] || fail "SHELL_NAME '${name}' is not a shell's name"
   [[ "$peers" == "${name}-peers" ]] || fail "SHELL_PEERS '${peers}' is not ${name}-peers"
   [[ "$slots" =~ ^[1-9][0-9]{0,2}$ ]] || fail "NPROC_PER_NODE '${slots}' is not a number from 1 to 999"
+  peer_port="${SHELL_PEER_SSH_PORT:-}"
+  [[ "$peer_port" =~ ^[1-9][0-9]{3,4}$ && "$peer_port" -le 65535 && ! " 7681 7682 8888 " =~ " $peer_port " ]] \
+    || fail "SHELL_PEER_SSH_PORT '${peer_port}' is not a port from 1000 to 65535 of its own"
   [[ "${NODE_RANK:-}" =~ ^[0-9]{1,2}$ && "$NODE_RANK" -lt "$nodes" ]] \
     || fail "NODE_RANK '${NODE_RANK:-}' is not this pod's ordinal (the downward API's apps.kubernetes.io/pod-index)"
   [[ -s "$secrets/peer_ed25519_key" && -s "$secrets/peer_ed25519_key.pub" ]] \
@@ -150,19 +154,21 @@ if [[ "$nodes" != 1 ]]; then
   install -o "$uid" -g "$gid" -m 0600 "$secrets/peer_ed25519_key" /etc/shell/peer_key
   install -o 0 -g 0 -m 0644 "$secrets/peer_ed25519_key.pub" /etc/shell/peer_key.pub
   install -o 0 -g 0 -m 0644 "$secrets/peer_ed25519_key.pub" "/etc/ssh/peer_authorized_keys/${user}"
-  echo "${name}-*.${peers},${name}-*.${peers}.* $(ssh-keygen -y -f /etc/ssh/ssh_host_ed25519_key)" > /etc/shell/peer_known_hosts
+  # ssh looks a host up as [NAME]:PORT on any port but 22.
+  patterns="${name}-*.${peers},${name}-*.${peers}.*,[${name}-*.${peers}]:${peer_port},[${name}-*.${peers}.*]:${peer_port}"
+  echo "${patterns} $(ssh-keygen -y -f /etc/ssh/ssh_host_ed25519_key)" > /etc/shell/peer_known_hosts
   chmod 0644 /etc/shell/peer_known_hosts
   # First in the client's config, so these settings win for the pods' names and nothing else.
   client_config="$(cat /etc/ssh/ssh_config 2>/dev/null || true)"
   {
     echo "Host ${name}-*.${peers} ${name}-*.${peers}.*"
+    echo "  Port ${peer_port}"
     echo "  IdentityFile /etc/shell/peer_key"
     echo "  UserKnownHostsFile /etc/shell/peer_known_hosts"
     echo "  StrictHostKeyChecking yes"
     echo "Host *"
     printf '%s\n' "$client_config"
   } > /etc/ssh/ssh_config
-  peer_keys=" /etc/ssh/peer_authorized_keys/%u"
 fi
 
 # Sessions start with the image's environment: sshd passes it on (SetEnv, below), and a login
@@ -181,13 +187,17 @@ agent_forwarding=no
 [[ "${SHELL_AGENT_FORWARDING:-false}" == true ]] && agent_forwarding=yes
 {
   echo "Port 22"
+  # The pods' own logins come in on a port of their own, which only the namespace's pods reach
+  # (the NetworkPolicy lets in SSH's and the web terminal's ports from elsewhere): the shell's
+  # peer key, which its sessions can read, opens nothing from outside, nor after remove-key.
+  if [[ -n "$peer_port" ]]; then echo "Port ${peer_port}"; fi
   for key in /etc/ssh/ssh_host_*_key; do echo "HostKey $key"; done
   cat <<CONF
 PermitRootLogin no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
-AuthorizedKeysFile /etc/ssh/authorized_keys/%u${peer_keys}
+AuthorizedKeysFile /etc/ssh/authorized_keys/%u
 AllowUsers ${user}
 AllowAgentForwarding ${agent_forwarding}
 X11Forwarding no
@@ -199,6 +209,10 @@ CONF
   printf 'SetEnv'
   for entry in "${image_env[@]}"; do printf ' %s' "$(sshd_value "$entry")"; done
   echo
+  if [[ -n "$peer_port" ]]; then
+    echo "Match LocalPort ${peer_port}"
+    echo "  AuthorizedKeysFile /etc/ssh/authorized_keys/%u /etc/ssh/peer_authorized_keys/%u"
+  fi
 } > /etc/ssh/sshd_config
 
 if [[ "${SHELL_SUDO:-false}" == true ]]; then

@@ -174,6 +174,10 @@ def test_a_two_node_shell_is_one_environment_for_torchrun_and_closed_to_other_us
     on_1 = ssh(config, alias, hop)
     assert on_1.returncode == 0, on_1.stderr
     assert on_1.stdout == f"big-1\nrank=1\n{hostfile}", on_1.stdout + on_1.stderr
+    # The peer key, which sessions can read, opens only the pods' own port: never SSH's, where
+    # users come in (so a collaborator who copied it is out once remove-key drops their key).
+    on_22 = ssh(config, alias, "ssh -o BatchMode=yes -p 22 big-1.big-peers true; echo exit=$?")
+    assert on_22.stdout.strip().endswith("exit=255") and "Permission denied" in on_22.stderr, on_22
 
     # A rendezvous at MASTER_ADDR:MASTER_PORT, rank 0 serving and rank 1 joining from its pod.
     master = subprocess.Popen(

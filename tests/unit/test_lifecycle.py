@@ -24,7 +24,7 @@ import pytest
 from tests.manifests import render
 from tests.standins.dcgm_exporter import serve_exporters
 from tests.standins.kube_apiserver import FakeApiServer
-from tests.support import gpu_cluster, service_account_kube
+from tests.support import eventually, gpu_cluster, service_account_kube
 from toolkit import gpu_metrics, kube, lifecycle, shells, users
 from toolkit.errors import ToolkitError
 from toolkit.kube import ApiError
@@ -141,6 +141,18 @@ def test_a_multi_node_shell_is_idle_only_when_every_pod_is(
     [check] = lifecycle.pause_idle(lifecycle_account, datetime.now(UTC), read)
     assert check.action == "paused"
     assert shells.get_shell(alice, "alice", "group").replicas == 0
+
+
+def test_a_shell_whose_extra_replica_never_starts_is_still_judged_by_its_first_pod(
+    cluster: FakeApiServer, alice: kube.Kube, lifecycle_account: kube.Kube
+) -> None:
+    make_shell(alice, "hoard", gpus=4)
+    # Its owner asks for a second replica the quota refuses: the shell is "starting" for good.
+    alice.merge_patch("StatefulSet", "hoard", "user-alice", {"spec": {"replicas": 2}})
+    assert eventually(lambda: shells.get_shell(alice, "alice", "hoard").replicas == 2)
+    assert shells.get_shell(alice, "alice", "hoard").status == "starting"
+    [check] = lifecycle.pause_idle(lifecycle_account, datetime.now(UTC), reports(cluster, {"hoard": IDLE}))
+    assert check.action == "paused"
 
 
 def test_a_shells_idle_minutes_are_held_to_the_clusters_limits(

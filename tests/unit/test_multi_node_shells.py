@@ -138,3 +138,33 @@ def test_what_no_two_nodes_could_hold_is_refused_before_anything_is_made(
         create(people["alice"], shell("alice", "big", gpus=1, nodes=5), lambda _: None)
     assert server.get("Secret", "big-ssh", "user-alice") is None
     assert server.list("StatefulSet", "user-alice") == [] and server.list("Service", "user-alice") == []
+
+
+def test_a_users_quota_counts_a_pod_and_a_scratch_disk_per_node_a_shell_may_span(
+    cluster: tuple[FakeApiServer, dict[str, kube.Kube]],
+) -> None:
+    server, _ = cluster
+    quota = server.get("ResourceQuota", "shells", "user-alice")
+    assert quota is not None
+    hard = quota["spec"]["hard"]
+    # The role's 8 shells of at most 4 nodes: 32 pods and scratch disks, three Services a shell.
+    assert (hard["pods"], hard["count/statefulsets.apps"], hard["services"]) == ("32", "8", "24")
+    assert hard["limits.ephemeral-storage"] == "3276800Mi"
+
+
+def test_a_group_that_cannot_resume_whole_is_paused_again(
+    cluster: tuple[FakeApiServer, dict[str, kube.Kube]],
+) -> None:
+    server, people = cluster
+    if server.list("ClusterQueue"):
+        pytest.skip("Kueue admits a group whole: its pods wait gated, holding nothing (the test above)")
+    alice = people["alice"]
+    create(alice, shell("alice", "big", gpus=8, nodes=2), lambda _: None)
+    shells.pause(alice, "alice", "big")
+    assert eventually(lambda: placed(server, "user-alice") == {})
+    create(people["bob"], shell("bob", "small", gpus=1), lambda _: None)
+    with pytest.raises(ShellFailed) as failed:
+        shells.resume(alice, "alice", "big", lambda _: None, 20)
+    assert str(failed.value).endswith("; paused again, since its 2 pods run together or not at all")
+    assert shells.get_shell(alice, "alice", "big").replicas == 0
+    assert eventually(lambda: placed(server, "user-alice") == {})

@@ -340,10 +340,18 @@ def test_a_one_node_shell_has_no_peers_service_key_or_group_settings() -> None:
     }
 
 
-def test_a_multi_node_shell_is_sized_to_fit_the_smallest_node_it_needs() -> None:
+def test_a_multi_node_shell_is_sized_to_fit_the_smallest_share_of_its_nodes() -> None:
     small = replace(NODE, name="gpu-2", cpu=Fraction(96), memory=Fraction(2**40))
     plan = plan_create(request(gpus=8, nodes=2), replace(GROUP_FACTS, nodes=(NODE, small)), NOW)
-    assert plan.spec.cpu == Fraction(96) and plan.node.name == "gpu-2"
+    assert (plan.spec.cpu, plan.spec.memory) == (Fraction(96), Fraction(2**40))
+    # A larger node with a smaller share: 8 of 16 GPUs come with 32 of its 64 CPUs.
+    wide = replace(NODE, name="gpu-16", gpus=16, cpu=Fraction(64))
+    plan = plan_create(request(gpus=8, nodes=2), replace(GROUP_FACTS, nodes=(NODE, wide)), NOW)
+    assert (plan.spec.cpu, plan.spec.memory) == (Fraction(32), Fraction(2**40))
+    with pytest.raises(
+        BadInputError, match=r"^--cpu 100 / --memory 1Ti is more than gpu-16 has \(64 CPUs, 2Ti\)$"
+    ):
+        plan_create(request(gpus=8, nodes=2, cpu="100"), replace(GROUP_FACTS, nodes=(NODE, wide)), NOW)
 
 
 def test_rdma_where_the_site_gives_it_is_one_device_per_pod_and_nccl_uses_it() -> None:
@@ -374,12 +382,41 @@ def test_a_multi_node_shell_the_cluster_cannot_hold_is_refused_with_every_reason
     ]
     with pytest.raises(BadInputError, match=r"^--nodes must be 1 or more, not 0$"):
         check_request(request(nodes=0))
-
-
-def test_more_gpus_than_a_node_has_suggests_spreading_them_where_the_site_allows() -> None:
+    # A user added before the site allowed multi-node shells, a --no-wait without a queue, and a
+    # name whose peers' Service is another shell's.
+    old_quota = {"spec": {"hard": {"requests.nvidia.com/gpu": "16", "pods": "8", "services": "16"}},
+                 "status": {"used": {"pods": "7", "services": "14"}}}  # fmt: skip
+    facts = replace(GROUP_FACTS, quota=old_quota, peers_service_taken=True)
     with pytest.raises(BadInputError) as refused:
-        plan_create(request(gpus=16), GROUP_FACTS, NOW)
-    assert str(refused.value) == (
-        "--gpus 16 is more than any node has (the largest, gpu-1, has 8): "
-        "spread them over nodes with --nodes 2 --gpus 8"
+        plan_create(request(gpus=8, nodes=2, wait=False, web=True), facts, NOW)
+    assert str(refused.value).split("; ") == [
+        "--no-wait: without a queue on this cluster, only a create that waits sees a multi-node shell's "
+        "pods start together (or removes them all)",
+        "the Service train-peers, which would name the pods of train, is another shell's: pick another name",
+        "--nodes 2: the shell needs 2 pods, and alice's quota has room for 1 more: an operator re-runs "
+        "'toolkit user add alice' to count multi-node shells",
+        "--nodes 2: the shell needs 3 services, and alice's quota has room for 2 more: an operator re-runs "
+        "'toolkit user add alice' to count multi-node shells",
+    ]
+    queued = replace(GROUP_FACTS, settings=replace(GROUP_FACTS.settings, queue="shells"))
+    assert plan_create(request(gpus=8, nodes=2, wait=False), queued, NOW).spec.nodes == 2
+
+
+@pytest.mark.parametrize(
+    ("gpus", "hint"),
+    [
+        (16, ": spread them over nodes with --nodes 2 --gpus 8"),
+        (12, ": spread them over nodes with --nodes 2 --gpus 6"),
+        (24, ""),  # three nodes of 8 would do, and only two have 8
+        (9, ": spread them over nodes with --nodes 3 --gpus 3"),
+        (17, ""),
+    ],
+)
+def test_more_gpus_than_a_node_has_suggests_spreading_them_over_nodes_that_could_hold_them(
+    gpus: int, hint: str
+) -> None:
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(gpus=gpus), replace(GROUP_FACTS, quota=None), NOW)
+    assert str(refused.value).split("; ")[0] == (
+        f"--gpus {gpus} is more than any node has (the largest, gpu-1, has 8){hint}"
     )

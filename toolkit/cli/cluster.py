@@ -238,7 +238,7 @@ def status(
         position = waiting.get((shell.user, shell.name))
         status = f"queued ({position})" if position and shell.status != "paused" else shell.status
         use = uses.get((shell.user, shell.name), "n/a" if shell.gpus and shell.status != "paused" else "-")
-        shells.add_row(shell.name, shell.user, str(shell.gpus), status, use, shell.endpoint)
+        shells.add_row(shell.name, shell.user, shell.size, status, use, shell.endpoint)
     running = sum(1 for shell in found.shells if shell.status != "paused")
     console.print(f"shells: {running} running, {len(found.shells) - running} paused")
     if found.shells:
