@@ -180,10 +180,11 @@ def pause_idle(
         (pod["metadata"].get("namespace"), pod["metadata"].get("name")): pod
         for pod in kube.list("Pod", labels=shells.SHELLS_SELECTOR)["items"]
     }
-    # Checked once pod 0, where its users work, is Ready: however its other pods fare (a group
-    # whose last pod never starts, a replica its owner added that no node takes) it is judged.
+    # Checked once pod 0, where its users work, runs: however its other pods fare (a group whose
+    # last pod never starts, a replica its owner added that no node takes, a readiness probe its
+    # owner made fail) it is judged.
     candidates = [
-        (shell, limit) for shell, limit in running if _ready(pods.get((shell.namespace, shell.pods[0])))
+        (shell, limit) for shell, limit in running if _running(pods.get((shell.namespace, shell.pods[0])))
     ]
     if not candidates:
         return []
@@ -191,10 +192,10 @@ def pause_idle(
     measured = measured if measured is not None else gpu_metrics.read(kube)
 
     def report(shell: shells.Shell, pod: str) -> Activity | None:
-        """Another pod's report; None (idle) for one missing, not Ready or not answering."""
+        """Another pod's report; None (idle) for one missing, not running or not answering."""
         found = pods.get((shell.namespace, pod))
         try:
-            return read(shell_pod_address(found, shell, networks)) if _ready(found) else None
+            return read(shell_pod_address(found, shell, networks)) if _running(found) else None
         except ToolkitError:
             return None
 
@@ -257,9 +258,12 @@ def publish_gpu_use(
     return written
 
 
-def _ready(pod: dict[str, Any] | None) -> bool:
-    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+def _running(pod: dict[str, Any] | None) -> bool:
+    """Whether the pod's container runs, as its kubelet says: not whether it is Ready, which its
+    owner's readiness probe decides."""
+    status = (pod or {}).get("status") or {}
+    started = any((c.get("state") or {}).get("running") for c in status.get("containerStatuses") or [])
+    return status.get("phase") == "Running" and started
 
 
 def shell_pod_address(pod: dict[str, Any] | None, shell: shells.Shell, networks: list[Any]) -> str:

@@ -8,10 +8,6 @@ for the pod (bench/shell_api.py lists them). A failure removes what this create 
 from __future__ import annotations
 
 import base64
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +17,7 @@ from toolkit import gpu_queue as queueing
 from toolkit import shell_manifests as manifests
 from toolkit.capacity import GPU, NodeCapacity
 from toolkit.errors import BadInputError, Interrupted, ToolkitError
+from toolkit.interrupts import ignoring_interrupts
 from toolkit.kube import Kube
 from toolkit.shell_plan import (
     CREATED_BY,
@@ -90,6 +87,16 @@ def read_facts(kube: Kube, request: CreateRequest) -> ClusterFacts:
         datasets=datasets,
         peers_service_taken=request.nodes > 1
         and kube.get("Service", manifests.peers_service_name(request.name), namespace) is not None,
+        name_is_a_service=request.name.endswith(("-web", "-peers"))
+        and _others_service(kube, request.name, namespace),
+    )
+
+
+def _others_service(kube: Kube, name: str, namespace: str) -> bool:
+    """Whether the Service NAME exists and is not shell NAME's own."""
+    service = kube.get("Service", name, namespace)
+    return (
+        service is not None and (service["metadata"].get("labels") or {}).get(manifests.SHELL_LABEL) != name
     )
 
 
@@ -165,7 +172,7 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
                     f"{failure} (kept for inspection: toolkit shell delete {spec.name} --purge)"
                 ) from None
             raise
-        with _ignoring_interrupts():
+        with ignoring_interrupts():
             on_phase("cleaning up")
             removed, left = _undo(kube, plan, made)
         if left:
@@ -318,17 +325,3 @@ def _made_by(kube: Kube, plan: ShellPlan, kind: str, name: str) -> bool:
     found = kube.get(kind, name, plan.spec.namespace)
     annotations = ((found or {}).get("metadata") or {}).get("annotations") or {}
     return annotations.get(CREATED_BY) == plan.creation_id
-
-
-@contextmanager
-def _ignoring_interrupts() -> Iterator[None]:
-    """Ctrl-C ignored while cleaning up, so a second one can't leave half a shell behind. Only the
-    main thread can set signal handlers; creates in other threads are not interrupted by Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -77,6 +77,8 @@ class ClusterFacts:
     sudo_allowed_to_user: bool = False  # `user add --sudo` (read only when sudo is asked for)
     # NAME-peers is already a Service (a shell named so): read only for a multi-node shell.
     peers_service_taken: bool = False
+    # A shell named like another's extra Service (X-web, X-peers) finds it there: read only then.
+    name_is_a_service: bool = False
     datasets: bool = False  # the user has the site's datasets (`user add` gave them), and the site still does
 
 
@@ -286,7 +288,14 @@ def plan_create(
         _largest_candidate(request, facts.nodes, gpu_products, reasons) if gpu_products is not None else None
     )
     group = [node] if node is not None else []
-    if node is not None and request.gpus > node.gpus and request.nodes == 1 and gpu_products is not None:
+    spreads = settings.max_nodes > 1 and settings.access_mode == "ReadWriteMany"
+    if (
+        node is not None
+        and request.gpus > node.gpus
+        and request.nodes == 1
+        and gpu_products is not None
+        and spreads
+    ):
         reasons[-1] += _spread_hint(request, facts.nodes, gpu_products, settings.max_nodes)
     if request.nodes > 1:
         reasons += _group_refusals(request, facts)
@@ -307,6 +316,11 @@ def plan_create(
         reasons.append(
             f"--sudo: this cluster gives sudo only to the users an operator allows, and {request.user} "
             f"is not one of them (toolkit user add {request.user} --sudo)"
+        )
+    if facts.name_is_a_service:
+        reasons.append(
+            f"the Service {request.name!r} is another shell's (its web terminal's, or the one naming a "
+            "multi-node shell's pods): pick another name"
         )
     if facts.shell_exists:
         reasons.append(
@@ -538,10 +552,12 @@ def _group_refusals(request: CreateRequest, facts: ClusterFacts) -> list[str]:
             f"--nodes {request.nodes}: a multi-node shell's pods share its home across nodes, and this "
             f"cluster's volumes are {settings.access_mode} (one node at a time): ask for --nodes 1"
         )
-    if not request.wait and not settings.queue:
+    if not request.wait:
+        # Kueue admits a group by its quota, not by the nodes' free GPUs: only a create that waits
+        # sees every pod start, or removes them all.
         reasons.append(
-            "--no-wait: without a queue on this cluster, only a create that waits sees a multi-node "
-            "shell's pods start together (or removes them all)"
+            f"--no-wait: a multi-node shell's {request.nodes} pods start together or not at all, which "
+            "only a create that waits can see to"
         )
     if facts.peers_service_taken:
         reasons.append(
@@ -609,8 +625,8 @@ def _quota_refusals(
         ]
     limits = (quota.get("spec") or {}).get("hard") or {}
     in_use = (quota.get("status") or {}).get("used") or {}
-    hard = int(limits.get(f"requests.{GPU}", "0"))
-    used = int(in_use.get(f"requests.{GPU}", "0"))
+    hard = _count(limits.get(f"requests.{GPU}", "0"))
+    used = _count(in_use.get(f"requests.{GPU}", "0"))
     reasons = []
     wanted = request.gpus * request.nodes
     if wanted > hard - used:
@@ -628,20 +644,28 @@ def _quota_refusals(
         web_service = (request.web or request.jupyter) and web_ingress
         services = 2 + web_service
         for counted, needed in (("pods", request.nodes), ("services", services)):
-            if counted in limits and int(in_use.get(counted, "0")) + needed > int(limits[counted]):
-                room = int(limits[counted]) - int(in_use.get(counted, "0"))
+            room = max(0, _count(limits.get(counted, "0")) - _count(in_use.get(counted, "0")))
+            if counted in limits and needed > room:
                 reasons.append(
                     f"--nodes {request.nodes}: the shell needs {needed} {counted}, and {request.user}'s "
                     f"quota has room for {room} more: an operator re-runs 'toolkit user add {request.user}' "
                     "to count multi-node shells"
                 )
-    shells = SHELLS_QUOTA in limits and int(in_use.get(SHELLS_QUOTA, "0")) >= int(limits[SHELLS_QUOTA])
+    shells = SHELLS_QUOTA in limits and _count(in_use.get(SHELLS_QUOTA, "0")) >= _count(limits[SHELLS_QUOTA])
     if shells:
         reasons.append(
             f"{request.user} already has {limits[SHELLS_QUOTA]} shell(s), the most their quota allows: "
             "delete one first (toolkit shell list shows them)"
         )
     return reasons
+
+
+def _count(value: Any) -> int:
+    """A quota's figure as the API server writes it back (a count of 1000 reads "1k")."""
+    try:
+        return int(quantity.parse(str(value), "quota"))
+    except BadInputError:
+        return 0
 
 
 def _size(request: CreateRequest, nodes: list[NodeCapacity], reasons: list[str]) -> tuple[Fraction, Fraction]:

@@ -19,6 +19,7 @@ from toolkit import shell_manifests as manifests
 from toolkit.addresses import is_ip_address
 from toolkit.capacity import NodeCapacity
 from toolkit.errors import BadInputError, Interrupted, ToolkitError
+from toolkit.interrupts import ignoring_interrupts
 from toolkit.kube import ApiError, Kube
 from toolkit.shell_plan import Endpoint, service_endpoint
 from toolkit.shell_settings import MOST_IDLE_MINUTES, Platform, platform
@@ -542,17 +543,35 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
     try:
         wait_ready(kube, namespace_of(user), name, on_phase, timeout, queue=queue, pods=shell.nodes)
     except (ToolkitError, KeyboardInterrupt) as failure:
-        if shell.nodes == 1:
+        if shell.nodes == 1 or _held_by_the_queue(kube, shell):
             raise
         # A multi-node shell runs whole or not at all: the pods that did start give their GPUs back.
-        scale(kube, user, name, 0)
+        with ignoring_interrupts():
+            try:
+                scale(kube, user, name, 0)
+                note = f"paused again, since its {shell.nodes} pods run together or not at all"
+            except ToolkitError as error:
+                note = f"it could not be paused again ({error}): toolkit shell pause {name}"
         if isinstance(failure, KeyboardInterrupt):
-            raise Interrupted(f"interrupted; shell {name} is paused again") from None
-        error = ShellFailed if isinstance(failure, ShellFailed) else ToolkitError
-        raise error(
-            f"{failure}; paused again, since its {shell.nodes} pods run together or not at all"
-        ) from None
+            raise Interrupted(f"interrupted; {note}") from None
+        again = (
+            ShellFailed(f"{failure}; {note}")
+            if isinstance(failure, ShellFailed)
+            else ToolkitError(f"{failure}; {note}")
+        )
+        again.exit_code = failure.exit_code
+        raise again from None
     return get_shell(kube, user, name)
+
+
+def _held_by_the_queue(kube: Kube, shell: Shell) -> bool:
+    """Whether Kueue still holds every pod of the shell: none runs, and it keeps its place."""
+    labels = ",".join(f"{key}={value}" for key, value in manifests.selector(shell.name, shell.user).items())
+    try:
+        pods = kube.list("Pod", shell.namespace, labels=labels)["items"]
+    except ToolkitError:
+        return False
+    return bool(pods) and all(gpu_queue.gated(pod) for pod in pods)
 
 
 def extend(kube: Kube, user: str, name: str, hours: Fraction, now: datetime | None = None) -> Shell:

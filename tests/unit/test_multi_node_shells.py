@@ -4,6 +4,7 @@ without a queue and through Kueue's (tests/standins/kueue.py), and one lifecycle
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,16 +114,24 @@ def test_a_group_that_only_partly_fits_waits_in_the_queue_or_is_refused_and_neve
         assert "Insufficient nvidia.com/gpu" in str(failed.value)
         assert "its 2 pods run together or not at all, so none was kept" in str(failed.value)
     else:
-        # Kueue admits the group only when all 16 GPUs are free: until then every pod is gated.
-        waiting = create(alice, shell("alice", "big", gpus=8, nodes=2, wait=False), lambda _: None)
-        assert (waiting.status, waiting.position) == ("queued", 1)
+        # Kueue admits the group only when all 16 GPUs are free: until then every pod is gated,
+        # and the create waits, saying so.
+        phases: list[str] = []
+        made: list[Any] = []
+        waiting = threading.Thread(
+            target=lambda: made.append(create(alice, shell("alice", "big", gpus=8, nodes=2), phases.append)),
+            daemon=True,
+        )
+        waiting.start()
+        assert eventually(
+            lambda: "queued: position 1, waiting for 16 GPUs (Ctrl-C leaves the queue)" in phases
+        )
         pods = server.list("Pod", "user-alice")
         assert len(pods) == 2 and all(not pod["spec"].get("nodeName") for pod in pods)
         assert all(pod["spec"].get("schedulingGates") for pod in pods)
         shells.delete(people["bob"], "bob", "small", purge=True)
-        assert eventually(
-            lambda: sorted(placed(server, "user-alice").values()) == ["gpu-1", "gpu-2"], timeout=20
-        )
+        waiting.join(30)
+        assert made and made[0].nodes in (("gpu-1", "gpu-2"), ("gpu-2", "gpu-1"))
         shells.delete(alice, "alice", "big", purge=True)
     assert eventually(lambda: server.list("Pod", "user-alice") == [])
     assert server.list("StatefulSet", "user-alice") == [] and server.list("Service", "user-alice") == []
@@ -152,19 +161,36 @@ def test_a_users_quota_counts_a_pod_and_a_scratch_disk_per_node_a_shell_may_span
     assert hard["limits.ephemeral-storage"] == "3276800Mi"
 
 
-def test_a_group_that_cannot_resume_whole_is_paused_again(
+def test_a_group_that_cannot_resume_whole_is_paused_again_or_waits_whole_in_the_queue(
     cluster: tuple[FakeApiServer, dict[str, kube.Kube]],
 ) -> None:
     server, people = cluster
-    if server.list("ClusterQueue"):
-        pytest.skip("Kueue admits a group whole: its pods wait gated, holding nothing (the test above)")
     alice = people["alice"]
     create(alice, shell("alice", "big", gpus=8, nodes=2), lambda _: None)
     shells.pause(alice, "alice", "big")
     assert eventually(lambda: placed(server, "user-alice") == {})
     create(people["bob"], shell("bob", "small", gpus=1), lambda _: None)
-    with pytest.raises(ShellFailed) as failed:
-        shells.resume(alice, "alice", "big", lambda _: None, 20)
-    assert str(failed.value).endswith("; paused again, since its 2 pods run together or not at all")
-    assert shells.get_shell(alice, "alice", "big").replicas == 0
-    assert eventually(lambda: placed(server, "user-alice") == {})
+    if not server.list("ClusterQueue"):
+        # Without a queue one pod started: it gives its GPUs back with the other.
+        with pytest.raises(ShellFailed) as failed:
+            shells.resume(alice, "alice", "big", lambda _: None, 3)
+        assert str(failed.value).endswith("; paused again, since its 2 pods run together or not at all")
+        assert shells.get_shell(alice, "alice", "big").replicas == 0
+        assert eventually(lambda: placed(server, "user-alice") == {})
+        return
+    # Kueue holds both pods, gated, holding nothing, until the group fits: a failed wait would keep
+    # its place (_held_by_the_queue), and the resume runs it once bob's shell is gone.
+    resumed: list[shells.Shell] = []
+    waiting = threading.Thread(
+        target=lambda: resumed.append(shells.resume(alice, "alice", "big", lambda _: None, 20)), daemon=True
+    )
+    waiting.start()
+    pods = lambda: server.list("Pod", "user-alice")  # noqa: E731
+    assert eventually(lambda: len(pods()) == 2 and all(p["spec"].get("schedulingGates") for p in pods()))
+    assert placed(server, "user-alice") == {"big-0": "", "big-1": ""}
+    assert shells._held_by_the_queue(alice, shells.get_shell(alice, "alice", "big"))
+    shells.delete(people["bob"], "bob", "small", purge=True)
+    waiting.join(30)
+    assert resumed and resumed[0].status == "ready"
+    assert sorted(placed(server, "user-alice").values()) == ["gpu-1", "gpu-2"]
+    assert not shells._held_by_the_queue(alice, resumed[0])

@@ -390,16 +390,42 @@ def test_a_multi_node_shell_the_cluster_cannot_hold_is_refused_with_every_reason
     with pytest.raises(BadInputError) as refused:
         plan_create(request(gpus=8, nodes=2, wait=False, web=True), facts, NOW)
     assert str(refused.value).split("; ") == [
-        "--no-wait: without a queue on this cluster, only a create that waits sees a multi-node shell's "
-        "pods start together (or removes them all)",
+        "--no-wait: a multi-node shell's 2 pods start together or not at all, which only a create that "
+        "waits can see to",
         "the Service train-peers, which would name the pods of train, is another shell's: pick another name",
         "--nodes 2: the shell needs 2 pods, and alice's quota has room for 1 more: an operator re-runs "
         "'toolkit user add alice' to count multi-node shells",
         "--nodes 2: the shell needs 3 services, and alice's quota has room for 2 more: an operator re-runs "
         "'toolkit user add alice' to count multi-node shells",
     ]
+    # Even where Kueue queues it: Kueue admits a group by its quota, not by the nodes' free GPUs.
     queued = replace(GROUP_FACTS, settings=replace(GROUP_FACTS.settings, queue="shells"))
-    assert plan_create(request(gpus=8, nodes=2, wait=False), queued, NOW).spec.nodes == 2
+    with pytest.raises(BadInputError, match=r"^--no-wait: a multi-node shell's 2 pods"):
+        plan_create(request(gpus=8, nodes=2, wait=False), queued, NOW)
+    # Figures as the API server writes them back (1000 reads 1k) are counted as such.
+    big_quota = {"spec": {"hard": {"requests.nvidia.com/gpu": "16", "pods": "1k", "services": "1k"}},
+                 "status": {"used": {"pods": "999"}}}  # fmt: skip
+    with pytest.raises(BadInputError, match="the shell needs 2 pods, and alice's quota has room for 1 more"):
+        plan_create(request(gpus=8, nodes=2), replace(GROUP_FACTS, quota=big_quota), NOW)
+
+
+def test_a_shell_named_like_another_shells_extra_service_is_refused() -> None:
+    with pytest.raises(BadInputError) as refused:
+        plan_create(request(name="big-peers"), replace(GROUP_FACTS, name_is_a_service=True), NOW)
+    assert str(refused.value) == (
+        "the Service 'big-peers' is another shell's (its web terminal's, or the one naming a multi-node "
+        "shell's pods): pick another name"
+    )
+
+
+def test_no_spreading_is_suggested_where_the_cluster_has_no_multi_node_shells() -> None:
+    for settings in (
+        replace(GROUP_FACTS.settings, access_mode="ReadWriteOnce"),
+        replace(GROUP_FACTS.settings, max_nodes=1),
+    ):
+        with pytest.raises(BadInputError) as refused:
+            plan_create(request(gpus=16), replace(GROUP_FACTS, settings=settings), NOW)
+        assert str(refused.value) == "--gpus 16 is more than any node has (the largest, gpu-1, has 8)"
 
 
 @pytest.mark.parametrize(
