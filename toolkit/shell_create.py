@@ -230,10 +230,8 @@ def create(kube: Kube, request: CreateRequest, on_phase: Phase, now: datetime | 
 
 def _group_nodes(kube: Kube, spec: manifests.ShellSpec) -> tuple[str, ...]:
     """The nodes a multi-node shell's pods run on, pod 0's first."""
-    selector = ",".join(f"{key}={value}" for key, value in manifests.selector(spec.name, spec.user).items())
-    pods = {
-        pod["metadata"]["name"]: pod for pod in kube.list("Pod", spec.namespace, labels=selector)["items"]
-    }
+    found = kube.list("Pod", spec.namespace, labels=manifests.selector_query(spec.name, spec.user))["items"]
+    pods = {pod["metadata"]["name"]: pod for pod in found}
     return tuple(
         str((pods.get(pod) or {}).get("spec", {}).get("nodeName") or "?")
         for pod in manifests.pod_names(spec.name, spec.nodes)

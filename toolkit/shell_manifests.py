@@ -207,6 +207,11 @@ def selector(name: str, user: str) -> dict[str, str]:
     return {SHELL_LABEL: name, USER_LABEL: user}
 
 
+def selector_query(name: str, user: str) -> str:
+    """The shell's pods as a label selector in a list request's query."""
+    return ",".join(f"{key}={value}" for key, value in selector(name, user).items())
+
+
 def secret_name(name: str) -> str:
     return f"{name}-ssh"
 

@@ -510,14 +510,7 @@ def _largest_candidate(
     request: CreateRequest, nodes: tuple[NodeCapacity, ...], gpu_products: tuple[str, ...], reasons: list[str]
 ) -> NodeCapacity | None:
     """The largest ready node the selector and the GPU products allow: shells are sized from it."""
-    candidates = [
-        n
-        for n in nodes
-        if n.ready
-        and n.schedulable
-        and n.matches(request.node_selector)
-        and (not gpu_products or n.labels.get(gpu_types.PRODUCT_LABEL) in gpu_products)
-    ]
+    candidates = _fitting(request, nodes, gpu_products, 0)
     wanted = [f"{k}={v}" for k, v in request.node_selector.items()]
     if gpu_products:
         wanted.append(f"--gpu-type {request.gpu_type} ({' or '.join(gpu_products)})")
@@ -526,7 +519,7 @@ def _largest_candidate(
             f"no ready node matches {', '.join(wanted)}" if wanted else "the cluster has no ready node"
         )
         return None
-    largest = max(candidates, key=lambda n: (n.gpus, n.cpu, n.memory))
+    largest = candidates[0]
     if request.gpus > largest.gpus:
         where = " matching " + ", ".join(wanted) if wanted else ""
         reasons.append(
@@ -570,7 +563,8 @@ def _group_refusals(request: CreateRequest, facts: ClusterFacts) -> list[str]:
 def _fitting(
     request: CreateRequest, nodes: tuple[NodeCapacity, ...], gpu_products: tuple[str, ...], gpus: int
 ) -> list[NodeCapacity]:
-    """The ready nodes that could hold one pod of `gpus` GPUs of the shell, largest first."""
+    """The ready nodes the selector and the GPU products allow with at least `gpus` GPUs, largest
+    first (of equals, in the cluster's order)."""
     return sorted(
         (
             n
@@ -633,7 +627,7 @@ def _quota_refusals(
         asked = (
             f"--nodes {request.nodes} --gpus {request.gpus} ({wanted} GPUs)"
             if request.nodes > 1
-            else (f"--gpus {request.gpus}")
+            else f"--gpus {request.gpus}"
         )
         reasons.append(
             f"{asked} is more than {request.user}'s quota allows: {hard} GPUs, {used} in use by other shells"

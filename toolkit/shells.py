@@ -566,9 +566,10 @@ def resume(kube: Kube, user: str, name: str, on_phase: Phase, timeout: float) ->
 
 def _held_by_the_queue(kube: Kube, shell: Shell) -> bool:
     """Whether Kueue still holds every pod of the shell: none runs, and it keeps its place."""
-    labels = ",".join(f"{key}={value}" for key, value in manifests.selector(shell.name, shell.user).items())
     try:
-        pods = kube.list("Pod", shell.namespace, labels=labels)["items"]
+        pods = kube.list("Pod", shell.namespace, labels=manifests.selector_query(shell.name, shell.user))[
+            "items"
+        ]
     except ToolkitError:
         return False
     return bool(pods) and all(gpu_queue.gated(pod) for pod in pods)
