@@ -194,3 +194,23 @@ def test_a_group_that_cannot_resume_whole_is_paused_again_or_waits_whole_in_the_
     assert resumed and resumed[0].status == "ready"
     assert sorted(placed(server, "user-alice").values()) == ["gpu-1", "gpu-2"]
     assert not shells._held_by_the_queue(alice, resumed[0])
+
+
+def test_a_groups_pods_prefer_nodes_of_one_nvlink_domain(tmp_path: Path) -> None:
+    """gpu-2, of another NVLink domain (GPU feature discovery's nvidia.com/gpu.clique), comes before
+    gpu-3 in the cluster's order; the group's second pod joins its first in gpu-1's domain."""
+    server = FakeApiServer().start()
+    try:
+        for name, clique in (("gpu-1", "fabric-a.1"), ("gpu-2", "fabric-a.2"), ("gpu-3", "fabric-a.1")):
+            labels = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.clique": clique}
+            server.add_gpu_node(name, labels=labels)
+        server.seed("StorageClass", {"metadata": {"name": "shared-wekafs"}, "provisioner": "csi.weka.io"})
+        server.seed("RuntimeClass", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+        seeded(server, queued=False)
+        admin = kube.connect(server.kubeconfig(tmp_path / "admin"))
+        users.add(admin, "alice", 16, tmp_path / "alice", None, None)
+        alice = kube.connect(tmp_path / "alice")
+        created = create(alice, shell("alice", "big", gpus=8, nodes=2), lambda _: None)
+        assert created.nodes == ("gpu-1", "gpu-3")
+    finally:
+        server.stop()
