@@ -6,7 +6,8 @@
 2. The module runs per host on that no-op (target: <= 12 on a server, <= 8 on an agent): tasks
    that ran a module on the host; those on the control node (delegated downloads, chart reads)
    are counted apart.
-3. `toolkit --help` against a bare typer app with the same rich help (target <= 1.1x).
+3. `toolkit --help` against a bare typer app with the same rich help (target <= 1.1x), the fastest
+   of 20 runs each, taken in turns.
 
 It replaces any running lab with one of each size and removes it at the end.
 Run: .venv/bin/python -m bench.rerun
@@ -17,11 +18,10 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.foundation import BARE_TYPER_APP, BIN, ENV, PROJECT, wall
+from bench.foundation import BIN, ENV, PROJECT, print_help_against_bare_typer, wall
 
 # Tasks whose action runs on the control node only, whatever host they are for.
 CONTROLLER_ACTIONS = {
@@ -85,11 +85,7 @@ def module_runs(events: Path) -> tuple[Counter[str], int, int]:
 
 
 def main() -> None:
-    help_time = wall([str(BIN / "toolkit"), "--help"], runs=7)
-    bare_time = wall([sys.executable, "-c", BARE_TYPER_APP, "--help"], runs=7)
-    print(f"toolkit --help            {help_time:6.2f}s")
-    print(f"bare typer app --help     {bare_time:6.2f}s")
-    print(f"ratio                     {help_time / bare_time:6.2f}x  (target <= 1.1x)")
+    print_help_against_bare_typer()
 
     up = [str(BIN / "toolkit"), "cluster", "up", "-i", "inventory/lab"]
     setup = [str(BIN / "ansible"), "all", "-i", "inventory/lab", "-m", "setup"]

@@ -21,3 +21,10 @@ class Output(StrEnum):
 
     table = "table"
     json = "json"
+
+
+def print_json(value: object) -> None:
+    """`--output json`: the value, indented. json is imported here, not by every command's help."""
+    import json
+
+    typer.echo(json.dumps(value, indent=2))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -13,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolkit.cli import Output, command_group, present
+from toolkit.cli import Output, command_group, present, print_json
 from toolkit.cli.options import (
     ContextOption,
     ExtraVarsOption,
@@ -168,6 +166,8 @@ def kubeconfig(
 
     It is written with mode 0600, to --output or merged into your kubeconfig as a named context.
     """
+    import tempfile
+
     from toolkit.cli.display import run_playbook_command
     from toolkit.kubeconfig import merge_into
 
@@ -204,7 +204,7 @@ def status(
 
     found = cluster_status.collect(kube.connect(kubeconfig_path, context))
     if output is Output.json:
-        typer.echo(json.dumps(found.as_dict(), indent=2))
+        print_json(found.as_dict())
         return
     console = Console(highlight=False)
     nodes = Table("node", "role", "state", "k3s", "driver", "gpu", "gpus", "used", "gpu use")
@@ -310,7 +310,7 @@ def verify(
     if not report.checks:
         raise typer.Exit(report.exit_code)
     if output is Output.json:
-        typer.echo(json.dumps([asdict(c) for c in report.checks], indent=2))
+        print_json([asdict(c) for c in report.checks])
     else:
         table = Table("check", "host", "result", "detail")
         for item in report.checks:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
-from toolkit.cli import Output, command_group, present
+from toolkit.cli import Output, command_group, present, print_json
 from toolkit.cli.options import ContextOption, KubeconfigOption, OutputOption, UserOption
 from toolkit.tenancy import user_from_context
 
@@ -43,7 +42,7 @@ def list_(
     who = None if all_users else user_from_context(connection, user)
     found = disks.list_disks(connection, who)
     if output is Output.json:
-        typer.echo(json.dumps([d.as_dict() for d in found], indent=2))
+        print_json([d.as_dict() for d in found])
         return
     now = datetime.now(UTC)
     table = Table("name", "user", "size", "class", "access", "used by", "last used", "kept")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
-from toolkit.cli import Output
+from toolkit.cli import Output, print_json
 from toolkit.cli.options import InventoryOption, OutputOption
 from toolkit.extras import operator_command
 
@@ -42,7 +41,7 @@ def doctor(
     loaded, _ = inventory.load_and_check(inventory_path)
     reports = checks.run(loaded, accept_new=accept_new, timeout=timeout)
     if output is Output.json:
-        typer.echo(json.dumps([report.as_dict() for report in reports], indent=2))
+        print_json([report.as_dict() for report in reports])
     else:
         names = [c.check for c in next((r.checks for r in reports if r.reachable), [])]
         table = Table("host", "address", "ssh", *names)

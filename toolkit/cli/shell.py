@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from toolkit.cli import Output, command_group, present
+from toolkit.cli import Output, command_group, present, print_json
 from toolkit.cli.options import (
     ContextOption,
     ForOption,
@@ -387,7 +386,7 @@ def list_(
 
     found = read()
     if output is Output.json:
-        typer.echo(json.dumps([s.as_dict() for s in found], indent=2))
+        print_json([s.as_dict() for s in found])
         return
     console = _console()
     if not watch:
@@ -478,7 +477,7 @@ def show(
         ways_in["jupyter_through_ssh"] = (
             f"ssh -F {shlex.quote(str(ssh_config))} -L {manifests.JUPYTER_TUNNEL} {alias}"
         )
-    typer.echo(json.dumps(shell.as_dict() | ways_in, indent=2))
+    print_json(shell.as_dict() | ways_in)
 
 
 @app.command()
@@ -712,7 +711,7 @@ def avail(
     found = capacity.availability(kube.connect(kubeconfig, context))
     nodes = found.nodes
     if output is Output.json:
-        typer.echo(json.dumps([{**vars(n), "gpus_free": n.gpus_free} for n in nodes], indent=2))
+        print_json([{**vars(n), "gpus_free": n.gpus_free} for n in nodes])
         return
     table = Table("node", "gpu", "gpus", "used", "free", "state")
     for node in nodes:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from toolkit.cli import Output, command_group
+from toolkit.cli import Output, command_group, print_json
 from toolkit.cli.options import ContextOption, GithubUrlOption, KubeconfigOption, OutputOption
 from toolkit.tenancy import check_user_name
 
@@ -136,7 +135,7 @@ def list_(
 
     found = users.list_users(kube.connect(kubeconfig, context))
     if output is Output.json:
-        typer.echo(json.dumps([asdict(u) for u in found], indent=2))
+        print_json([asdict(u) for u in found])
         return
     table = Table(
         "user", "namespace", "max gpus", "gpus used", "quota (used/limit)", "github", "state", "created"
