@@ -109,6 +109,7 @@ def test_paths_and_checksums_are_read_and_missing_files_are_null(tmp_path: Path)
             "fstab": "",
             "paths": [str(tmp_path / "k3s"), str(tmp_path / "node-token")],
             "checksums": [str(tmp_path / "k3s"), str(tmp_path / "absent")],
+            "secrets": [],
         }
     )
     assert found["paths"] == {str(tmp_path / "k3s"): True, str(tmp_path / "node-token"): False}
@@ -120,4 +121,23 @@ def test_paths_and_checksums_are_read_and_missing_files_are_null(tmp_path: Path)
             "gid": os.getgid(),
         },
         str(tmp_path / "absent"): None,
+    }
+
+
+def test_secrets_are_read_stripped_and_missing_ones_are_null(tmp_path: Path) -> None:
+    (tmp_path / "node-token").write_text("K10abc::server:def\n")
+    found = host_state.read(
+        {
+            "packages": [],
+            "services": [],
+            "sysctls": [],
+            "fstab": "",
+            "paths": [],
+            "checksums": [],
+            "secrets": [str(tmp_path / "node-token"), str(tmp_path / "not-yet")],
+        }
+    )
+    assert found["secrets"] == {
+        str(tmp_path / "node-token"): "K10abc::server:def",
+        str(tmp_path / "not-yet"): None,
     }

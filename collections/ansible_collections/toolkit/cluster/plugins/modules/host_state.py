@@ -45,6 +45,14 @@ options:
     type: list
     elements: path
     default: []
+  secrets:
+    description:
+      - Files whose content to read, a token or a key (null where the file is missing), where a
+        slurp would cost a module run of its own.
+      - The result holds them, so a task that lists one must set C(no_log).
+    type: list
+    elements: path
+    default: []
 author: toolkit
 """
 
@@ -106,6 +114,10 @@ checksums:
   returned: always
   type: dict
   sample: {/usr/local/bin/k3s: {sha256: 3b1c..., mode: "0755", uid: 0, gid: 0}}
+secrets:
+  description: Each file's content, surrounding whitespace stripped, or null where it is missing.
+  returned: always
+  type: dict
 """
 
 import fnmatch
@@ -237,6 +249,14 @@ def file_state(path: str) -> dict[str, Any] | None:
     }
 
 
+def secret(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        return None
+
+
 def swap_active(proc_swaps: str = "/proc/swaps") -> bool:
     try:
         with open(proc_swaps) as handle:
@@ -258,6 +278,7 @@ def read(params: dict[str, Any]) -> dict[str, Any]:
         "swap_active": swap_active(),
         "paths": {path: os.path.lexists(path) for path in params["paths"]},
         "checksums": {path: file_state(path) for path in params["checksums"]},
+        "secrets": {path: secret(path) for path in params["secrets"]},
     }
 
 
@@ -270,6 +291,7 @@ def main() -> None:
             "fstab": {"type": "path", "default": ""},
             "paths": {"type": "list", "elements": "path", "default": []},
             "checksums": {"type": "list", "elements": "path", "default": []},
+            "secrets": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )
