@@ -28,7 +28,9 @@ def params(
     return {
         "directories": [{**owned, **d} for d in directories or []],
         "files": [
-            {"state": "present", "content": "", "secret_content": None, "mode": "0600", **owned, **f}
+            {"state": "present", "unless_exists": "", "content": "", "secret_content": None, "mode": "0600"}
+            | owned
+            | f
             for f in entries or []
         ],
     }
@@ -215,3 +217,17 @@ def test_a_directory_reached_through_a_link_is_judged_by_the_directory(tmp_path:
 def test_a_file_whose_directory_is_missing_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"{tmp_path}/none/a: its directory does not exist"):
         files.converge(params(entries=[{"path": str(tmp_path / "none" / "a"), "content": "a"}]), check=False)
+
+
+def test_a_file_unless_another_exists_is_written_where_it_is_missing_and_removed_where_it_appears(
+    tmp_path: Path,
+) -> None:
+    ours, theirs = tmp_path / "nvidia-runtimeclass.yaml", tmp_path / "runtimes.yaml"
+    wanted = params(entries=[{"path": str(ours), "content": "ours\n", "unless_exists": str(theirs)}])
+    assert files.converge(wanted, check=False)["written"] == [str(ours)]
+    assert ours.read_text() == "ours\n"
+    theirs.write_text("k3s's\n")
+    assert files.converge(wanted, check=True)["removed"] == [str(ours)] and ours.exists()
+    assert files.converge(wanted, check=False)["removed"] == [str(ours)]
+    assert not ours.exists() and theirs.read_text() == "k3s's\n"
+    assert files.converge(wanted, check=False) == {"written": [], "updated": [], "created": [], "removed": []}

@@ -36,6 +36,13 @@ options:
     suboptions:
       path: {description: The file., type: path, required: true}
       state: {description: Whether it is there., type: str, choices: [present, absent], default: present}
+      unless_exists:
+        description:
+          - A path whose existence makes a present file absent, removed if it is there. A manifest
+            that stands in for one k3s may ship (k3s's RuntimeClasses) is written only where k3s's
+            is missing, judged in the same run; "" never does.
+        type: path
+        default: ""
       content: {description: Its whole content (present files)., type: str, default: ""}
       secret_content:
         description:
@@ -173,7 +180,7 @@ def converge(
                 os.chown(path, uid, gid)
     for entry in params["files"]:
         path = entry["path"]
-        if entry["state"] == "absent":
+        if entry["state"] == "absent" or (entry["unless_exists"] and os.path.lexists(entry["unless_exists"])):
             if os.path.lexists(path):
                 if os.path.isdir(path) and not os.path.islink(path):
                     raise ValueError(f"{path} is a directory: only files are removed")
@@ -222,6 +229,7 @@ def main() -> None:
                 "options": {
                     "path": {"type": "path", "required": True},
                     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+                    "unless_exists": {"type": "path", "default": ""},
                     "content": {"type": "str", "default": ""},
                     "secret_content": {"type": "str", "no_log": True},
                     **OWNED,
