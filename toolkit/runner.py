@@ -133,11 +133,13 @@ class RunTracker:
         debug task whose message starts with 'NOTE:'. Each distinct note is shown once."""
         if data.get("task_action") not in ("debug", "ansible.builtin.debug"):
             return
-        message = result.get("msg")
-        if isinstance(message, str) and message.startswith("NOTE:"):
-            note = message.removeprefix("NOTE:").strip()
-            if note not in self.notices:
-                self.notices.append(note)
+        # A looped debug's result holds each item's.
+        items = [item for item in result.get("results") or [] if isinstance(item, Mapping)]
+        for message in [result.get("msg")] + [item.get("msg") for item in items]:
+            if isinstance(message, str) and message.startswith("NOTE:"):
+                note = message.removeprefix("NOTE:").strip()
+                if note not in self.notices:
+                    self.notices.append(note)
 
     def _apply_stats(self, data: Mapping[str, Any]) -> None:
         columns = {

@@ -105,7 +105,7 @@ def test_cluster_up_converges_the_lab(lab: None, secret_vars: str) -> None:
     assert result.stdout.count("note: k3s is the stand-in binary") == 1
     assert result.stdout.count("note: Node Feature Discovery's chart is a stand-in") == 1
     assert "PLAY K3s servers and agents" in result.stdout
-    assert "PLAY GPU stack on Kubernetes" in result.stdout
+    assert "PLAY GPU stack and the shells' platform on Kubernetes" in result.stdout
     assert result.stdout.count("note: WekaFS is off (wekafs_enabled: false)") == 1
 
 

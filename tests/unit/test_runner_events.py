@@ -83,6 +83,18 @@ def test_role_notes_are_collected_once(recorded_events) -> None:
     assert any("loadable-module support" in note for note in tracker.notices)
 
 
+def test_a_looped_notes_items_are_each_collected_once() -> None:
+    tracker = RunTracker()
+    looped = {
+        "task_action": "ansible.builtin.debug",
+        "host": "h",
+        "res": {"results": [{"msg": "NOTE: k3s is the stand-in binary"}, {"msg": "NOTE: no Weka backend"}]},
+    }
+    for _ in range(2):
+        tracker.handle({"event": "runner_on_ok", "event_data": looped})
+    assert tracker.notices == ["k3s is the stand-in binary", "no Weka backend"]
+
+
 def test_ignored_failure_is_not_a_failure() -> None:
     tracker = RunTracker()
     tracker.handle(
